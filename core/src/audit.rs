@@ -1,0 +1,167 @@
+//! The append-only audit table: one row for every step a delivery, run or
+//! object goes through, linked by delivery id, run id, commit sha and actor.
+//!
+//! Invariant: rows are only ever inserted. The database refuses UPDATE and
+//! DELETE (triggers in `migrations/`), so this module offers neither.
+//! Never put a secret in `detail`.
+
+use crate::now_ms;
+use crate::store::{sql, Store, StoreError};
+use serde::Serialize;
+
+/// What happened, as a stable dotted name operators can filter on.
+pub mod kind {
+    pub const DELIVERY_RECEIVED: &str = "delivery.received";
+    pub const DELIVERY_REJECTED: &str = "delivery.rejected";
+    pub const DELIVERY_DUPLICATE: &str = "delivery.duplicate";
+    pub const DECISION: &str = "decision";
+    pub const COMMIT: &str = "commit";
+    pub const APPLY: &str = "apply";
+    pub const DELETE: &str = "delete";
+    pub const RECONCILE: &str = "reconcile";
+}
+
+/// One audit row to append. Build with [`AuditEvent::new`] and the `with_*` methods.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuditEvent {
+    pub kind: String,
+    pub outcome: String,
+    pub delivery_id: Option<String>,
+    pub run_id: Option<String>,
+    pub commit_sha: Option<String>,
+    pub actor: Option<String>,
+    pub object: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+impl AuditEvent {
+    pub fn new(kind: &str, outcome: &str) -> Self {
+        Self {
+            kind: kind.into(),
+            outcome: outcome.into(),
+            detail: serde_json::Value::Object(Default::default()),
+            ..Default::default()
+        }
+    }
+    pub fn delivery(mut self, id: impl Into<String>) -> Self {
+        self.delivery_id = Some(id.into());
+        self
+    }
+    pub fn run(mut self, id: impl Into<String>) -> Self {
+        self.run_id = Some(id.into());
+        self
+    }
+    pub fn commit(mut self, sha: impl Into<String>) -> Self {
+        self.commit_sha = Some(sha.into());
+        self
+    }
+    pub fn actor(mut self, login: impl Into<String>) -> Self {
+        self.actor = Some(login.into());
+        self
+    }
+    pub fn object(mut self, object: impl Into<String>) -> Self {
+        self.object = Some(object.into());
+        self
+    }
+    pub fn detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
+/// An audit row as stored.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: i64,
+    pub kind: String,
+    pub outcome: String,
+    pub delivery_id: Option<String>,
+    pub run_id: Option<String>,
+    pub commit_sha: Option<String>,
+    pub actor: Option<String>,
+    pub object: Option<String>,
+    pub detail: String,
+}
+
+type Row = (
+    i64,
+    i64,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+);
+
+impl From<Row> for AuditRow {
+    fn from(r: Row) -> Self {
+        Self {
+            id: r.0,
+            at: r.1,
+            kind: r.2,
+            outcome: r.3,
+            delivery_id: r.4,
+            run_id: r.5,
+            commit_sha: r.6,
+            actor: r.7,
+            object: r.8,
+            detail: r.9,
+        }
+    }
+}
+
+const COLUMNS: &str =
+    "id, at, kind, outcome, delivery_id, run_id, commit_sha, actor, object, detail";
+
+impl Store {
+    pub async fn append_audit(&self, e: &AuditEvent) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_events
+                 (at, kind, outcome, delivery_id, run_id, commit_sha, actor, object, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(now_ms())
+        .bind(&e.kind)
+        .bind(&e.outcome)
+        .bind(&e.delivery_id)
+        .bind(&e.run_id)
+        .bind(&e.commit_sha)
+        .bind(&e.actor)
+        .bind(&e.object)
+        .bind(e.detail.to_string())
+        .execute(self.pool())
+        .await
+        .map_err(sql("appending an audit row"))?;
+        Ok(())
+    }
+
+    /// Every audit row, oldest first.
+    pub async fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError> {
+        let rows: Vec<Row> =
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM audit_events ORDER BY id"))
+                .fetch_all(self.pool())
+                .await
+                .map_err(sql("reading the audit table"))?;
+        Ok(rows.into_iter().map(AuditRow::from).collect())
+    }
+
+    /// Audit rows that belong to one run: its own rows and those of the
+    /// delivery that started it.
+    pub async fn audit_rows_for_run(&self, run_id: &str) -> Result<Vec<AuditRow>, StoreError> {
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM audit_events
+             WHERE run_id = $1
+                OR delivery_id IN (SELECT delivery_id FROM runs WHERE run_id = $1)
+             ORDER BY id"
+        ))
+        .bind(run_id)
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql("reading a run's audit rows"))?;
+        Ok(rows.into_iter().map(AuditRow::from).collect())
+    }
+}

@@ -1,0 +1,193 @@
+//! Operator configuration: which repos trigger runs, and the knobs of the
+//! rendered manifests (images, resources, quotas) so nobody edits templates.
+//!
+//! Loaded from an optional YAML file; every field has a safe default, and an
+//! unknown field is an error (a typo must not silently fall back to a default).
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    Parse {
+        path: String,
+        source: serde_yaml::Error,
+    },
+    #[error("config is not valid: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Repositories (`owner/name`) whose issues may trigger runs. Events from any
+    /// other repository are recorded and ignored.
+    pub repos: Vec<String>,
+    /// Label that starts a development run.
+    pub trigger_label: String,
+    /// Label that starts a revision run.
+    pub revise_label: String,
+    pub job: JobConfig,
+    pub quota: QuotaConfig,
+    pub limit_range: LimitRangeConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobConfig {
+    pub image: String,
+    pub image_pull_policy: String,
+    pub cpu_request: String,
+    pub cpu_limit: String,
+    pub memory_request: String,
+    pub memory_limit: String,
+    pub workdir_size_limit: String,
+    pub active_deadline_seconds: u32,
+    pub backoff_limit: u32,
+    /// Name of the Secret the reconciler writes the GitHub token into; the Job
+    /// only references it.
+    pub github_token_secret: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaConfig {
+    pub requests_cpu: String,
+    pub requests_memory: String,
+    pub limits_cpu: String,
+    pub limits_memory: String,
+    pub pods: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitRangeConfig {
+    pub default_cpu: String,
+    pub default_memory: String,
+    pub default_request_cpu: String,
+    pub default_request_memory: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            repos: Vec::new(),
+            trigger_label: "run:dev".into(),
+            revise_label: "run:dev:revise".into(),
+            job: JobConfig::default(),
+            quota: QuotaConfig::default(),
+            limit_range: LimitRangeConfig::default(),
+        }
+    }
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        Self {
+            image: "ghcr.io/issueops/agent:0.1.0".into(),
+            image_pull_policy: "IfNotPresent".into(),
+            cpu_request: "500m".into(),
+            cpu_limit: "2".into(),
+            memory_request: "1Gi".into(),
+            memory_limit: "4Gi".into(),
+            workdir_size_limit: "10Gi".into(),
+            active_deadline_seconds: 3600,
+            backoff_limit: 1,
+            github_token_secret: "issueops-github-token".into(),
+        }
+    }
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            requests_cpu: "2".into(),
+            requests_memory: "4Gi".into(),
+            limits_cpu: "4".into(),
+            limits_memory: "8Gi".into(),
+            pods: "4".into(),
+        }
+    }
+}
+
+impl Default for LimitRangeConfig {
+    fn default() -> Self {
+        Self {
+            default_cpu: "1".into(),
+            default_memory: "1Gi".into(),
+            default_request_cpu: "250m".into(),
+            default_request_memory: "256Mi".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a YAML config file; fields it leaves out keep their defaults.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let config: Config = serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: shown,
+            source,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for repo in &self.repos {
+            let ok = repo
+                .split_once('/')
+                .is_some_and(|(o, n)| !o.is_empty() && !n.is_empty() && !n.contains('/'));
+            if !ok {
+                return Err(ConfigError::Invalid(format!(
+                    "repo {repo:?} must be written owner/name"
+                )));
+            }
+        }
+        if self.trigger_label.is_empty() || self.revise_label.is_empty() {
+            return Err(ConfigError::Invalid("trigger labels must not be empty".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether events from `repo` may trigger runs (GitHub names are case-insensitive).
+    pub fn watches(&self, repo: &str) -> bool {
+        self.repos.iter().any(|r| r.eq_ignore_ascii_case(repo))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_only_what_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "repos: [a/b]\njob:\n  image: example/agent:2\n").unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.job.image, "example/agent:2");
+        assert_eq!(c.job.cpu_limit, JobConfig::default().cpu_limit);
+        assert!(c.watches("A/B"));
+    }
+
+    #[test]
+    fn unknown_field_and_bad_repo_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "job:\n  imag: typo\n").unwrap();
+        assert!(Config::load(&path).unwrap_err().to_string().contains("imag"));
+        std::fs::write(&path, "repos: [nobody]\n").unwrap();
+        assert!(Config::load(&path).unwrap_err().to_string().contains("owner/name"));
+    }
+}

@@ -1,0 +1,79 @@
+//! The parts of GitHub webhook payloads that issueops acts on.
+//!
+//! Only the fields the control plane needs are read; everything else in the
+//! payload is kept verbatim in the inbox for the audit trail.
+
+use serde::Deserialize;
+
+/// Repository as GitHub sends it in every repository-scoped event.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Repository {
+    pub full_name: String,
+}
+
+/// The user who caused the event.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct User {
+    pub login: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Label {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Issue {
+    pub number: u64,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub state: Option<String>,
+}
+
+/// An `issues` event (`labeled`, `unlabeled`, `closed`, ...).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct IssuesEvent {
+    pub action: String,
+    pub issue: Issue,
+    #[serde(default)]
+    pub label: Option<Label>,
+    pub repository: Repository,
+    pub sender: User,
+}
+
+/// Fields the gateway records beside every delivery so operators can query the
+/// inbox without parsing payloads. Every field is optional: `ping` has no action,
+/// `installation` has no repository.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Envelope {
+    pub action: Option<String>,
+    pub repository: Option<Repository>,
+    pub sender: Option<User>,
+}
+
+impl Envelope {
+    pub fn repo(&self) -> Option<String> {
+        self.repository.as_ref().map(|r| r.full_name.clone())
+    }
+    pub fn sender(&self) -> Option<String> {
+        self.sender.as_ref().map(|s| s.login.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_tolerates_missing_fields() {
+        let env: Envelope = serde_json::from_str(r#"{"zen":"hi"}"#).unwrap();
+        assert_eq!(env.repo(), None);
+        assert_eq!(env.action, None);
+    }
+
+    #[test]
+    fn issues_event_requires_issue_and_repo() {
+        assert!(serde_json::from_str::<IssuesEvent>(r#"{"action":"labeled"}"#).is_err());
+    }
+}

@@ -1,0 +1,711 @@
+//! The git state repo: the single source of desired state.
+//!
+//! A local bare repository by default; with a remote URL, a bare cache under the
+//! data dir that is fetched before every commit and pushed after it. A commit is
+//! built from the tip it is based on plus an intent (files to write, folders to
+//! remove), so a push rejected because someone else moved the branch is redone
+//! on the new tip: the intent is neither lost nor applied twice.
+//!
+//! Only the changed paths of the tree are rewritten: untouched subtrees keep
+//! their object ids, so the cost of a commit does not grow with the repo.
+//! Calls are blocking (libgit2); async callers use `spawn_blocking`.
+
+use git2::{
+    Commit, Cred, ErrorCode, FetchOptions, ObjectType, Oid, PushOptions, RemoteCallbacks,
+    Repository, Signature, Tree,
+};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const MAX_PUSH_ATTEMPTS: usize = 8;
+const REMOTE_NAME: &str = "origin";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateRepoError {
+    #[error("state repo {path}: {context}: {source}")]
+    Git {
+        path: String,
+        context: &'static str,
+        source: git2::Error,
+    },
+    #[error("state repo path {0:?} is not valid: paths are relative, '/'-separated, without '.' or '..'")]
+    BadPath(String),
+    #[error("push to {url} was rejected {attempts} times in a row; last reason: {reason}")]
+    PushRejected {
+        url: String,
+        attempts: usize,
+        reason: String,
+    },
+    #[error("commit {0} is not in the state repo")]
+    UnknownCommit(String),
+}
+
+/// One change of an intent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Create or replace a file.
+    Write { path: String, content: Vec<u8> },
+    /// Remove a file or a whole folder (nothing happens if it is absent).
+    Remove { path: String },
+}
+
+/// What to commit: the intent plus its message and trailers.
+#[derive(Debug, Clone)]
+pub struct CommitRequest {
+    pub subject: String,
+    pub body: String,
+    pub trailers: Vec<(String, String)>,
+    pub changes: Vec<Change>,
+}
+
+impl CommitRequest {
+    pub fn message(&self) -> String {
+        let mut msg = self.subject.trim().to_string();
+        msg.push_str("\n\n");
+        if !self.body.trim().is_empty() {
+            msg.push_str(self.body.trim());
+            msg.push_str("\n\n");
+        }
+        for (k, v) in &self.trailers {
+            // A trailer value is one line; a newline from user input would forge trailers.
+            let v = v.replace(['\r', '\n'], " ");
+            msg.push_str(&format!("{k}: {v}\n"));
+        }
+        msg
+    }
+}
+
+/// How a file differs between two commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileDelta {
+    /// Added or modified: the new content.
+    Upsert { path: String, content: Vec<u8> },
+    /// Deleted: the content it had, so the caller knows which object to remove.
+    Deleted { path: String, content: Vec<u8> },
+}
+
+impl FileDelta {
+    pub fn path(&self) -> &str {
+        match self {
+            FileDelta::Upsert { path, .. } | FileDelta::Deleted { path, .. } => path,
+        }
+    }
+}
+
+/// A commit as shown to people: message, trailers and the files it changed.
+#[derive(Debug, Clone)]
+pub struct CommitInfo {
+    pub sha: String,
+    pub summary: String,
+    pub trailers: Vec<(String, String)>,
+    pub changed_files: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StateRepo {
+    /// The bare repository: the state repo itself, or the cache of a remote.
+    path: PathBuf,
+    remote_url: Option<String>,
+    branch: String,
+    token: Option<String>,
+}
+
+impl StateRepo {
+    /// Opens (creating when missing) a local bare state repo at `path`.
+    pub fn local(path: &Path, branch: &str) -> Result<Self, StateRepoError> {
+        let repo = Self {
+            path: path.to_path_buf(),
+            remote_url: None,
+            branch: branch.to_string(),
+            token: None,
+        };
+        repo.init()?;
+        Ok(repo)
+    }
+
+    /// Uses the remote `url`, cached in the bare repo at `cache`. `token`, when
+    /// given, authenticates HTTPS as `x-access-token` (GitHub's convention).
+    pub fn remote(
+        url: &str,
+        cache: &Path,
+        branch: &str,
+        token: Option<String>,
+    ) -> Result<Self, StateRepoError> {
+        let repo = Self {
+            path: cache.to_path_buf(),
+            remote_url: Some(url.to_string()),
+            branch: branch.to_string(),
+            token,
+        };
+        let git = repo.init()?;
+        match git.find_remote(REMOTE_NAME) {
+            Ok(_) => git.remote_set_url(REMOTE_NAME, url),
+            Err(_) => git.remote(REMOTE_NAME, url).map(|_| ()),
+        }
+        .map_err(repo.err("configuring the remote"))?;
+        Ok(repo)
+    }
+
+    /// Where people can find the state repo: the remote URL or the local path.
+    pub fn location(&self) -> String {
+        self.remote_url
+            .clone()
+            .unwrap_or_else(|| self.path.display().to_string())
+    }
+
+    fn err(&self, context: &'static str) -> impl FnOnce(git2::Error) -> StateRepoError + '_ {
+        move |source| StateRepoError::Git {
+            path: self.location(),
+            context,
+            source,
+        }
+    }
+
+    fn init(&self) -> Result<Repository, StateRepoError> {
+        match Repository::open_bare(&self.path) {
+            Ok(r) => Ok(r),
+            Err(_) => {
+                let mut opts = git2::RepositoryInitOptions::new();
+                opts.bare(true).initial_head(&self.branch);
+                Repository::init_opts(&self.path, &opts).map_err(self.err("creating the repo"))
+            }
+        }
+    }
+
+    fn open(&self) -> Result<Repository, StateRepoError> {
+        Repository::open_bare(&self.path).map_err(self.err("opening the repo"))
+    }
+
+    fn local_ref(&self) -> String {
+        format!("refs/heads/{}", self.branch)
+    }
+
+    fn tracking_ref(&self) -> String {
+        match self.remote_url {
+            Some(_) => format!("refs/remotes/{REMOTE_NAME}/{}", self.branch),
+            None => self.local_ref(),
+        }
+    }
+
+    fn callbacks(&self) -> RemoteCallbacks<'_> {
+        let mut cb = RemoteCallbacks::new();
+        if let Some(token) = &self.token {
+            cb.credentials(move |_, _, _| Cred::userpass_plaintext("x-access-token", token));
+        }
+        cb
+    }
+
+    /// Brings the remote's branch into the cache (no-op for a local repo).
+    pub fn fetch(&self) -> Result<(), StateRepoError> {
+        let Some(_) = &self.remote_url else {
+            return Ok(());
+        };
+        let repo = self.open()?;
+        let mut remote = repo
+            .find_remote(REMOTE_NAME)
+            .map_err(self.err("finding the remote"))?;
+        let mut opts = FetchOptions::new();
+        opts.remote_callbacks(self.callbacks());
+        let refspec = format!("+refs/heads/{0}:refs/remotes/{REMOTE_NAME}/{0}", self.branch);
+        match remote.fetch(&[&refspec], Some(&mut opts), None) {
+            Ok(()) => Ok(()),
+            // An empty remote has no branch yet: nothing to fetch.
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(()),
+            Err(e) => Err(self.err("fetching")(e)),
+        }
+    }
+
+    /// The commit desired state is read from (after a fetch for a remote).
+    pub fn head(&self) -> Result<Option<String>, StateRepoError> {
+        self.fetch()?;
+        self.tip()
+    }
+
+    fn tip(&self) -> Result<Option<String>, StateRepoError> {
+        let repo = self.open()?;
+        let result = match repo.refname_to_id(&self.tracking_ref()) {
+            Ok(oid) => Ok(Some(oid.to_string())),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(self.err("reading the branch tip")(e)),
+        };
+        result
+    }
+
+    /// Commits the intent on top of the current tip. Returns `None` when the
+    /// intent changes nothing (a replay of an intent already committed).
+    pub fn commit(&self, req: &CommitRequest) -> Result<Option<String>, StateRepoError> {
+        for p in req.changes.iter().map(|c| match c {
+            Change::Write { path, .. } | Change::Remove { path } => path,
+        }) {
+            split_path(p)?;
+        }
+        match &self.remote_url {
+            None => self.commit_local(req),
+            Some(url) => self.commit_remote(url, req),
+        }
+    }
+
+    fn commit_local(&self, req: &CommitRequest) -> Result<Option<String>, StateRepoError> {
+        let repo = self.open()?;
+        loop {
+            let base = self.tip_commit(&repo, &self.local_ref())?;
+            let Some(oid) = self.build_commit(&repo, base.as_ref(), req)? else {
+                return Ok(None);
+            };
+            let new = repo.find_commit(oid).map_err(self.err("reading the new commit"))?;
+            // Compare-and-swap on the branch: if another writer moved it since we
+            // read `base`, rebuild the intent on the new tip.
+            let updated = match &base {
+                Some(b) => repo.reference_matching(
+                    &self.local_ref(),
+                    new.id(),
+                    true,
+                    b.id(),
+                    "issueops commit",
+                ),
+                None => repo.reference(&self.local_ref(), new.id(), false, "issueops commit"),
+            };
+            match updated {
+                Ok(_) => return Ok(Some(oid.to_string())),
+                Err(e) if matches!(e.code(), ErrorCode::Modified | ErrorCode::Exists) => continue,
+                Err(e) => return Err(self.err("moving the branch")(e)),
+            }
+        }
+    }
+
+    fn commit_remote(
+        &self,
+        url: &str,
+        req: &CommitRequest,
+    ) -> Result<Option<String>, StateRepoError> {
+        let repo = self.open()?;
+        let mut last_reason = String::new();
+        for attempt in 1..=MAX_PUSH_ATTEMPTS {
+            self.fetch()?;
+            let base = self.tip_commit(&repo, &self.tracking_ref())?;
+            let Some(oid) = self.build_commit(&repo, base.as_ref(), req)? else {
+                return Ok(None);
+            };
+            repo.reference(&self.local_ref(), oid, true, "issueops commit")
+                .map_err(self.err("moving the local branch"))?;
+            match self.push(&repo) {
+                Ok(()) => {
+                    repo.reference(&self.tracking_ref(), oid, true, "issueops push")
+                        .map_err(self.err("recording the pushed tip"))?;
+                    return Ok(Some(oid.to_string()));
+                }
+                Err(reason) => {
+                    tracing::warn!(attempt, %reason, "state repo push rejected; refetching and retrying");
+                    last_reason = reason;
+                    std::thread::sleep(std::time::Duration::from_millis(50 * attempt as u64));
+                }
+            }
+        }
+        Err(StateRepoError::PushRejected {
+            url: url.to_string(),
+            attempts: MAX_PUSH_ATTEMPTS,
+            reason: last_reason,
+        })
+    }
+
+    /// Pushes the local branch; `Err` carries the reason a push did not land.
+    fn push(&self, repo: &Repository) -> Result<(), String> {
+        let mut remote = repo.find_remote(REMOTE_NAME).map_err(|e| e.to_string())?;
+        let rejected = std::cell::RefCell::new(None::<String>);
+        let mut cb = self.callbacks();
+        cb.push_update_reference(|refname, status| {
+            if let Some(msg) = status {
+                *rejected.borrow_mut() = Some(format!("{refname}: {msg}"));
+            }
+            Ok(())
+        });
+        let mut opts = PushOptions::new();
+        opts.remote_callbacks(cb);
+        let spec = format!("{0}:{0}", self.local_ref());
+        remote
+            .push(&[&spec], Some(&mut opts))
+            .map_err(|e| e.message().to_string())?;
+        drop(opts);
+        match rejected.into_inner() {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
+    }
+
+    fn tip_commit<'r>(
+        &self,
+        repo: &'r Repository,
+        refname: &str,
+    ) -> Result<Option<Commit<'r>>, StateRepoError> {
+        match repo.refname_to_id(refname) {
+            Ok(oid) => Ok(Some(
+                repo.find_commit(oid).map_err(self.err("reading the tip commit"))?,
+            )),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(self.err("reading the branch")(e)),
+        }
+    }
+
+    fn build_commit(
+        &self,
+        repo: &Repository,
+        base: Option<&Commit<'_>>,
+        req: &CommitRequest,
+    ) -> Result<Option<Oid>, StateRepoError> {
+        let base_tree = base
+            .map(|c| c.tree())
+            .transpose()
+            .map_err(self.err("reading the base tree"))?;
+        let mut ops: Vec<(Vec<&str>, Option<&[u8]>)> = Vec::new();
+        for change in &req.changes {
+            match change {
+                Change::Write { path, content } => ops.push((split_path(path)?, Some(content))),
+                Change::Remove { path } => ops.push((split_path(path)?, None)),
+            }
+        }
+        let new_tree = build_tree(repo, base_tree.as_ref(), &ops)
+            .map_err(self.err("writing the tree"))?;
+        let new_tree_id = match new_tree {
+            Some(id) => id,
+            None => repo
+                .treebuilder(None)
+                .and_then(|b| b.write())
+                .map_err(self.err("writing an empty tree"))?,
+        };
+        if base_tree.as_ref().map(|t| t.id()) == Some(new_tree_id)
+            || (base.is_none() && new_tree.is_none())
+        {
+            return Ok(None);
+        }
+        let tree = repo
+            .find_tree(new_tree_id)
+            .map_err(self.err("reading the new tree"))?;
+        let sig = Signature::now("issueops", "issueops@localhost")
+            .map_err(self.err("making the signature"))?;
+        let parents: Vec<&Commit<'_>> = base.into_iter().collect();
+        let oid = repo
+            .commit(None, &sig, &sig, &req.message(), &tree, &parents)
+            .map_err(self.err("writing the commit"))?;
+        Ok(Some(oid))
+    }
+
+    fn find_tree<'r>(
+        &self,
+        repo: &'r Repository,
+        sha: &str,
+    ) -> Result<Tree<'r>, StateRepoError> {
+        let oid = Oid::from_str(sha).map_err(|_| StateRepoError::UnknownCommit(sha.into()))?;
+        repo.find_commit(oid)
+            .and_then(|c| c.tree())
+            .map_err(|_| StateRepoError::UnknownCommit(sha.into()))
+    }
+
+    /// Files that differ between `from` (or the empty tree) and `to`.
+    pub fn diff(&self, from: Option<&str>, to: &str) -> Result<Vec<FileDelta>, StateRepoError> {
+        let repo = self.open()?;
+        let old = from.map(|f| self.find_tree(&repo, f)).transpose()?;
+        let new = self.find_tree(&repo, to)?;
+        let diff = repo
+            .diff_tree_to_tree(old.as_ref(), Some(&new), None)
+            .map_err(self.err("diffing trees"))?;
+        let mut out = Vec::new();
+        for delta in diff.deltas() {
+            let blob = |f: git2::DiffFile<'_>| -> Result<(String, Vec<u8>), StateRepoError> {
+                let path = f
+                    .path()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let content = repo
+                    .find_blob(f.id())
+                    .map_err(self.err("reading a blob"))?
+                    .content()
+                    .to_vec();
+                Ok((path, content))
+            };
+            match delta.status() {
+                git2::Delta::Deleted => {
+                    let (path, content) = blob(delta.old_file())?;
+                    out.push(FileDelta::Deleted { path, content });
+                }
+                _ => {
+                    let (path, content) = blob(delta.new_file())?;
+                    out.push(FileDelta::Upsert { path, content });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every file at `sha`, by path.
+    pub fn files_at(&self, sha: &str) -> Result<BTreeMap<String, Vec<u8>>, StateRepoError> {
+        Ok(self
+            .diff(None, sha)?
+            .into_iter()
+            .filter_map(|d| match d {
+                FileDelta::Upsert { path, content } => Some((path, content)),
+                FileDelta::Deleted { .. } => None,
+            })
+            .collect())
+    }
+
+    /// A commit's summary, trailers and changed files.
+    pub fn commit_info(&self, sha: &str) -> Result<CommitInfo, StateRepoError> {
+        let repo = self.open()?;
+        let oid = Oid::from_str(sha).map_err(|_| StateRepoError::UnknownCommit(sha.into()))?;
+        let commit = repo
+            .find_commit(oid)
+            .map_err(|_| StateRepoError::UnknownCommit(sha.into()))?;
+        let message = commit.message().unwrap_or_default().to_string();
+        let trailers = git2::message_trailers_strs(&message)
+            .map(|t| {
+                t.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let parent = commit.parent_ids().next().map(|p| p.to_string());
+        let changed_files = self
+            .diff(parent.as_deref(), sha)?
+            .iter()
+            .map(|d| d.path().to_string())
+            .collect();
+        Ok(CommitInfo {
+            sha: sha.to_string(),
+            summary: commit.summary().unwrap_or_default().to_string(),
+            trailers,
+            changed_files,
+        })
+    }
+
+    /// For each path in `paths`, the newest commit in `(from, to]` that changed
+    /// it, with that commit's trailers: which intent (run, delivery, actor) an
+    /// applied object comes from. Walks only the commits of the range.
+    pub fn attribute(
+        &self,
+        from: Option<&str>,
+        to: &str,
+        paths: &[&str],
+    ) -> Result<BTreeMap<String, CommitInfo>, StateRepoError> {
+        let repo = self.open()?;
+        let mut walk = repo.revwalk().map_err(self.err("walking history"))?;
+        let oid = |s: &str| Oid::from_str(s).map_err(|_| StateRepoError::UnknownCommit(s.into()));
+        walk.push(oid(to)?).map_err(self.err("walking history"))?;
+        if let Some(from) = from {
+            walk.hide(oid(from)?).map_err(self.err("walking history"))?;
+        }
+        let mut wanted: std::collections::BTreeSet<&str> = paths.iter().copied().collect();
+        let mut out = BTreeMap::new();
+        for commit_id in walk {
+            if wanted.is_empty() {
+                break;
+            }
+            let sha = commit_id.map_err(self.err("walking history"))?.to_string();
+            let info = self.commit_info(&sha)?;
+            for path in &info.changed_files {
+                if wanted.remove(path.as_str()) {
+                    out.insert(path.clone(), info.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest commit whose trailer `key` has `value`, if any. Walks history;
+    /// used only when replaying an intent that was committed before a crash.
+    pub fn find_commit_with_trailer(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<Option<String>, StateRepoError> {
+        let repo = self.open()?;
+        for sha in self.log()? {
+            let oid = Oid::from_str(&sha).map_err(self.err("reading history"))?;
+            let commit = repo.find_commit(oid).map_err(self.err("reading history"))?;
+            let message = commit.message().unwrap_or_default();
+            if let Ok(trailers) = git2::message_trailers_strs(message) {
+                if trailers.iter().any(|(k, v)| k == key && v == value) {
+                    return Ok(Some(sha));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Commits on the branch, newest first.
+    pub fn log(&self) -> Result<Vec<String>, StateRepoError> {
+        let repo = self.open()?;
+        let Some(tip) = self.tip()? else {
+            return Ok(Vec::new());
+        };
+        let mut walk = repo.revwalk().map_err(self.err("walking history"))?;
+        walk.push(Oid::from_str(&tip).map_err(self.err("reading the tip"))?)
+            .map_err(self.err("walking history"))?;
+        walk.map(|o| o.map(|o| o.to_string()))
+            .collect::<Result<_, _>>()
+            .map_err(self.err("walking history"))
+    }
+}
+
+fn split_path(path: &str) -> Result<Vec<&str>, StateRepoError> {
+    let parts: Vec<&str> = path.split('/').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == ".." || p.contains('\0'))
+    {
+        return Err(StateRepoError::BadPath(path.to_string()));
+    }
+    Ok(parts)
+}
+
+type Op<'a> = (Vec<&'a str>, Option<&'a [u8]>);
+
+/// Applies `ops` to `base`, touching only the subtrees they name. Returns
+/// `None` when the result is an empty tree (git stores no empty folders).
+fn build_tree(
+    repo: &Repository,
+    base: Option<&Tree<'_>>,
+    ops: &[Op<'_>],
+) -> Result<Option<Oid>, git2::Error> {
+    let mut builder = repo.treebuilder(base)?;
+    // Group by first component, keeping the order of first appearance.
+    let mut groups: BTreeMap<&str, Vec<Op<'_>>> = BTreeMap::new();
+    for (parts, content) in ops {
+        groups
+            .entry(parts[0])
+            .or_default()
+            .push((parts[1..].to_vec(), *content));
+    }
+    for (name, sub_ops) in groups {
+        // A later op wins over an earlier one on the same leaf; a removal of a
+        // folder followed by writes inside it starts that folder afresh.
+        let mut leaf: Option<Option<&[u8]>> = None;
+        let mut deeper: Vec<Op<'_>> = Vec::new();
+        for (rest, content) in sub_ops {
+            if rest.is_empty() {
+                leaf = Some(content);
+                deeper.clear();
+            } else {
+                deeper.push((rest, content));
+            }
+        }
+        if let Some(Some(content)) = leaf {
+            if deeper.is_empty() {
+                let blob = repo.blob(content)?;
+                builder.insert(name, blob, 0o100644)?;
+                continue;
+            }
+        }
+        let existing_subtree = match (&leaf, builder.get(name)?) {
+            (Some(_), _) => None,
+            (None, Some(entry)) if entry.kind() == Some(ObjectType::Tree) => {
+                Some(repo.find_tree(entry.id())?)
+            }
+            _ => None,
+        };
+        if deeper.is_empty() {
+            if builder.get(name)?.is_some() {
+                builder.remove(name)?;
+            }
+            continue;
+        }
+        match build_tree(repo, existing_subtree.as_ref(), &deeper)? {
+            Some(id) => {
+                builder.insert(name, id, 0o040000)?;
+            }
+            None => {
+                if builder.get(name)?.is_some() {
+                    builder.remove(name)?;
+                }
+            }
+        }
+    }
+    if builder.is_empty() {
+        return Ok(None);
+    }
+    builder.write().map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &str, content: &str) -> Change {
+        Change::Write {
+            path: path.into(),
+            content: content.as_bytes().to_vec(),
+        }
+    }
+
+    fn req(changes: Vec<Change>) -> CommitRequest {
+        CommitRequest {
+            subject: "test".into(),
+            body: String::new(),
+            trailers: vec![("Run-Id".into(), "r1\nForged: yes".into())],
+            changes,
+        }
+    }
+
+    #[test]
+    fn commits_nested_files_and_replays_as_no_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = StateRepo::local(&dir.path().join("s.git"), "main").unwrap();
+        assert_eq!(repo.head().unwrap(), None);
+        let r = req(vec![write("a/b/c.yaml", "1"), write("a/d.yaml", "2")]);
+        let first = repo.commit(&r).unwrap().unwrap();
+        assert_eq!(repo.commit(&r).unwrap(), None);
+        let files = repo.files_at(&first).unwrap();
+        assert_eq!(files.keys().collect::<Vec<_>>(), ["a/b/c.yaml", "a/d.yaml"]);
+        let info = repo.commit_info(&first).unwrap();
+        assert_eq!(info.trailers, vec![("Run-Id".into(), "r1 Forged: yes".into())]);
+    }
+
+    #[test]
+    fn removal_drops_a_folder_and_diff_reports_old_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = StateRepo::local(&dir.path().join("s.git"), "main").unwrap();
+        let a = repo
+            .commit(&req(vec![write("x/1.yaml", "one"), write("y/2.yaml", "two")]))
+            .unwrap()
+            .unwrap();
+        let b = repo
+            .commit(&req(vec![Change::Remove { path: "x".into() }]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            repo.diff(Some(&a), &b).unwrap(),
+            vec![FileDelta::Deleted {
+                path: "x/1.yaml".into(),
+                content: b"one".to_vec()
+            }]
+        );
+        assert_eq!(repo.log().unwrap(), vec![b, a]);
+    }
+
+    #[test]
+    fn untouched_subtrees_keep_their_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = StateRepo::local(&dir.path().join("s.git"), "main").unwrap();
+        let a = repo.commit(&req(vec![write("keep/f", "k"), write("edit/f", "1")])).unwrap().unwrap();
+        let b = repo.commit(&req(vec![write("edit/f", "2")])).unwrap().unwrap();
+        let git = Repository::open_bare(dir.path().join("s.git")).unwrap();
+        let id = |sha: &str| {
+            let tree = git.find_commit(Oid::from_str(sha).unwrap()).unwrap().tree().unwrap();
+            let keep = tree.get_name("keep").unwrap().id();
+            keep
+        };
+        assert_eq!(id(&a), id(&b));
+    }
+
+    #[test]
+    fn bad_paths_are_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = StateRepo::local(&dir.path().join("s.git"), "main").unwrap();
+        for bad in ["../x", "a//b", "/abs", "a/./b"] {
+            assert!(matches!(
+                repo.commit(&req(vec![write(bad, "x")])),
+                Err(StateRepoError::BadPath(_))
+            ));
+        }
+        assert_eq!(repo.head().unwrap(), None);
+    }
+}

@@ -1,0 +1,9 @@
+//! The thin edge: verifies, bounds, dedupes and stores GitHub webhook
+//! deliveries, then answers. It never decides, renders, commits or talks to
+//! Kubernetes; the control plane reads what it stored.
+
+pub mod router;
+pub mod signature;
+
+pub use router::{router, AppState};
+pub use signature::{sign, Secrets};

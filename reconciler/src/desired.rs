@@ -1,0 +1,188 @@
+//! What is desired: Kubernetes objects parsed from state-repo files.
+//!
+//! Invariants: only the kinds issueops renders are accepted (a Secret or any
+//! unknown kind in the state repo is refused, never applied), and the order of
+//! kinds is fixed: cluster-scoped objects first on apply, last on delete.
+
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DesiredError {
+    #[error("{path}: not a Kubernetes object: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("{path}: kind {api_version}/{kind} is not one issueops manages")]
+    UnsupportedKind {
+        path: String,
+        api_version: String,
+        kind: String,
+    },
+    #[error("{path}: namespaced {kind} {name} has no metadata.namespace")]
+    MissingNamespace {
+        path: String,
+        kind: String,
+        name: String,
+    },
+}
+
+/// A kind issueops may apply, in apply order.
+struct KnownKind {
+    api_version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    namespaced: bool,
+}
+
+const KINDS: &[KnownKind] = &[
+    KnownKind { api_version: "v1", kind: "Namespace", plural: "namespaces", namespaced: false },
+    KnownKind { api_version: "v1", kind: "ServiceAccount", plural: "serviceaccounts", namespaced: true },
+    KnownKind { api_version: "rbac.authorization.k8s.io/v1", kind: "Role", plural: "roles", namespaced: true },
+    KnownKind { api_version: "rbac.authorization.k8s.io/v1", kind: "RoleBinding", plural: "rolebindings", namespaced: true },
+    KnownKind { api_version: "v1", kind: "ResourceQuota", plural: "resourcequotas", namespaced: true },
+    KnownKind { api_version: "v1", kind: "LimitRange", plural: "limitranges", namespaced: true },
+    KnownKind { api_version: "networking.k8s.io/v1", kind: "NetworkPolicy", plural: "networkpolicies", namespaced: true },
+    KnownKind { api_version: "v1", kind: "ConfigMap", plural: "configmaps", namespaced: true },
+    KnownKind { api_version: "batch/v1", kind: "Job", plural: "jobs", namespaced: true },
+];
+
+/// One desired object with what is needed to call the API for it.
+#[derive(Debug, Clone)]
+pub struct DesiredObject {
+    pub path: String,
+    pub object: DynamicObject,
+    pub resource: ApiResource,
+    /// `None` for cluster-scoped objects.
+    pub namespace: Option<String>,
+    pub name: String,
+    /// Position of the kind in apply order.
+    pub rank: usize,
+}
+
+impl DesiredObject {
+    /// `Kind/namespace/name` (or `Kind/name`), as shown in audit rows and logs.
+    pub fn reference(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{}/{ns}/{}", self.resource.kind, self.name),
+            None => format!("{}/{}", self.resource.kind, self.name),
+        }
+    }
+
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.object
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(key))
+            .map(String::as_str)
+    }
+}
+
+/// Parses one state-repo file.
+pub fn parse(path: &str, content: &[u8]) -> Result<DesiredObject, DesiredError> {
+    let parse_err = |reason: String| DesiredError::Parse {
+        path: path.to_string(),
+        reason,
+    };
+    let object: DynamicObject =
+        serde_yaml::from_slice(content).map_err(|e| parse_err(e.to_string()))?;
+    let types = object
+        .types
+        .clone()
+        .ok_or_else(|| parse_err("missing apiVersion or kind".into()))?;
+    let Some((rank, known)) = KINDS
+        .iter()
+        .enumerate()
+        .find(|(_, k)| k.api_version == types.api_version && k.kind == types.kind)
+    else {
+        return Err(DesiredError::UnsupportedKind {
+            path: path.into(),
+            api_version: types.api_version,
+            kind: types.kind,
+        });
+    };
+    let name = object
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| parse_err("missing metadata.name".into()))?;
+    let namespace = if known.namespaced {
+        Some(object.metadata.namespace.clone().ok_or_else(|| {
+            DesiredError::MissingNamespace {
+                path: path.into(),
+                kind: known.kind.into(),
+                name: name.clone(),
+            }
+        })?)
+    } else {
+        None
+    };
+    let (group, version) = match known.api_version.split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", known.api_version),
+    };
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(group, version, known.kind),
+        known.plural,
+    );
+    Ok(DesiredObject {
+        path: path.into(),
+        object,
+        resource,
+        namespace,
+        name,
+        rank,
+    })
+}
+
+/// Whether a file of the state repo holds an object (other files, such as a
+/// README, are left alone).
+pub fn is_manifest(path: &str) -> bool {
+    path.ends_with(".yaml") || path.ends_with(".yml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_namespaced_object() {
+        let o = parse(
+            "a/job.yaml",
+            b"apiVersion: batch/v1\nkind: Job\nmetadata: {name: j, namespace: n}\nspec: {}\n",
+        )
+        .unwrap();
+        assert_eq!(o.reference(), "Job/n/j");
+        assert_eq!(o.resource.plural, "jobs");
+        assert_eq!(o.resource.group, "batch");
+    }
+
+    #[test]
+    fn secrets_and_unknown_kinds_are_refused() {
+        let err = parse("s.yaml", b"apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: n}\n")
+            .unwrap_err();
+        assert!(matches!(err, DesiredError::UnsupportedKind { .. }));
+        let err = parse("c.yaml", b"apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: c}\n")
+            .unwrap_err();
+        assert!(matches!(err, DesiredError::UnsupportedKind { .. }));
+    }
+
+    #[test]
+    fn namespaced_kind_without_namespace_is_refused() {
+        let err = parse("r.yaml", b"apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r}\n")
+            .unwrap_err();
+        assert!(matches!(err, DesiredError::MissingNamespace { .. }));
+    }
+
+    #[test]
+    fn garbage_is_a_parse_error() {
+        assert!(matches!(parse("x.yaml", b"[1, 2"), Err(DesiredError::Parse { .. })));
+        assert!(matches!(parse("x.yaml", b"kind: Job\n"), Err(DesiredError::Parse { .. })));
+    }
+
+    #[test]
+    fn namespace_ranks_before_job() {
+        let ns = parse("n.yaml", b"apiVersion: v1\nkind: Namespace\nmetadata: {name: n}\n").unwrap();
+        let job = parse("j.yaml", b"apiVersion: batch/v1\nkind: Job\nmetadata: {name: j, namespace: n}\n").unwrap();
+        assert!(ns.rank < job.rank);
+        assert_eq!(ns.namespace, None);
+    }
+}

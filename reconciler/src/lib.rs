@@ -1,0 +1,256 @@
+//! The reconciler: applies the state repo's HEAD to the cluster.
+//!
+//! One cycle diffs the last applied commit against HEAD (a git tree diff), so
+//! its work is proportional to what changed, not to the inventory. Objects are
+//! applied with server-side apply, cluster-scoped first; objects whose files
+//! left the repo are deleted, Jobs first and namespaces last, and only when they
+//! carry the managed-by label. The last applied commit moves only when every
+//! object of the cycle succeeded, so a failure is retried next cycle.
+
+pub mod apply;
+pub mod desired;
+
+use apply::DeleteOutcome;
+use desired::DesiredObject;
+use issueops_core::audit::{kind, AuditEvent};
+use issueops_core::state_repo::{CommitInfo, FileDelta, StateRepo, StateRepoError};
+use issueops_core::store::runs::RunState;
+use issueops_core::store::StoreError;
+use issueops_core::Store;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tracing::Instrument;
+
+/// Key under which the last applied commit is stored.
+const STATE_NAME: &str = "default";
+/// Label carrying the run id on run-scoped objects.
+pub const RUN_LABEL: &str = "issueops.dev/run-id";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    StateRepo(#[from] StateRepoError),
+    #[error("state repo task failed: {0}")]
+    Task(String),
+}
+
+/// What one cycle did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CycleReport {
+    /// HEAD the cycle worked towards (`None`: the state repo is empty).
+    pub head: Option<String>,
+    pub applied: Vec<String>,
+    pub deleted: Vec<String>,
+    pub skipped: Vec<String>,
+    pub failed: Vec<String>,
+}
+
+impl CycleReport {
+    pub fn converged(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+pub struct Reconciler {
+    store: Store,
+    repo: StateRepo,
+    client: kube::Client,
+}
+
+/// One change to make, with the commit that asked for it.
+struct Step {
+    object: DesiredObject,
+    delete: bool,
+    origin: Option<CommitInfo>,
+}
+
+fn trailer<'a>(info: Option<&'a CommitInfo>, key: &str) -> Option<&'a str> {
+    info.and_then(|i| i.trailers.iter().find(|(k, _)| k == key))
+        .map(|(_, v)| v.as_str())
+}
+
+impl Reconciler {
+    pub fn new(store: Store, repo: StateRepo, client: kube::Client) -> Self {
+        Self {
+            store,
+            repo,
+            client,
+        }
+    }
+
+    /// Runs until the task is dropped: wakes on `wake` or every `poll`.
+    pub async fn run(self, wake: Arc<Notify>, poll: Duration) {
+        loop {
+            match self.reconcile_once().await {
+                Ok(report) if !report.converged() => {
+                    tracing::warn!(failed = ?report.failed, "cycle did not converge; retrying next cycle")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "reconcile cycle failed"),
+            }
+            let _ = tokio::time::timeout(poll, wake.notified()).await;
+        }
+    }
+
+    /// Applies what changed between the last applied commit and HEAD.
+    pub async fn reconcile_once(&self) -> Result<CycleReport, ReconcileError> {
+        let last = self.store.last_applied_commit(STATE_NAME).await?;
+        let repo = self.repo.clone();
+        let last_for_task = last.clone();
+        let planned = tokio::task::spawn_blocking(move || plan_cycle(&repo, last_for_task.as_deref()))
+            .await
+            .map_err(|e| ReconcileError::Task(e.to_string()))??;
+        let Some((head, steps, mut report)) = planned else {
+            return Ok(CycleReport {
+                head: last,
+                ..Default::default()
+            });
+        };
+        let span = tracing::info_span!("reconcile", commit = %head);
+        async {
+            for step in &steps {
+                self.execute(step, &head, &mut report).await?;
+            }
+            if report.converged() {
+                self.store.set_last_applied_commit(STATE_NAME, &head).await?;
+            }
+            let audit = AuditEvent::new(kind::RECONCILE, if report.converged() { "converged" } else { "incomplete" })
+                .commit(head.clone())
+                .detail(json!({
+                    "from": last, "applied": report.applied.len(), "deleted": report.deleted.len(),
+                    "skipped": report.skipped, "failed": report.failed,
+                }));
+            self.store.append_audit(&audit).await?;
+            tracing::info!(applied = report.applied.len(), deleted = report.deleted.len(), failed = report.failed.len(), "cycle done");
+            Ok::<_, ReconcileError>(())
+        }
+        .instrument(span)
+        .await?;
+        Ok(report)
+    }
+
+    async fn execute(&self, step: &Step, head: &str, report: &mut CycleReport) -> Result<(), ReconcileError> {
+        let obj = &step.object;
+        let reference = obj.reference();
+        let run_id = obj
+            .label(RUN_LABEL)
+            .or_else(|| trailer(step.origin.as_ref(), "Run-Id"))
+            .map(str::to_string);
+        let mut audit = AuditEvent::new(if step.delete { kind::DELETE } else { kind::APPLY }, "")
+            .object(reference.clone())
+            .commit(step.origin.as_ref().map(|o| o.sha.clone()).unwrap_or_else(|| head.to_string()));
+        if let Some(run) = &run_id {
+            audit = audit.run(run.clone());
+        }
+        if let Some(d) = trailer(step.origin.as_ref(), "Delivery-Id") {
+            audit = audit.delivery(d);
+        }
+        if let Some(a) = trailer(step.origin.as_ref(), "Actor") {
+            audit = audit.actor(a);
+        }
+        let span = tracing::info_span!("object", object = %reference, run_id = run_id.as_deref().unwrap_or("-"));
+        let outcome = async {
+            if step.delete {
+                apply::delete(&self.client, obj).await.map(|o| match o {
+                    DeleteOutcome::Deleted => "deleted",
+                    DeleteOutcome::AlreadyAbsent => "already-absent",
+                    DeleteOutcome::NotManaged => "skipped-not-managed",
+                })
+            } else {
+                apply::apply(&self.client, obj).await.map(|_| "applied")
+            }
+        }
+        .instrument(span)
+        .await;
+        let audit = match outcome {
+            Ok(outcome) => {
+                tracing::info!(object = %reference, outcome, "object reconciled");
+                match outcome {
+                    "applied" => report.applied.push(reference.clone()),
+                    "skipped-not-managed" => report.skipped.push(reference.clone()),
+                    _ => report.deleted.push(reference.clone()),
+                }
+                if outcome == "applied" && obj.resource.kind == "Job" {
+                    if let Some(run) = &run_id {
+                        self.store.set_run_state(run, RunState::Applied, None).await?;
+                    }
+                }
+                AuditEvent { outcome: outcome.into(), ..audit }
+            }
+            Err(e) => {
+                tracing::error!(object = %reference, error = %e, "object failed");
+                report.failed.push(reference.clone());
+                AuditEvent { outcome: "error".into(), ..audit }.detail(json!({ "error": e.to_string() }))
+            }
+        };
+        self.store.append_audit(&audit).await?;
+        Ok(())
+    }
+}
+
+/// Reads HEAD and the diff since `last`, in the order to execute it. `None`
+/// when there is nothing to do. Files that cannot be parsed are reported as
+/// failed (and block the commit from counting as applied) but stop nothing else.
+fn plan_cycle(
+    repo: &StateRepo,
+    last: Option<&str>,
+) -> Result<Option<(String, Vec<Step>, CycleReport)>, StateRepoError> {
+    let Some(head) = repo.head()? else {
+        return Ok(None);
+    };
+    if last == Some(head.as_str()) {
+        return Ok(None);
+    }
+    // A last commit that is gone from history (rewritten remote) means a full apply.
+    let deltas = match repo.diff(last, &head) {
+        Ok(d) => d,
+        Err(StateRepoError::UnknownCommit(_)) => repo.diff(None, &head)?,
+        Err(e) => return Err(e),
+    };
+    let paths: Vec<&str> = deltas.iter().map(FileDelta::path).collect();
+    let mut origins = repo
+        .attribute(last, &head, &paths)
+        .or_else(|_| repo.attribute(None, &head, &paths))?;
+    let mut report = CycleReport {
+        head: Some(head.clone()),
+        ..Default::default()
+    };
+    let mut steps = Vec::new();
+    for delta in &deltas {
+        let (path, content, delete) = match delta {
+            FileDelta::Upsert { path, content } => (path, content, false),
+            FileDelta::Deleted { path, content } => (path, content, true),
+        };
+        if !desired::is_manifest(path) {
+            continue;
+        }
+        match desired::parse(path, content) {
+            Ok(object) => steps.push(Step {
+                object,
+                delete,
+                origin: origins.remove(path.as_str()),
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "state repo file refused");
+                report.failed.push(e.to_string());
+            }
+        }
+    }
+    // Applies: cluster-scoped first. Deletes: after applies, in reverse rank.
+    let order: BTreeMap<(bool, i64, String), usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let rank = if s.delete { -(s.object.rank as i64) } else { s.object.rank as i64 };
+            ((s.delete, rank, s.object.reference()), i)
+        })
+        .collect();
+    let mut slots: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
+    let ordered = order.values().filter_map(|&i| slots[i].take()).collect();
+    Ok(Some((head, ordered, report)))
+}

@@ -1,0 +1,131 @@
+//! Command-line interface: flags, environment variables and subcommands.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "issueops", version, about = "GitHub issue labels → isolated Kubernetes runs, the GitOps way")]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Gateway, control plane and reconciler in one process (the quickstart).
+    /// Migrates the database first.
+    Serve {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Only the webhook gateway (the thin edge). Never migrates.
+    Gateway {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Control plane and reconciler: consume the inbox, commit, apply.
+    Reconciler {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Create or upgrade the database schema.
+    Migrate,
+    /// Render a webhook payload file offline and print the manifests as
+    /// multi-document YAML (whatever repo the payload names).
+    Render {
+        /// Path to a GitHub `issues` webhook payload (JSON).
+        payload: PathBuf,
+        /// Delivery id to derive the run id from.
+        #[arg(long, default_value = "offline-render")]
+        delivery_id: String,
+        /// Render as if this label had been added (default: the payload's label).
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Show the whole path once in a temporary data dir: signed webhook over
+    /// HTTP → commit → applied objects → audit trail.
+    Demo {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// List runs.
+    Runs,
+    /// Print the audit trail, oldest first.
+    Audit {
+        /// Only the rows of this run (and of the delivery that started it).
+        #[arg(long)]
+        run: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Where the embedded defaults keep their files (SQLite database, local state repo).
+    #[arg(long, env = "ISSUEOPS_DATA_DIR", default_value = "issueops-data", global = true)]
+    pub data_dir: PathBuf,
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB. Default: SQLite in the data dir.
+    #[arg(long, env = "ISSUEOPS_DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// State repo: a local path to a bare repo, or a remote URL (https://, ssh://, git://, file://).
+    /// Default: a bare repo in the data dir.
+    #[arg(long, env = "ISSUEOPS_STATE_REPO", global = true)]
+    pub state_repo: Option<String>,
+    /// Branch of the state repo holding the desired state.
+    #[arg(long, env = "ISSUEOPS_STATE_BRANCH", default_value = "main", global = true)]
+    pub state_branch: String,
+    /// Optional YAML config file (repos, labels, images, limits, quotas).
+    #[arg(long, env = "ISSUEOPS_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Repositories (owner/name) that may trigger runs; added to the config file's list.
+    #[arg(long = "repo", env = "ISSUEOPS_REPOS", value_delimiter = ',', global = true)]
+    pub repos: Vec<String>,
+    /// Use templates from this directory instead of the embedded ones.
+    #[arg(long, env = "ISSUEOPS_TEMPLATES_DIR", global = true)]
+    pub templates_dir: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "ISSUEOPS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Address the gateway listens on.
+    #[arg(long, env = "ISSUEOPS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// File with webhook secrets, one per line (several allow rotation).
+    #[arg(long, env = "ISSUEOPS_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Largest webhook body accepted, in bytes.
+    #[arg(long, env = "ISSUEOPS_BODY_LIMIT", default_value_t = issueops_gateway::router::DEFAULT_BODY_LIMIT)]
+    pub body_limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Which Kubernetes API to apply to: `kube` (kubeconfig / in-cluster, must be
+    /// reachable), `in-memory` (an in-process stand-in, nothing runs), or `auto`
+    /// (kube when reachable, else the stand-in, said loudly).
+    #[arg(long, env = "ISSUEOPS_CLUSTER", value_enum, default_value_t = ClusterMode::Auto)]
+    pub cluster: ClusterMode,
+    /// Seconds between reconciler cycles when nothing wakes it.
+    #[arg(long, env = "ISSUEOPS_RESYNC_SECONDS", default_value_t = 30)]
+    pub poll_seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ClusterMode {
+    Auto,
+    Kube,
+    InMemory,
+}

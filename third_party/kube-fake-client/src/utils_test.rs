@@ -1,0 +1,1 @@
+// No tests needed for utils.rs at this time
