@@ -1,0 +1,143 @@
+//! The gateway over a real socket: what it accepts, what it refuses, and that
+//! a refusal changes nothing but the audit table.
+
+mod common;
+
+use common::{fixture, labeled, Db, Harness};
+use issueops_gateway::sign;
+
+async fn refused(h: &Harness, event: Option<&str>, delivery: Option<&str>, body: &[u8], sig: Option<String>) -> (u16, String) {
+    let audit_before = h.audit().await.len();
+    let result = h.post(event, delivery, body, sig).await;
+    assert_eq!(h.store.count_deliveries().await.unwrap(), 0, "a refused delivery reached the inbox");
+    let rows = h.audit().await;
+    assert_eq!(rows.len(), audit_before + 1, "a refusal writes exactly one audit row");
+    assert_eq!(rows.last().unwrap().kind, "delivery.rejected");
+    result
+}
+
+#[tokio::test]
+async fn missing_malformed_or_forged_signatures_get_401() {
+    let h = Harness::start(Db::Sqlite).await;
+    let body = labeled("issues/labeled.payload.json", "run:dev");
+    let (s, text) = refused(&h, Some("issues"), Some("d1"), &body, None).await;
+    assert_eq!(s, 401);
+    assert!(text.contains("missing X-Hub-Signature-256"), "{text}");
+    let (s, _) = refused(&h, Some("issues"), Some("d2"), &body, Some("sha1=abc".into())).await;
+    assert_eq!(s, 401);
+    let (s, _) = refused(&h, Some("issues"), Some("d3"), &body, Some(sign(b"wrong", &body))).await;
+    assert_eq!(s, 401);
+    // A valid signature over a different body is a forgery too.
+    let (s, _) = refused(&h, Some("issues"), Some("d4"), &body, Some(sign(common::SECRET.as_bytes(), b"{}"))).await;
+    assert_eq!(s, 401);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn previous_secret_still_verifies_during_rotation() {
+    let h = Harness::start(Db::Sqlite).await;
+    let body = labeled("issues/labeled.payload.json", "run:dev");
+    let (s, _) = h.post(Some("issues"), Some("rot-1"), &body, Some(sign(b"previous-secret", &body))).await;
+    assert_eq!(s, 202);
+    assert_eq!(h.store.count_deliveries().await.unwrap(), 1);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn oversized_body_gets_413() {
+    let h = Harness::start(Db::Sqlite).await;
+    let body = vec![b' '; 65 * 1024];
+    let (s, _) = refused(&h, Some("issues"), Some("big"), &body, Some(sign(common::SECRET.as_bytes(), &body))).await;
+    assert_eq!(s, 413);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn bad_bodies_and_missing_headers_get_400() {
+    let h = Harness::start(Db::Sqlite).await;
+    let signed = |b: &[u8]| Some(sign(common::SECRET.as_bytes(), b));
+    let (s, text) = refused(&h, Some("issues"), Some("j1"), b"not json", signed(b"not json")).await;
+    assert_eq!(s, 400);
+    assert!(text.contains("not JSON"), "{text}");
+    let (s, _) = refused(&h, Some("issues"), Some("j2"), b"[1,2]", signed(b"[1,2]")).await;
+    assert_eq!(s, 400);
+    let body = fixture("ping/payload.json");
+    let (s, text) = refused(&h, None, Some("h1"), body.as_bytes(), signed(body.as_bytes())).await;
+    assert_eq!(s, 400);
+    assert!(text.contains("X-GitHub-Event"), "{text}");
+    let (s, text) = refused(&h, Some("ping"), None, body.as_bytes(), signed(body.as_bytes())).await;
+    assert_eq!(s, 400);
+    assert!(text.contains("X-GitHub-Delivery"), "{text}");
+    let (s, _) = refused(&h, Some("ping"), Some("bad id with spaces"), body.as_bytes(), signed(body.as_bytes())).await;
+    assert_eq!(s, 400);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn ping_is_answered_and_other_events_are_recorded_and_ignored() {
+    let h = Harness::start(Db::Sqlite).await;
+    let (s, text) = h.post_signed("ping", "p1", fixture("ping/with-app_id.payload.json").as_bytes()).await;
+    assert_eq!(s, 202);
+    assert!(text.contains("pong"), "{text}");
+    for (event, file, id) in [
+        ("issue_comment", "issue_comment/created.payload.json", "c1"),
+        ("pull_request", "pull_request/opened.payload.json", "pr1"),
+        ("issues", "issues/opened.payload.json", "o1"),
+        ("issues", "issues/labeled.payload.json", "l1"), // label "bug": not a trigger
+        ("installation", "installation/created.payload.json", "i1"),
+    ] {
+        let (s, text) = h.post_signed(event, id, fixture(file).as_bytes()).await;
+        assert_eq!(s, 202, "{event}: {text}");
+    }
+    assert_eq!(h.control_plane.process_pending().await.unwrap(), 6);
+    let decisions: Vec<_> = h.audit().await.into_iter().filter(|r| r.kind == "decision").collect();
+    assert_eq!(decisions.len(), 6);
+    assert!(decisions.iter().all(|r| r.outcome == "ignored"));
+    assert!(h.store.list_runs().await.unwrap().is_empty());
+    assert!(h.repo.log().unwrap().is_empty());
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn trigger_from_an_unconfigured_repo_is_recorded_and_ignored() {
+    let h = Harness::start(Db::Sqlite).await;
+    let mut v: serde_json::Value = serde_json::from_slice(&labeled("issues/labeled.payload.json", "run:dev")).unwrap();
+    v["repository"]["full_name"] = "someone/else".into();
+    let body = serde_json::to_vec(&v).unwrap();
+    assert_eq!(h.post_signed("issues", "u1", &body).await.0, 202);
+    h.control_plane.process_pending().await.unwrap();
+    let last = h.audit().await.pop().unwrap();
+    assert_eq!(last.outcome, "ignored");
+    assert!(last.detail.contains("not configured"), "{}", last.detail);
+    assert!(h.repo.log().unwrap().is_empty());
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer() {
+    let h = Harness::start(Db::Sqlite).await;
+    for path in ["/healthz", "/readyz"] {
+        let resp = h.http.get(format!("{}{path}", h.url)).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+    }
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn readiness_fails_on_a_database_that_was_never_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = issueops_core::Store::connect(&format!("sqlite://{}", dir.path().join("x.db").display())).await.unwrap();
+    let app = issueops_gateway::router(issueops_gateway::AppState {
+        store,
+        secrets: issueops_gateway::Secrets::new(vec![b"k".to_vec()]).unwrap(),
+        stored: Default::default(),
+        body_limit: 1024,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let resp = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert!(resp.text().await.unwrap().contains("issueops migrate"));
+    server.abort();
+}
