@@ -5,7 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "issueops", version, about = "GitHub issue labels → isolated Kubernetes runs, the GitOps way")]
+#[command(
+    name = "issueops",
+    version,
+    about = "GitHub issue labels → isolated Kubernetes runs, the GitOps way"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub common: Common,
@@ -66,23 +70,43 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct Common {
     /// Where the embedded defaults keep their files (SQLite database, local state repo).
-    #[arg(long, env = "ISSUEOPS_DATA_DIR", default_value = "issueops-data", global = true)]
+    #[arg(
+        long,
+        env = "ISSUEOPS_DATA_DIR",
+        default_value = "issueops-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
     /// Database URL: sqlite://PATH or postgres://USER@HOST/DB. Default: SQLite in the data dir.
-    #[arg(long, env = "ISSUEOPS_DATABASE_URL", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "ISSUEOPS_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
     /// State repo: a local path to a bare repo, or a remote URL (https://, ssh://, git://, file://).
     /// Default: a bare repo in the data dir.
     #[arg(long, env = "ISSUEOPS_STATE_REPO", global = true)]
     pub state_repo: Option<String>,
     /// Branch of the state repo holding the desired state.
-    #[arg(long, env = "ISSUEOPS_STATE_BRANCH", default_value = "main", global = true)]
+    #[arg(
+        long,
+        env = "ISSUEOPS_STATE_BRANCH",
+        default_value = "main",
+        global = true
+    )]
     pub state_branch: String,
     /// Optional YAML config file (repos, labels, images, limits, quotas).
     #[arg(long, env = "ISSUEOPS_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Repositories (owner/name) that may trigger runs; added to the config file's list.
-    #[arg(long = "repo", env = "ISSUEOPS_REPOS", value_delimiter = ',', global = true)]
+    #[arg(
+        long = "repo",
+        env = "ISSUEOPS_REPOS",
+        value_delimiter = ',',
+        global = true
+    )]
     pub repos: Vec<String>,
     /// Use templates from this directory instead of the embedded ones.
     #[arg(long, env = "ISSUEOPS_TEMPLATES_DIR", global = true)]

@@ -12,16 +12,26 @@ use cli::{Cli, Command};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let level = if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" };
+    let level = if matches!(cli.command, Command::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
     telemetry::init(cli.common.log_format, level);
     let result = match cli.command {
-        Command::Serve { gateway, cluster } => commands::serve::serve(&cli.common, &gateway, &cluster).await,
-        Command::Gateway { gateway } => commands::serve::gateway_only(&cli.common, &gateway).await,
-        Command::Reconciler { cluster } => commands::serve::reconciler_only(&cli.common, &cluster).await,
-        Command::Migrate => commands::ops::migrate(&cli.common).await,
-        Command::Render { payload, delivery_id, label } => {
-            commands::render::render(&cli.common, &payload, &delivery_id, label.as_deref())
+        Command::Serve { gateway, cluster } => {
+            commands::serve::serve(&cli.common, &gateway, &cluster).await
         }
+        Command::Gateway { gateway } => commands::serve::gateway_only(&cli.common, &gateway).await,
+        Command::Reconciler { cluster } => {
+            commands::serve::reconciler_only(&cli.common, &cluster).await
+        }
+        Command::Migrate => commands::ops::migrate(&cli.common).await,
+        Command::Render {
+            payload,
+            delivery_id,
+            label,
+        } => commands::render::render(&cli.common, &payload, &delivery_id, label.as_deref()),
         Command::Demo { cluster } => commands::demo::demo(&cli.common, &cluster).await,
         Command::Runs => commands::ops::runs(&cli.common).await,
         Command::Audit { run } => commands::ops::audit(&cli.common, run.as_deref()).await,

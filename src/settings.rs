@@ -14,7 +14,12 @@ impl Common {
             Some(path) => Config::load(path)?,
             None => Config::default(),
         };
-        config.repos.extend(self.repos.iter().map(|r| r.trim().to_string()).filter(|r| !r.is_empty()));
+        config.repos.extend(
+            self.repos
+                .iter()
+                .map(|r| r.trim().to_string())
+                .filter(|r| !r.is_empty()),
+        );
         config.validate()?;
         Ok(config)
     }
@@ -42,7 +47,9 @@ impl Common {
                 url,
                 &self.data_dir.join("state-cache.git"),
                 &self.state_branch,
-                std::env::var("ISSUEOPS_STATE_REPO_TOKEN").ok().filter(|t| !t.is_empty()),
+                std::env::var("ISSUEOPS_STATE_REPO_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty()),
             )?,
             Some(path) => StateRepo::local(std::path::Path::new(path), &self.state_branch)?,
             None => StateRepo::local(&self.data_dir.join("state.git"), &self.state_branch)?,
@@ -63,9 +70,16 @@ impl Common {
 pub async fn cluster_client(mode: ClusterMode) -> Result<(kube::Client, String)> {
     if mode != ClusterMode::InMemory {
         match reachable_cluster().await {
-            Ok(client) => return Ok((client, "the cluster of the current kubeconfig / in-cluster config".into())),
+            Ok(client) => {
+                return Ok((
+                    client,
+                    "the cluster of the current kubeconfig / in-cluster config".into(),
+                ))
+            }
             Err(e) if mode == ClusterMode::Kube => {
-                return Err(e.context("no Kubernetes cluster reachable (set KUBECONFIG, or use --cluster in-memory)"))
+                return Err(e.context(
+                    "no Kubernetes cluster reachable (set KUBECONFIG, or use --cluster in-memory)",
+                ))
             }
             Err(e) => tracing::warn!(
                 reason = %e,
@@ -81,7 +95,9 @@ pub async fn cluster_client(mode: ClusterMode) -> Result<(kube::Client, String)>
 }
 
 async fn reachable_cluster() -> Result<kube::Client> {
-    let client = kube::Client::try_default().await.context("no kubeconfig or in-cluster config")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("no kubeconfig or in-cluster config")?;
     tokio::time::timeout(Duration::from_secs(5), client.apiserver_version())
         .await
         .context("the API server did not answer within 5 s")?

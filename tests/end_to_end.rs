@@ -15,7 +15,13 @@ const DELIVERY: &str = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
 
 fn expected_files(ns: &str, run: &str) -> Vec<String> {
     let mut files: Vec<String> = [
-        "limitrange", "namespace", "networkpolicy", "resourcequota", "role", "rolebinding", "serviceaccount",
+        "limitrange",
+        "namespace",
+        "networkpolicy",
+        "resourcequota",
+        "role",
+        "rolebinding",
+        "serviceaccount",
     ]
     .iter()
     .map(|f| format!("issues/{ns}/{f}.yaml"))
@@ -48,7 +54,11 @@ async fn labeled_run_is_committed_applied_and_audited(db: Db) {
     let mut files = info.changed_files.clone();
     files.sort();
     assert_eq!(files, expected_files(&ns, &run.run_id));
-    let trailers: Vec<(&str, &str)> = info.trailers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let trailers: Vec<(&str, &str)> = info
+        .trailers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     assert_eq!(
         trailers,
         vec![
@@ -64,20 +74,54 @@ async fn labeled_run_is_committed_applied_and_audited(db: Db) {
     let report = h.reconciler.reconcile_once().await.unwrap();
     assert!(report.converged(), "{report:?}");
     assert_eq!(report.applied.len(), 8, "{report:?}");
-    assert_eq!(report.applied[0], format!("Namespace/{ns}"), "cluster-scoped first");
-    let namespace = Api::<Namespace>::all(h.client.clone()).get(&ns).await.unwrap();
     assert_eq!(
-        namespace.metadata.labels.unwrap().get("app.kubernetes.io/managed-by").map(String::as_str),
+        report.applied[0],
+        format!("Namespace/{ns}"),
+        "cluster-scoped first"
+    );
+    let namespace = Api::<Namespace>::all(h.client.clone())
+        .get(&ns)
+        .await
+        .unwrap();
+    assert_eq!(
+        namespace
+            .metadata
+            .labels
+            .unwrap()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
         Some("issueops")
     );
-    Api::<ServiceAccount>::namespaced(h.client.clone(), &ns).get("agent").await.unwrap();
-    Api::<NetworkPolicy>::namespaced(h.client.clone(), &ns).get("issueops-default-deny").await.unwrap();
-    let job = Api::<Job>::namespaced(h.client.clone(), &ns).get(&format!("run-{}", run.run_id)).await.unwrap();
-    let env = job.spec.unwrap().template.spec.unwrap().containers[0].env.clone().unwrap();
-    let value = |name: &str| env.iter().find(|e| e.name == name).and_then(|e| e.value.clone());
+    Api::<ServiceAccount>::namespaced(h.client.clone(), &ns)
+        .get("agent")
+        .await
+        .unwrap();
+    Api::<NetworkPolicy>::namespaced(h.client.clone(), &ns)
+        .get("issueops-default-deny")
+        .await
+        .unwrap();
+    let job = Api::<Job>::namespaced(h.client.clone(), &ns)
+        .get(&format!("run-{}", run.run_id))
+        .await
+        .unwrap();
+    let env = job.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
     assert_eq!(value("ISSUEOPS_REPO").as_deref(), Some(REPO));
-    assert_eq!(value("ISSUEOPS_RUN_ID").as_deref(), Some(run.run_id.as_str()));
-    assert_eq!(h.store.get_run(&run.run_id).await.unwrap().unwrap().state, "applied");
+    assert_eq!(
+        value("ISSUEOPS_RUN_ID").as_deref(),
+        Some(run.run_id.as_str())
+    );
+    assert_eq!(
+        h.store.get_run(&run.run_id).await.unwrap().unwrap().state,
+        "applied"
+    );
 
     // The run's audit rows link its delivery, decision, commit and every object.
     let rows = h.store.audit_rows_for_run(&run.run_id).await.unwrap();
@@ -86,7 +130,11 @@ async fn labeled_run_is_committed_applied_and_audited(db: Db) {
     assert_eq!(rows[0].delivery_id.as_deref(), Some(DELIVERY));
     assert_eq!(rows[1].outcome, "accepted");
     assert_eq!(rows[2].commit_sha.as_deref(), Some(sha.as_str()));
-    let applied: Vec<&str> = rows.iter().filter(|r| r.kind == "apply").map(|r| r.object.as_deref().unwrap()).collect();
+    let applied: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.kind == "apply")
+        .map(|r| r.object.as_deref().unwrap())
+        .collect();
     assert_eq!(applied.len(), 8);
     for row in rows.iter().filter(|r| r.kind == "apply") {
         assert_eq!(row.outcome, "applied");
@@ -112,14 +160,22 @@ async fn labeled_run_is_committed_applied_and_audited(db: Db) {
 
     // A forged delivery: only a rejected-delivery audit row.
     let forged = issueops_gateway::sign(b"guessed", &body);
-    let (status, _) = h.post(Some("issues"), Some("forged-1"), &body, Some(forged)).await;
+    let (status, _) = h
+        .post(Some("issues"), Some("forged-1"), &body, Some(forged))
+        .await;
     assert_eq!(status, 401);
     assert_eq!(h.control_plane.process_pending().await.unwrap(), 0);
     let rows = h.audit().await;
     assert_eq!(rows.len(), audit_before + 1);
     let last = rows.last().unwrap();
-    assert_eq!((last.kind.as_str(), last.outcome.as_str()), ("delivery.rejected", "rejected"));
-    assert_eq!(last.delivery_id, None, "an unauthenticated id must not link to anything");
+    assert_eq!(
+        (last.kind.as_str(), last.outcome.as_str()),
+        ("delivery.rejected", "rejected")
+    );
+    assert_eq!(
+        last.delivery_id, None,
+        "an unauthenticated id must not link to anything"
+    );
     assert!(last.detail.contains("forged-1"));
     assert_eq!(h.store.count_deliveries().await.unwrap(), 1);
     assert_eq!(h.repo.log().unwrap().len(), 1);
@@ -150,7 +206,10 @@ async fn second_run_commits_and_applies_only_its_job(db: Db) {
     let head = h.repo.log().unwrap()[0].clone();
     let info = h.repo.commit_info(&head).unwrap();
     let ns = naming::namespace_for_issue(REPO, 1);
-    assert_eq!(info.changed_files, vec![format!("issues/{ns}/runs/{second}/job.yaml")]);
+    assert_eq!(
+        info.changed_files,
+        vec![format!("issues/{ns}/runs/{second}/job.yaml")]
+    );
     let report = h.reconciler.reconcile_once().await.unwrap();
     assert_eq!(report.applied, vec![format!("Job/{ns}/run-{second}")]);
     h.finish().await;
@@ -168,15 +227,26 @@ async fn second_run_commits_and_applies_only_its_job_on_postgres() {
 
 async fn audit_rows_cannot_be_changed_or_deleted(db: Db) {
     let h = Harness::start(db).await;
-    let (status, _) = h.post_signed("ping", "ping-1", fixture("ping/payload.json").as_bytes()).await;
+    let (status, _) = h
+        .post_signed("ping", "ping-1", fixture("ping/payload.json").as_bytes())
+        .await;
     assert_eq!(status, 202);
     let before = h.audit().await;
     assert!(!before.is_empty());
-    let update = sqlx::query("UPDATE audit_events SET outcome = 'tampered'").execute(h.store.pool()).await;
-    let err = update.expect_err("UPDATE of an audit row must be refused").to_string();
+    let update = sqlx::query("UPDATE audit_events SET outcome = 'tampered'")
+        .execute(h.store.pool())
+        .await;
+    let err = update
+        .expect_err("UPDATE of an audit row must be refused")
+        .to_string();
     assert!(err.contains("append-only"), "{err}");
-    let delete = sqlx::query("DELETE FROM audit_events").execute(h.store.pool()).await;
-    assert!(delete.expect_err("DELETE must be refused").to_string().contains("append-only"));
+    let delete = sqlx::query("DELETE FROM audit_events")
+        .execute(h.store.pool())
+        .await;
+    assert!(delete
+        .expect_err("DELETE must be refused")
+        .to_string()
+        .contains("append-only"));
     assert_eq!(h.audit().await, before);
     h.finish().await;
 }

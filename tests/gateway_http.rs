@@ -6,12 +6,26 @@ mod common;
 use common::{fixture, labeled, Db, Harness};
 use issueops_gateway::sign;
 
-async fn refused(h: &Harness, event: Option<&str>, delivery: Option<&str>, body: &[u8], sig: Option<String>) -> (u16, String) {
+async fn refused(
+    h: &Harness,
+    event: Option<&str>,
+    delivery: Option<&str>,
+    body: &[u8],
+    sig: Option<String>,
+) -> (u16, String) {
     let audit_before = h.audit().await.len();
     let result = h.post(event, delivery, body, sig).await;
-    assert_eq!(h.store.count_deliveries().await.unwrap(), 0, "a refused delivery reached the inbox");
+    assert_eq!(
+        h.store.count_deliveries().await.unwrap(),
+        0,
+        "a refused delivery reached the inbox"
+    );
     let rows = h.audit().await;
-    assert_eq!(rows.len(), audit_before + 1, "a refusal writes exactly one audit row");
+    assert_eq!(
+        rows.len(),
+        audit_before + 1,
+        "a refusal writes exactly one audit row"
+    );
     assert_eq!(rows.last().unwrap().kind, "delivery.rejected");
     result
 }
@@ -23,12 +37,33 @@ async fn missing_malformed_or_forged_signatures_get_401() {
     let (s, text) = refused(&h, Some("issues"), Some("d1"), &body, None).await;
     assert_eq!(s, 401);
     assert!(text.contains("missing X-Hub-Signature-256"), "{text}");
-    let (s, _) = refused(&h, Some("issues"), Some("d2"), &body, Some("sha1=abc".into())).await;
+    let (s, _) = refused(
+        &h,
+        Some("issues"),
+        Some("d2"),
+        &body,
+        Some("sha1=abc".into()),
+    )
+    .await;
     assert_eq!(s, 401);
-    let (s, _) = refused(&h, Some("issues"), Some("d3"), &body, Some(sign(b"wrong", &body))).await;
+    let (s, _) = refused(
+        &h,
+        Some("issues"),
+        Some("d3"),
+        &body,
+        Some(sign(b"wrong", &body)),
+    )
+    .await;
     assert_eq!(s, 401);
     // A valid signature over a different body is a forgery too.
-    let (s, _) = refused(&h, Some("issues"), Some("d4"), &body, Some(sign(common::SECRET.as_bytes(), b"{}"))).await;
+    let (s, _) = refused(
+        &h,
+        Some("issues"),
+        Some("d4"),
+        &body,
+        Some(sign(common::SECRET.as_bytes(), b"{}")),
+    )
+    .await;
     assert_eq!(s, 401);
     h.finish().await;
 }
@@ -37,7 +72,14 @@ async fn missing_malformed_or_forged_signatures_get_401() {
 async fn previous_secret_still_verifies_during_rotation() {
     let h = Harness::start(Db::Sqlite).await;
     let body = labeled("issues/labeled.payload.json", "run:dev");
-    let (s, _) = h.post(Some("issues"), Some("rot-1"), &body, Some(sign(b"previous-secret", &body))).await;
+    let (s, _) = h
+        .post(
+            Some("issues"),
+            Some("rot-1"),
+            &body,
+            Some(sign(b"previous-secret", &body)),
+        )
+        .await;
     assert_eq!(s, 202);
     assert_eq!(h.store.count_deliveries().await.unwrap(), 1);
     h.finish().await;
@@ -47,7 +89,14 @@ async fn previous_secret_still_verifies_during_rotation() {
 async fn oversized_body_gets_413() {
     let h = Harness::start(Db::Sqlite).await;
     let body = vec![b' '; 65 * 1024];
-    let (s, _) = refused(&h, Some("issues"), Some("big"), &body, Some(sign(common::SECRET.as_bytes(), &body))).await;
+    let (s, _) = refused(
+        &h,
+        Some("issues"),
+        Some("big"),
+        &body,
+        Some(sign(common::SECRET.as_bytes(), &body)),
+    )
+    .await;
     assert_eq!(s, 413);
     h.finish().await;
 }
@@ -56,19 +105,47 @@ async fn oversized_body_gets_413() {
 async fn bad_bodies_and_missing_headers_get_400() {
     let h = Harness::start(Db::Sqlite).await;
     let signed = |b: &[u8]| Some(sign(common::SECRET.as_bytes(), b));
-    let (s, text) = refused(&h, Some("issues"), Some("j1"), b"not json", signed(b"not json")).await;
+    let (s, text) = refused(
+        &h,
+        Some("issues"),
+        Some("j1"),
+        b"not json",
+        signed(b"not json"),
+    )
+    .await;
     assert_eq!(s, 400);
     assert!(text.contains("not JSON"), "{text}");
     let (s, _) = refused(&h, Some("issues"), Some("j2"), b"[1,2]", signed(b"[1,2]")).await;
     assert_eq!(s, 400);
     let body = fixture("ping/payload.json");
-    let (s, text) = refused(&h, None, Some("h1"), body.as_bytes(), signed(body.as_bytes())).await;
+    let (s, text) = refused(
+        &h,
+        None,
+        Some("h1"),
+        body.as_bytes(),
+        signed(body.as_bytes()),
+    )
+    .await;
     assert_eq!(s, 400);
     assert!(text.contains("X-GitHub-Event"), "{text}");
-    let (s, text) = refused(&h, Some("ping"), None, body.as_bytes(), signed(body.as_bytes())).await;
+    let (s, text) = refused(
+        &h,
+        Some("ping"),
+        None,
+        body.as_bytes(),
+        signed(body.as_bytes()),
+    )
+    .await;
     assert_eq!(s, 400);
     assert!(text.contains("X-GitHub-Delivery"), "{text}");
-    let (s, _) = refused(&h, Some("ping"), Some("bad id with spaces"), body.as_bytes(), signed(body.as_bytes())).await;
+    let (s, _) = refused(
+        &h,
+        Some("ping"),
+        Some("bad id with spaces"),
+        body.as_bytes(),
+        signed(body.as_bytes()),
+    )
+    .await;
     assert_eq!(s, 400);
     h.finish().await;
 }
@@ -76,7 +153,13 @@ async fn bad_bodies_and_missing_headers_get_400() {
 #[tokio::test]
 async fn ping_is_answered_and_other_events_are_recorded_and_ignored() {
     let h = Harness::start(Db::Sqlite).await;
-    let (s, text) = h.post_signed("ping", "p1", fixture("ping/with-app_id.payload.json").as_bytes()).await;
+    let (s, text) = h
+        .post_signed(
+            "ping",
+            "p1",
+            fixture("ping/with-app_id.payload.json").as_bytes(),
+        )
+        .await;
     assert_eq!(s, 202);
     assert!(text.contains("pong"), "{text}");
     for (event, file, id) in [
@@ -90,7 +173,12 @@ async fn ping_is_answered_and_other_events_are_recorded_and_ignored() {
         assert_eq!(s, 202, "{event}: {text}");
     }
     assert_eq!(h.control_plane.process_pending().await.unwrap(), 6);
-    let decisions: Vec<_> = h.audit().await.into_iter().filter(|r| r.kind == "decision").collect();
+    let decisions: Vec<_> = h
+        .audit()
+        .await
+        .into_iter()
+        .filter(|r| r.kind == "decision")
+        .collect();
     assert_eq!(decisions.len(), 6);
     assert!(decisions.iter().all(|r| r.outcome == "ignored"));
     assert!(h.store.list_runs().await.unwrap().is_empty());
@@ -101,7 +189,8 @@ async fn ping_is_answered_and_other_events_are_recorded_and_ignored() {
 #[tokio::test]
 async fn trigger_from_an_unconfigured_repo_is_recorded_and_ignored() {
     let h = Harness::start(Db::Sqlite).await;
-    let mut v: serde_json::Value = serde_json::from_slice(&labeled("issues/labeled.payload.json", "run:dev")).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&labeled("issues/labeled.payload.json", "run:dev")).unwrap();
     v["repository"]["full_name"] = "someone/else".into();
     let body = serde_json::to_vec(&v).unwrap();
     assert_eq!(h.post_signed("issues", "u1", &body).await.0, 202);
@@ -126,7 +215,10 @@ async fn health_and_readiness_answer() {
 #[tokio::test]
 async fn readiness_fails_on_a_database_that_was_never_migrated() {
     let dir = tempfile::tempdir().unwrap();
-    let store = issueops_core::Store::connect(&format!("sqlite://{}", dir.path().join("x.db").display())).await.unwrap();
+    let store =
+        issueops_core::Store::connect(&format!("sqlite://{}", dir.path().join("x.db").display()))
+            .await
+            .unwrap();
     let app = issueops_gateway::router(issueops_gateway::AppState {
         store,
         secrets: issueops_gateway::Secrets::new(vec![b"k".to_vec()]).unwrap(),

@@ -19,9 +19,17 @@ struct GitDaemon {
 
 impl GitDaemon {
     fn start(base: &Path, repo: &str) -> Self {
-        let status = Command::new("git").args(["init", "-q", "--bare", "-b", "main"]).arg(base.join(repo)).status().unwrap();
+        let status = Command::new("git")
+            .args(["init", "-q", "--bare", "-b", "main"])
+            .arg(base.join(repo))
+            .status()
+            .unwrap();
         assert!(status.success());
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         // Run git-daemon itself, not through the `git` wrapper, so killing the
         // child really stops the server.
         let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
@@ -44,10 +52,16 @@ impl GitDaemon {
         let mut line = String::new();
         while !line.contains("Ready to rumble") {
             line.clear();
-            assert!(stderr.read_line(&mut line).unwrap() > 0, "git daemon exited before listening");
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "git daemon exited before listening"
+            );
         }
         std::thread::spawn(move || for _ in stderr.lines() {});
-        Self { child, url: format!("git://127.0.0.1:{port}/{repo}") }
+        Self {
+            child,
+            url: format!("git://127.0.0.1:{port}/{repo}"),
+        }
     }
 }
 
@@ -59,8 +73,17 @@ impl Drop for GitDaemon {
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git").arg("--git-dir").arg(dir).args(args).output().unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -91,14 +114,20 @@ async fn runs_are_pushed_to_the_remote_and_a_rejected_push_is_redone_once() {
 
     let dir = tempfile::tempdir().unwrap();
     let repo = StateRepo::remote(&daemon.url, &dir.path().join("cache.git"), "main", None).unwrap();
-    let client = kube_fake_client::ClientBuilder::new().build().await.unwrap();
+    let client = kube_fake_client::ClientBuilder::new()
+        .build()
+        .await
+        .unwrap();
     let h = Harness::start_with(Db::Sqlite, dir, repo, client).await;
     let body = labeled("issues/labeled.payload.json", "run:dev");
 
     // First run: pushed to an empty remote.
     h.post_signed("issues", "remote-a", &body).await;
     h.control_plane.process_pending().await.unwrap();
-    let first = h.store.list_runs().await.unwrap()[0].commit_sha.clone().unwrap();
+    let first = h.store.list_runs().await.unwrap()[0]
+        .commit_sha
+        .clone()
+        .unwrap();
     assert_eq!(git(&bare, &["rev-parse", "refs/heads/main"]), first);
     let report = h.reconciler.reconcile_once().await.unwrap();
     assert_eq!(report.applied.len(), 8, "{report:?}");
@@ -112,11 +141,30 @@ async fn runs_are_pushed_to_the_remote_and_a_rejected_push_is_redone_once() {
     let log = git(&bare, &["log", "--format=%s", "main"]);
     let subjects: Vec<&str> = log.lines().collect();
     assert_eq!(subjects.len(), 3, "{subjects:?}");
-    assert_eq!(subjects[1], "outside", "our commit sits on top of the concurrent one");
+    assert_eq!(
+        subjects[1], "outside",
+        "our commit sits on top of the concurrent one"
+    );
     let run_b = issueops_core::naming::run_id_for_delivery("remote-b");
-    assert_eq!(git(&bare, &["log", "--format=%H", &format!("--grep=Run-Id: {run_b}"), "main"]).lines().count(), 1);
+    assert_eq!(
+        git(
+            &bare,
+            &[
+                "log",
+                "--format=%H",
+                &format!("--grep=Run-Id: {run_b}"),
+                "main"
+            ]
+        )
+        .lines()
+        .count(),
+        1
+    );
     let tree = git(&bare, &["ls-tree", "-r", "--name-only", "main"]);
-    assert!(tree.contains("OUTSIDE.md"), "the other writer's file is kept");
+    assert!(
+        tree.contains("OUTSIDE.md"),
+        "the other writer's file is kept"
+    );
     assert!(tree.contains(&format!("runs/{run_b}/job.yaml")));
 
     // The reconciler reads the remote and applies only the new Job.

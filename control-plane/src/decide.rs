@@ -84,12 +84,24 @@ mod tests {
     #[test]
     fn trigger_label_on_configured_repo_starts_a_run() {
         let d = decide(&config(), "issues", &with_label("run:dev"), true);
-        assert!(matches!(d, Decision::StartRun { mode: RunMode::Dev, .. }), "{d:?}");
+        assert!(
+            matches!(
+                d,
+                Decision::StartRun {
+                    mode: RunMode::Dev,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
     }
 
     #[test]
     fn the_fixture_label_is_not_a_trigger() {
-        assert!(matches!(decide(&config(), "issues", LABELED, true), Decision::Ignore { .. }));
+        assert!(matches!(
+            decide(&config(), "issues", LABELED, true),
+            Decision::Ignore { .. }
+        ));
     }
 
     #[test]
@@ -97,12 +109,21 @@ mod tests {
         let payload = with_label("run:dev");
         let d = decide(&Config::default(), "issues", &payload, true);
         assert!(matches!(d, Decision::Ignore { ref reason } if reason.contains("not configured")));
-        assert!(matches!(decide(&Config::default(), "issues", &payload, false), Decision::StartRun { .. }));
+        assert!(matches!(
+            decide(&Config::default(), "issues", &payload, false),
+            Decision::StartRun { .. }
+        ));
     }
 
     #[test]
     fn other_events_and_bad_payloads_are_ignored() {
-        assert!(matches!(decide(&config(), "ping", "{}", true), Decision::Ignore { .. }));
-        assert!(matches!(decide(&config(), "issues", "{\"action\":1}", true), Decision::Ignore { .. }));
+        assert!(matches!(
+            decide(&config(), "ping", "{}", true),
+            Decision::Ignore { .. }
+        ));
+        assert!(matches!(
+            decide(&config(), "issues", "{\"action\":1}", true),
+            Decision::Ignore { .. }
+        ));
     }
 }

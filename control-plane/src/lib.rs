@@ -203,7 +203,10 @@ impl ControlPlane {
             self.store.append_audit(&audit).await?;
         }
         let request = CommitRequest {
-            subject: format!("{}: start {} run {} for {issue_ref}", self.config.trigger_label, run.mode, run.run_id),
+            subject: format!(
+                "{}: start {} run {} for {issue_ref}",
+                self.config.trigger_label, run.mode, run.run_id
+            ),
             body: format!(
                 "Issue title: {}\nNamespace: {}\nBranch: {}",
                 plan.title.replace(['\r', '\n'], " "),
@@ -232,14 +235,22 @@ impl ControlPlane {
             match repo.commit(&request)? {
                 Some(sha) => Ok((sha, true)),
                 // Replay after a crash: the intent is already in the repo.
-                None => Ok((repo.find_commit_with_trailer("Run-Id", &run_id)?.unwrap_or_default(), false)),
+                None => Ok((
+                    repo.find_commit_with_trailer("Run-Id", &run_id)?
+                        .unwrap_or_default(),
+                    false,
+                )),
             }
         })
         .await
         .map_err(|e| ControlPlaneError::Task(e.to_string()))??;
         let (sha, new_commit) = committed;
         self.store
-            .set_run_state(&run.run_id, RunState::Committed, Some(&sha).filter(|s| !s.is_empty()).map(|s| s.as_str()))
+            .set_run_state(
+                &run.run_id,
+                RunState::Committed,
+                Some(&sha).filter(|s| !s.is_empty()).map(|s| s.as_str()),
+            )
             .await?;
         if new_commit {
             tracing::info!(commit = %sha, namespace = %run.namespace, "run committed");

@@ -13,14 +13,38 @@ use std::path::Path;
 
 /// Templates shipped in the binary, used unless `--templates-dir` says otherwise.
 const EMBEDDED: &[(&str, &str)] = &[
-    ("issue/namespace.yaml", include_str!("../../manifests-templates/issue/namespace.yaml")),
-    ("issue/serviceaccount.yaml", include_str!("../../manifests-templates/issue/serviceaccount.yaml")),
-    ("issue/role.yaml", include_str!("../../manifests-templates/issue/role.yaml")),
-    ("issue/rolebinding.yaml", include_str!("../../manifests-templates/issue/rolebinding.yaml")),
-    ("issue/resourcequota.yaml", include_str!("../../manifests-templates/issue/resourcequota.yaml")),
-    ("issue/limitrange.yaml", include_str!("../../manifests-templates/issue/limitrange.yaml")),
-    ("issue/networkpolicy.yaml", include_str!("../../manifests-templates/issue/networkpolicy.yaml")),
-    ("run/job.yaml", include_str!("../../manifests-templates/run/job.yaml")),
+    (
+        "issue/namespace.yaml",
+        include_str!("../../manifests-templates/issue/namespace.yaml"),
+    ),
+    (
+        "issue/serviceaccount.yaml",
+        include_str!("../../manifests-templates/issue/serviceaccount.yaml"),
+    ),
+    (
+        "issue/role.yaml",
+        include_str!("../../manifests-templates/issue/role.yaml"),
+    ),
+    (
+        "issue/rolebinding.yaml",
+        include_str!("../../manifests-templates/issue/rolebinding.yaml"),
+    ),
+    (
+        "issue/resourcequota.yaml",
+        include_str!("../../manifests-templates/issue/resourcequota.yaml"),
+    ),
+    (
+        "issue/limitrange.yaml",
+        include_str!("../../manifests-templates/issue/limitrange.yaml"),
+    ),
+    (
+        "issue/networkpolicy.yaml",
+        include_str!("../../manifests-templates/issue/networkpolicy.yaml"),
+    ),
+    (
+        "run/job.yaml",
+        include_str!("../../manifests-templates/run/job.yaml"),
+    ),
 ];
 
 /// Labels that identify which issue and run an object belongs to.
@@ -103,10 +127,11 @@ impl Templates {
                         "{group}/{}",
                         path.file_name().unwrap_or_default().to_string_lossy()
                     );
-                    let text = std::fs::read_to_string(&path).map_err(|source| RenderError::Read {
-                        path: path.display().to_string(),
-                        source,
-                    })?;
+                    let text =
+                        std::fs::read_to_string(&path).map_err(|source| RenderError::Read {
+                            path: path.display().to_string(),
+                            source,
+                        })?;
                     sources.insert(name, text);
                 }
             }
@@ -147,7 +172,10 @@ impl Templates {
         ]);
         let annotations = BTreeMap::from([
             ("issueops.dev/repo".to_string(), issue.repo.clone()),
-            ("issueops.dev/issue-number".to_string(), issue.issue_number.to_string()),
+            (
+                "issueops.dev/issue-number".to_string(),
+                issue.issue_number.to_string(),
+            ),
             (
                 "issueops.dev/issue-title".to_string(),
                 issue.title.chars().take(MAX_TITLE_CHARS).collect(),
@@ -175,10 +203,12 @@ impl Templates {
                 ("run", Some(r)) => format!("{issue_dir}/runs/{}/{file}", r.id),
                 _ => continue,
             };
-            let tmpl = env.get_template(name).map_err(|source| RenderError::Template {
-                name: name.clone(),
-                source,
-            })?;
+            let tmpl = env
+                .get_template(name)
+                .map_err(|source| RenderError::Template {
+                    name: name.clone(),
+                    source,
+                })?;
             let text = tmpl.render(&ctx).map_err(|source| RenderError::Template {
                 name: name.clone(),
                 source,
@@ -249,25 +279,42 @@ mod tests {
     #[test]
     fn renders_every_object_deterministically() {
         let t = Templates::embedded();
-        let a = t.render(&Config::default(), &issue("t"), Some(&run())).unwrap();
-        let b = t.render(&Config::default(), &issue("t"), Some(&run())).unwrap();
+        let a = t
+            .render(&Config::default(), &issue("t"), Some(&run()))
+            .unwrap();
+        let b = t
+            .render(&Config::default(), &issue("t"), Some(&run()))
+            .unwrap();
         assert_eq!(a, b);
         assert_eq!(a.len(), 8);
-        assert!(a.iter().any(|f| f.path == "issues/codertocat-hello-world-1-abc/runs/r1/job.yaml"));
+        assert!(a
+            .iter()
+            .any(|f| f.path == "issues/codertocat-hello-world-1-abc/runs/r1/job.yaml"));
         for f in &a {
-            assert!(f.content.contains("app.kubernetes.io/managed-by: issueops"), "{}", f.path);
+            assert!(
+                f.content.contains("app.kubernetes.io/managed-by: issueops"),
+                "{}",
+                f.path
+            );
         }
     }
 
     #[test]
     fn hostile_title_stays_one_string_value() {
-        let hostile = "x\"\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: evil}\n'}: {{ 7*7 }}";
+        let hostile =
+            "x\"\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: evil}\n'}: {{ 7*7 }}";
         let files = Templates::embedded()
             .render(&Config::default(), &issue(hostile), Some(&run()))
             .unwrap();
-        let ns = files.iter().find(|f| f.path.ends_with("namespace.yaml")).unwrap();
+        let ns = files
+            .iter()
+            .find(|f| f.path.ends_with("namespace.yaml"))
+            .unwrap();
         let v: serde_yaml::Value = serde_yaml::from_str(&ns.content).unwrap();
-        assert_eq!(v["metadata"]["annotations"]["issueops.dev/issue-title"].as_str(), Some(hostile));
+        assert_eq!(
+            v["metadata"]["annotations"]["issueops.dev/issue-title"].as_str(),
+            Some(hostile)
+        );
         assert_eq!(v["kind"].as_str(), Some("Namespace"));
     }
 
@@ -276,7 +323,9 @@ mod tests {
         let mut config = Config::default();
         config.job.image = "example.org/agent:7".into();
         config.job.memory_limit = "3Gi".into();
-        let files = Templates::embedded().render(&config, &issue("t"), Some(&run())).unwrap();
+        let files = Templates::embedded()
+            .render(&config, &issue("t"), Some(&run()))
+            .unwrap();
         let job = files.iter().find(|f| f.path.ends_with("job.yaml")).unwrap();
         let v: serde_yaml::Value = serde_yaml::from_str(&job.content).unwrap();
         let c = &v["spec"]["template"]["spec"]["containers"][0];

@@ -155,7 +155,9 @@ impl Config {
             }
         }
         if self.trigger_label.is_empty() || self.revise_label.is_empty() {
-            return Err(ConfigError::Invalid("trigger labels must not be empty".into()));
+            return Err(ConfigError::Invalid(
+                "trigger labels must not be empty".into(),
+            ));
         }
         Ok(())
     }
@@ -186,8 +188,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, "job:\n  imag: typo\n").unwrap();
-        assert!(Config::load(&path).unwrap_err().to_string().contains("imag"));
+        assert!(Config::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("imag"));
         std::fs::write(&path, "repos: [nobody]\n").unwrap();
-        assert!(Config::load(&path).unwrap_err().to_string().contains("owner/name"));
+        assert!(Config::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("owner/name"));
     }
 }

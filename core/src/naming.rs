@@ -89,7 +89,10 @@ mod tests {
         let c = namespace_for_issue("a/b.c", 1);
         assert_ne!(a, b);
         assert_ne!(b, c);
-        assert_ne!(namespace_for_issue("a/b", 1), namespace_for_issue("a/b", 11));
+        assert_ne!(
+            namespace_for_issue("a/b", 1),
+            namespace_for_issue("a/b", 11)
+        );
     }
 
     #[test]

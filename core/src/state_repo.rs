@@ -206,7 +206,10 @@ impl StateRepo {
             .map_err(self.err("finding the remote"))?;
         let mut opts = FetchOptions::new();
         opts.remote_callbacks(self.callbacks());
-        let refspec = format!("+refs/heads/{0}:refs/remotes/{REMOTE_NAME}/{0}", self.branch);
+        let refspec = format!(
+            "+refs/heads/{0}:refs/remotes/{REMOTE_NAME}/{0}",
+            self.branch
+        );
         match remote.fetch(&[&refspec], Some(&mut opts), None) {
             Ok(()) => Ok(()),
             // An empty remote has no branch yet: nothing to fetch.
@@ -252,7 +255,9 @@ impl StateRepo {
             let Some(oid) = self.build_commit(&repo, base.as_ref(), req)? else {
                 return Ok(None);
             };
-            let new = repo.find_commit(oid).map_err(self.err("reading the new commit"))?;
+            let new = repo
+                .find_commit(oid)
+                .map_err(self.err("reading the new commit"))?;
             // Compare-and-swap on the branch: if another writer moved it since we
             // read `base`, rebuild the intent on the new tip.
             let updated = match &base {
@@ -339,7 +344,8 @@ impl StateRepo {
     ) -> Result<Option<Commit<'r>>, StateRepoError> {
         match repo.refname_to_id(refname) {
             Ok(oid) => Ok(Some(
-                repo.find_commit(oid).map_err(self.err("reading the tip commit"))?,
+                repo.find_commit(oid)
+                    .map_err(self.err("reading the tip commit"))?,
             )),
             Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
             Err(e) => Err(self.err("reading the branch")(e)),
@@ -363,8 +369,8 @@ impl StateRepo {
                 Change::Remove { path } => ops.push((split_path(path)?, None)),
             }
         }
-        let new_tree = build_tree(repo, base_tree.as_ref(), &ops)
-            .map_err(self.err("writing the tree"))?;
+        let new_tree =
+            build_tree(repo, base_tree.as_ref(), &ops).map_err(self.err("writing the tree"))?;
         let new_tree_id = match new_tree {
             Some(id) => id,
             None => repo
@@ -389,11 +395,7 @@ impl StateRepo {
         Ok(Some(oid))
     }
 
-    fn find_tree<'r>(
-        &self,
-        repo: &'r Repository,
-        sha: &str,
-    ) -> Result<Tree<'r>, StateRepoError> {
+    fn find_tree<'r>(&self, repo: &'r Repository, sha: &str) -> Result<Tree<'r>, StateRepoError> {
         let oid = Oid::from_str(sha).map_err(|_| StateRepoError::UnknownCommit(sha.into()))?;
         repo.find_commit(oid)
             .and_then(|c| c.tree())
@@ -656,7 +658,10 @@ mod tests {
         let files = repo.files_at(&first).unwrap();
         assert_eq!(files.keys().collect::<Vec<_>>(), ["a/b/c.yaml", "a/d.yaml"]);
         let info = repo.commit_info(&first).unwrap();
-        assert_eq!(info.trailers, vec![("Run-Id".into(), "r1 Forged: yes".into())]);
+        assert_eq!(
+            info.trailers,
+            vec![("Run-Id".into(), "r1 Forged: yes".into())]
+        );
     }
 
     #[test]
@@ -664,7 +669,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = StateRepo::local(&dir.path().join("s.git"), "main").unwrap();
         let a = repo
-            .commit(&req(vec![write("x/1.yaml", "one"), write("y/2.yaml", "two")]))
+            .commit(&req(vec![
+                write("x/1.yaml", "one"),
+                write("y/2.yaml", "two"),
+            ]))
             .unwrap()
             .unwrap();
         let b = repo
@@ -685,11 +693,21 @@ mod tests {
     fn untouched_subtrees_keep_their_ids() {
         let dir = tempfile::tempdir().unwrap();
         let repo = StateRepo::local(&dir.path().join("s.git"), "main").unwrap();
-        let a = repo.commit(&req(vec![write("keep/f", "k"), write("edit/f", "1")])).unwrap().unwrap();
-        let b = repo.commit(&req(vec![write("edit/f", "2")])).unwrap().unwrap();
+        let a = repo
+            .commit(&req(vec![write("keep/f", "k"), write("edit/f", "1")]))
+            .unwrap()
+            .unwrap();
+        let b = repo
+            .commit(&req(vec![write("edit/f", "2")]))
+            .unwrap()
+            .unwrap();
         let git = Repository::open_bare(dir.path().join("s.git")).unwrap();
         let id = |sha: &str| {
-            let tree = git.find_commit(Oid::from_str(sha).unwrap()).unwrap().tree().unwrap();
+            let tree = git
+                .find_commit(Oid::from_str(sha).unwrap())
+                .unwrap()
+                .tree()
+                .unwrap();
             let keep = tree.get_name("keep").unwrap().id();
             keep
         };

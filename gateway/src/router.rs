@@ -98,7 +98,10 @@ async fn receive(
 ) -> Response {
     let raw_id = header(&headers, "x-github-delivery").unwrap_or("");
     let delivery_id = valid_delivery_id(raw_id).then(|| raw_id.to_string());
-    let span = tracing::info_span!("delivery", delivery_id = delivery_id.as_deref().unwrap_or("-"));
+    let span = tracing::info_span!(
+        "delivery",
+        delivery_id = delivery_id.as_deref().unwrap_or("-")
+    );
     async move {
         match accept(&state, &headers, body, delivery_id.as_deref()).await {
             Ok(response) => response,
@@ -143,7 +146,10 @@ async fn accept(
     })?;
     state
         .secrets
-        .verify(headers.get("x-hub-signature-256").map(|v| v.as_bytes()), &body)
+        .verify(
+            headers.get("x-hub-signature-256").map(|v| v.as_bytes()),
+            &body,
+        )
         .map_err(|e| Refusal::Signature(e.to_string()))?;
     let event = header(headers, "x-github-event")
         .filter(|e| !e.is_empty() && e.len() <= 64)
@@ -173,7 +179,11 @@ async fn accept(
     match inserted {
         Inserted::Duplicate => {
             tracing::info!(event, "duplicate delivery; already in the inbox");
-            Ok((StatusCode::OK, Json(json!({ "status": "duplicate", "delivery": delivery_id }))).into_response())
+            Ok((
+                StatusCode::OK,
+                Json(json!({ "status": "duplicate", "delivery": delivery_id })),
+            )
+                .into_response())
         }
         Inserted::Stored { seq } => {
             let mut audit = AuditEvent::new(kind::DELIVERY_RECEIVED, "stored")
@@ -190,7 +200,11 @@ async fn accept(
             state.stored.notify_one();
             tracing::info!(event, seq, "delivery stored");
             let status = if event == "ping" { "pong" } else { "accepted" };
-            Ok((StatusCode::ACCEPTED, Json(json!({ "status": status, "delivery": delivery_id }))).into_response())
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({ "status": status, "delivery": delivery_id })),
+            )
+                .into_response())
         }
     }
 }

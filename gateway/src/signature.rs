@@ -86,7 +86,8 @@ impl Secrets {
         // Check every secret, even after a match, so timing does not tell which one.
         let mut matched = false;
         for secret in &self.0 {
-            let mut mac = HmacSha256::new_from_slice(secret).map_err(|_| SignatureError::Mismatch)?;
+            let mut mac =
+                HmacSha256::new_from_slice(secret).map_err(|_| SignatureError::Mismatch)?;
             mac.update(body);
             matched |= mac.verify_slice(&expected).is_ok();
         }
@@ -128,7 +129,10 @@ mod tests {
             assert_eq!(s.verify(Some(sig.as_bytes()), b"body"), Ok(()));
         }
         let forged = sign(b"other", b"body");
-        assert_eq!(s.verify(Some(forged.as_bytes()), b"body"), Err(SignatureError::Mismatch));
+        assert_eq!(
+            s.verify(Some(forged.as_bytes()), b"body"),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]
@@ -142,7 +146,10 @@ mod tests {
 
     #[test]
     fn no_secret_is_an_error() {
-        assert!(matches!(Secrets::load(Some(""), None), Err(SecretsError::None)));
+        assert!(matches!(
+            Secrets::load(Some(""), None),
+            Err(SecretsError::None)
+        ));
     }
 
     #[test]

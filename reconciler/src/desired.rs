@@ -33,15 +33,60 @@ struct KnownKind {
 }
 
 const KINDS: &[KnownKind] = &[
-    KnownKind { api_version: "v1", kind: "Namespace", plural: "namespaces", namespaced: false },
-    KnownKind { api_version: "v1", kind: "ServiceAccount", plural: "serviceaccounts", namespaced: true },
-    KnownKind { api_version: "rbac.authorization.k8s.io/v1", kind: "Role", plural: "roles", namespaced: true },
-    KnownKind { api_version: "rbac.authorization.k8s.io/v1", kind: "RoleBinding", plural: "rolebindings", namespaced: true },
-    KnownKind { api_version: "v1", kind: "ResourceQuota", plural: "resourcequotas", namespaced: true },
-    KnownKind { api_version: "v1", kind: "LimitRange", plural: "limitranges", namespaced: true },
-    KnownKind { api_version: "networking.k8s.io/v1", kind: "NetworkPolicy", plural: "networkpolicies", namespaced: true },
-    KnownKind { api_version: "v1", kind: "ConfigMap", plural: "configmaps", namespaced: true },
-    KnownKind { api_version: "batch/v1", kind: "Job", plural: "jobs", namespaced: true },
+    KnownKind {
+        api_version: "v1",
+        kind: "Namespace",
+        plural: "namespaces",
+        namespaced: false,
+    },
+    KnownKind {
+        api_version: "v1",
+        kind: "ServiceAccount",
+        plural: "serviceaccounts",
+        namespaced: true,
+    },
+    KnownKind {
+        api_version: "rbac.authorization.k8s.io/v1",
+        kind: "Role",
+        plural: "roles",
+        namespaced: true,
+    },
+    KnownKind {
+        api_version: "rbac.authorization.k8s.io/v1",
+        kind: "RoleBinding",
+        plural: "rolebindings",
+        namespaced: true,
+    },
+    KnownKind {
+        api_version: "v1",
+        kind: "ResourceQuota",
+        plural: "resourcequotas",
+        namespaced: true,
+    },
+    KnownKind {
+        api_version: "v1",
+        kind: "LimitRange",
+        plural: "limitranges",
+        namespaced: true,
+    },
+    KnownKind {
+        api_version: "networking.k8s.io/v1",
+        kind: "NetworkPolicy",
+        plural: "networkpolicies",
+        namespaced: true,
+    },
+    KnownKind {
+        api_version: "v1",
+        kind: "ConfigMap",
+        plural: "configmaps",
+        namespaced: true,
+    },
+    KnownKind {
+        api_version: "batch/v1",
+        kind: "Job",
+        plural: "jobs",
+        namespaced: true,
+    },
 ];
 
 /// One desired object with what is needed to call the API for it.
@@ -104,17 +149,18 @@ pub fn parse(path: &str, content: &[u8]) -> Result<DesiredObject, DesiredError> 
         .name
         .clone()
         .ok_or_else(|| parse_err("missing metadata.name".into()))?;
-    let namespace = if known.namespaced {
-        Some(object.metadata.namespace.clone().ok_or_else(|| {
-            DesiredError::MissingNamespace {
-                path: path.into(),
-                kind: known.kind.into(),
-                name: name.clone(),
-            }
-        })?)
-    } else {
-        None
-    };
+    let namespace =
+        if known.namespaced {
+            Some(object.metadata.namespace.clone().ok_or_else(|| {
+                DesiredError::MissingNamespace {
+                    path: path.into(),
+                    kind: known.kind.into(),
+                    name: name.clone(),
+                }
+            })?)
+        } else {
+            None
+        };
     let (group, version) = match known.api_version.split_once('/') {
         Some((g, v)) => (g, v),
         None => ("", known.api_version),
@@ -157,31 +203,54 @@ mod tests {
 
     #[test]
     fn secrets_and_unknown_kinds_are_refused() {
-        let err = parse("s.yaml", b"apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: n}\n")
-            .unwrap_err();
+        let err = parse(
+            "s.yaml",
+            b"apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: n}\n",
+        )
+        .unwrap_err();
         assert!(matches!(err, DesiredError::UnsupportedKind { .. }));
-        let err = parse("c.yaml", b"apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: c}\n")
-            .unwrap_err();
+        let err = parse(
+            "c.yaml",
+            b"apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: c}\n",
+        )
+        .unwrap_err();
         assert!(matches!(err, DesiredError::UnsupportedKind { .. }));
     }
 
     #[test]
     fn namespaced_kind_without_namespace_is_refused() {
-        let err = parse("r.yaml", b"apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r}\n")
-            .unwrap_err();
+        let err = parse(
+            "r.yaml",
+            b"apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r}\n",
+        )
+        .unwrap_err();
         assert!(matches!(err, DesiredError::MissingNamespace { .. }));
     }
 
     #[test]
     fn garbage_is_a_parse_error() {
-        assert!(matches!(parse("x.yaml", b"[1, 2"), Err(DesiredError::Parse { .. })));
-        assert!(matches!(parse("x.yaml", b"kind: Job\n"), Err(DesiredError::Parse { .. })));
+        assert!(matches!(
+            parse("x.yaml", b"[1, 2"),
+            Err(DesiredError::Parse { .. })
+        ));
+        assert!(matches!(
+            parse("x.yaml", b"kind: Job\n"),
+            Err(DesiredError::Parse { .. })
+        ));
     }
 
     #[test]
     fn namespace_ranks_before_job() {
-        let ns = parse("n.yaml", b"apiVersion: v1\nkind: Namespace\nmetadata: {name: n}\n").unwrap();
-        let job = parse("j.yaml", b"apiVersion: batch/v1\nkind: Job\nmetadata: {name: j, namespace: n}\n").unwrap();
+        let ns = parse(
+            "n.yaml",
+            b"apiVersion: v1\nkind: Namespace\nmetadata: {name: n}\n",
+        )
+        .unwrap();
+        let job = parse(
+            "j.yaml",
+            b"apiVersion: batch/v1\nkind: Job\nmetadata: {name: j, namespace: n}\n",
+        )
+        .unwrap();
         assert!(ns.rank < job.rank);
         assert_eq!(ns.namespace, None);
     }

@@ -102,9 +102,10 @@ impl Reconciler {
         let last = self.store.last_applied_commit(STATE_NAME).await?;
         let repo = self.repo.clone();
         let last_for_task = last.clone();
-        let planned = tokio::task::spawn_blocking(move || plan_cycle(&repo, last_for_task.as_deref()))
-            .await
-            .map_err(|e| ReconcileError::Task(e.to_string()))??;
+        let planned =
+            tokio::task::spawn_blocking(move || plan_cycle(&repo, last_for_task.as_deref()))
+                .await
+                .map_err(|e| ReconcileError::Task(e.to_string()))??;
         let Some((head, steps, mut report)) = planned else {
             return Ok(CycleReport {
                 head: last,
@@ -117,16 +118,30 @@ impl Reconciler {
                 self.execute(step, &head, &mut report).await?;
             }
             if report.converged() {
-                self.store.set_last_applied_commit(STATE_NAME, &head).await?;
+                self.store
+                    .set_last_applied_commit(STATE_NAME, &head)
+                    .await?;
             }
-            let audit = AuditEvent::new(kind::RECONCILE, if report.converged() { "converged" } else { "incomplete" })
-                .commit(head.clone())
-                .detail(json!({
-                    "from": last, "applied": report.applied.len(), "deleted": report.deleted.len(),
-                    "skipped": report.skipped, "failed": report.failed,
-                }));
+            let audit = AuditEvent::new(
+                kind::RECONCILE,
+                if report.converged() {
+                    "converged"
+                } else {
+                    "incomplete"
+                },
+            )
+            .commit(head.clone())
+            .detail(json!({
+                "from": last, "applied": report.applied.len(), "deleted": report.deleted.len(),
+                "skipped": report.skipped, "failed": report.failed,
+            }));
             self.store.append_audit(&audit).await?;
-            tracing::info!(applied = report.applied.len(), deleted = report.deleted.len(), failed = report.failed.len(), "cycle done");
+            tracing::info!(
+                applied = report.applied.len(),
+                deleted = report.deleted.len(),
+                failed = report.failed.len(),
+                "cycle done"
+            );
             Ok::<_, ReconcileError>(())
         }
         .instrument(span)
@@ -134,16 +149,33 @@ impl Reconciler {
         Ok(report)
     }
 
-    async fn execute(&self, step: &Step, head: &str, report: &mut CycleReport) -> Result<(), ReconcileError> {
+    async fn execute(
+        &self,
+        step: &Step,
+        head: &str,
+        report: &mut CycleReport,
+    ) -> Result<(), ReconcileError> {
         let obj = &step.object;
         let reference = obj.reference();
         let run_id = obj
             .label(RUN_LABEL)
             .or_else(|| trailer(step.origin.as_ref(), "Run-Id"))
             .map(str::to_string);
-        let mut audit = AuditEvent::new(if step.delete { kind::DELETE } else { kind::APPLY }, "")
-            .object(reference.clone())
-            .commit(step.origin.as_ref().map(|o| o.sha.clone()).unwrap_or_else(|| head.to_string()));
+        let mut audit = AuditEvent::new(
+            if step.delete {
+                kind::DELETE
+            } else {
+                kind::APPLY
+            },
+            "",
+        )
+        .object(reference.clone())
+        .commit(
+            step.origin
+                .as_ref()
+                .map(|o| o.sha.clone())
+                .unwrap_or_else(|| head.to_string()),
+        );
         if let Some(run) = &run_id {
             audit = audit.run(run.clone());
         }
@@ -177,15 +209,24 @@ impl Reconciler {
                 }
                 if outcome == "applied" && obj.resource.kind == "Job" {
                     if let Some(run) = &run_id {
-                        self.store.set_run_state(run, RunState::Applied, None).await?;
+                        self.store
+                            .set_run_state(run, RunState::Applied, None)
+                            .await?;
                     }
                 }
-                AuditEvent { outcome: outcome.into(), ..audit }
+                AuditEvent {
+                    outcome: outcome.into(),
+                    ..audit
+                }
             }
             Err(e) => {
                 tracing::error!(object = %reference, error = %e, "object failed");
                 report.failed.push(reference.clone());
-                AuditEvent { outcome: "error".into(), ..audit }.detail(json!({ "error": e.to_string() }))
+                AuditEvent {
+                    outcome: "error".into(),
+                    ..audit
+                }
+                .detail(json!({ "error": e.to_string() }))
             }
         };
         self.store.append_audit(&audit).await?;
@@ -246,7 +287,11 @@ fn plan_cycle(
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let rank = if s.delete { -(s.object.rank as i64) } else { s.object.rank as i64 };
+            let rank = if s.delete {
+                -(s.object.rank as i64)
+            } else {
+                s.object.rank as i64
+            };
             ((s.delete, rank, s.object.reference()), i)
         })
         .collect();

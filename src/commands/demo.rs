@@ -26,12 +26,19 @@ fn random_hex(bytes: usize) -> String {
 
 pub async fn demo(common: &Common, cluster: &ClusterArgs) -> Result<()> {
     let dir = tempfile::tempdir().context("cannot create a temp dir")?;
-    println!("issueops demo — temporary data dir {}\n", dir.path().display());
+    println!(
+        "issueops demo — temporary data dir {}\n",
+        dir.path().display()
+    );
 
     let mut config = common.load_config()?;
     config.repos.push("Codertocat/Hello-World".into());
     let config = Arc::new(config);
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("issueops.db").display())).await?;
+    let store = Store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("issueops.db").display()
+    ))
+    .await?;
     store.migrate().await?;
     let repo = StateRepo::local(&dir.path().join("state.git"), "main")?;
     let templates = match &common.templates_dir {
@@ -68,17 +75,29 @@ pub async fn demo(common: &Common, cluster: &ClusterArgs) -> Result<()> {
             .body(body.clone())
             .send()
     };
-    println!("1. GitHub sends issues.labeled (label {:?}) for {}#{}, signed:", config.trigger_label,
-        payload["repository"]["full_name"].as_str().unwrap_or("?"), payload["issue"]["number"]);
+    println!(
+        "1. GitHub sends issues.labeled (label {:?}) for {}#{}, signed:",
+        config.trigger_label,
+        payload["repository"]["full_name"].as_str().unwrap_or("?"),
+        payload["issue"]["number"]
+    );
     let resp = post(sign(secret.as_bytes(), &body)).await?;
     println!("   POST → {} {}", resp.status(), resp.text().await?);
 
     let control_plane = ControlPlane::new(store.clone(), repo.clone(), config.clone(), templates);
     control_plane.process_pending().await?;
-    let run = store.list_runs().await?.into_iter().next().context("the control plane made no run")?;
+    let run = store
+        .list_runs()
+        .await?
+        .into_iter()
+        .next()
+        .context("the control plane made no run")?;
     let sha = run.commit_sha.clone().context("the run has no commit")?;
     let info = repo.commit_info(&sha)?;
-    println!("\n2. The control plane committed one intent to the state repo ({}):", repo.location());
+    println!(
+        "\n2. The control plane committed one intent to the state repo ({}):",
+        repo.location()
+    );
     println!("   commit {}  {}", &sha[..12], info.summary);
     for (k, v) in &info.trailers {
         println!("   {k}: {v}");
@@ -89,7 +108,9 @@ pub async fn demo(common: &Common, cluster: &ClusterArgs) -> Result<()> {
 
     let reconciler = Reconciler::new(store.clone(), repo.clone(), client);
     let report = reconciler.reconcile_once().await?;
-    println!("\n3. The reconciler applied them with server-side apply (field manager \"issueops\"):");
+    println!(
+        "\n3. The reconciler applied them with server-side apply (field manager \"issueops\"):"
+    );
     for obj in &report.applied {
         println!("   applied {obj}");
     }
@@ -101,9 +122,17 @@ pub async fn demo(common: &Common, cluster: &ClusterArgs) -> Result<()> {
     let again = post(sign(secret.as_bytes(), &body)).await?;
     println!("   redelivery → {} {}", again.status(), again.text().await?);
     let forged = post(sign(b"not-the-secret", &body)).await?;
-    println!("   forged     → {} {}", forged.status(), forged.text().await?);
+    println!(
+        "   forged     → {} {}",
+        forged.status(),
+        forged.text().await?
+    );
     control_plane.process_pending().await?;
-    println!("   runs: {}, commits in the state repo: {}", store.list_runs().await?.len(), repo.log()?.len());
+    println!(
+        "   runs: {}, commits in the state repo: {}",
+        store.list_runs().await?.len(),
+        repo.log()?.len()
+    );
 
     println!("\n5. The audit trail (append-only):");
     for row in store.audit_rows().await? {
@@ -113,7 +142,10 @@ pub async fn demo(common: &Common, cluster: &ClusterArgs) -> Result<()> {
             row.kind,
             row.outcome,
             row.run_id.as_deref().unwrap_or("-"),
-            row.commit_sha.as_deref().map(|s| &s[..12.min(s.len())]).unwrap_or("-"),
+            row.commit_sha
+                .as_deref()
+                .map(|s| &s[..12.min(s.len())])
+                .unwrap_or("-"),
             row.actor.as_deref().unwrap_or("-"),
             row.object.as_deref().unwrap_or(""),
         );

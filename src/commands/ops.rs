@@ -7,7 +7,10 @@ use issueops_core::store::redact_url;
 pub async fn migrate(common: &Common) -> Result<()> {
     let store = common.store().await?;
     store.migrate().await?;
-    println!("database {} is up to date", redact_url(&common.database_url()));
+    println!(
+        "database {} is up to date",
+        redact_url(&common.database_url())
+    );
     Ok(())
 }
 

@@ -5,12 +5,18 @@ use anyhow::{bail, Context, Result};
 use issueops_control_plane::decide::{decide, Decision};
 use issueops_control_plane::plan_run;
 
-pub fn render(common: &Common, payload: &std::path::Path, delivery_id: &str, label: Option<&str>) -> Result<()> {
+pub fn render(
+    common: &Common,
+    payload: &std::path::Path,
+    delivery_id: &str,
+    label: Option<&str>,
+) -> Result<()> {
     let config = common.load_config()?;
     let templates = common.templates()?;
-    let text = std::fs::read_to_string(payload).with_context(|| format!("cannot read {}", payload.display()))?;
-    let mut json: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", payload.display()))?;
+    let text = std::fs::read_to_string(payload)
+        .with_context(|| format!("cannot read {}", payload.display()))?;
+    let mut json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON", payload.display()))?;
     if let Some(label) = label {
         json["label"] = serde_json::json!({ "name": label });
     }

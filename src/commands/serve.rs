@@ -18,10 +18,18 @@ const INBOX_POLL: Duration = Duration::from_secs(1);
 
 fn secrets(args: &GatewayArgs) -> Result<Secrets> {
     let env = std::env::var("ISSUEOPS_WEBHOOK_SECRET").ok();
-    Ok(Secrets::load(env.as_deref(), args.webhook_secret_file.as_deref())?)
+    Ok(Secrets::load(
+        env.as_deref(),
+        args.webhook_secret_file.as_deref(),
+    )?)
 }
 
-async fn run_gateway(store: Store, args: &GatewayArgs, secrets: Secrets, stored: Arc<Notify>) -> Result<()> {
+async fn run_gateway(
+    store: Store,
+    args: &GatewayArgs,
+    secrets: Secrets,
+    stored: Arc<Notify>,
+) -> Result<()> {
     let app = router(AppState {
         store,
         secrets,

@@ -47,7 +47,8 @@ pub struct PgDatabase {
 }
 
 pub fn postgres_base() -> String {
-    std::env::var("ISSUEOPS_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("ISSUEOPS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 impl PgDatabase {
@@ -55,27 +56,39 @@ impl PgDatabase {
         let base = postgres_base();
         let admin_url = format!("{base}/postgres");
         let name = format!("issueops_test_{}", hex::encode(rand::random::<[u8; 6]>()));
-        let admin = Store::connect(&admin_url)
+        let admin = Store::connect(&admin_url).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL must be running for these tests (.ci/run starts it): {e}")
+        });
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(admin.pool())
             .await
-            .unwrap_or_else(|e| panic!("PostgreSQL must be running for these tests (.ci/run starts it): {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(admin.pool()).await.unwrap();
+            .unwrap();
         admin.pool().close().await;
-        Self { url: format!("{base}/{name}"), admin_url, name }
+        Self {
+            url: format!("{base}/{name}"),
+            admin_url,
+            name,
+        }
     }
 
     pub async fn drop_db(&self) {
         let admin = Store::connect(&self.admin_url).await.unwrap();
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-            .execute(admin.pool())
-            .await
-            .unwrap();
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(admin.pool())
+        .await
+        .unwrap();
     }
 }
 
 pub async fn store_for(db: Db, dir: &Path) -> (Store, Option<PgDatabase>) {
     match db {
         Db::Sqlite => {
-            let store = Store::connect(&format!("sqlite://{}", dir.join("issueops.db").display())).await.unwrap();
+            let store = Store::connect(&format!("sqlite://{}", dir.join("issueops.db").display()))
+                .await
+                .unwrap();
             store.migrate().await.unwrap();
             (store, None)
         }
@@ -107,15 +120,36 @@ impl Harness {
     pub async fn start(db: Db) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let repo = StateRepo::local(&dir.path().join("state.git"), "main").unwrap();
-        Self::start_with(db, dir, repo, kube_fake_client::ClientBuilder::new().build().await.unwrap()).await
+        Self::start_with(
+            db,
+            dir,
+            repo,
+            kube_fake_client::ClientBuilder::new()
+                .build()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 
-    pub async fn start_with(db: Db, dir: tempfile::TempDir, repo: StateRepo, client: kube::Client) -> Self {
+    pub async fn start_with(
+        db: Db,
+        dir: tempfile::TempDir,
+        repo: StateRepo,
+        client: kube::Client,
+    ) -> Self {
         let (store, pg) = store_for(db, dir.path()).await;
-        let config = Arc::new(Config { repos: vec![REPO.into()], ..Config::default() });
+        let config = Arc::new(Config {
+            repos: vec![REPO.into()],
+            ..Config::default()
+        });
         let app = router(AppState {
             store: store.clone(),
-            secrets: Secrets::new(vec![b"previous-secret".to_vec(), SECRET.as_bytes().to_vec()]).unwrap(),
+            secrets: Secrets::new(vec![
+                b"previous-secret".to_vec(),
+                SECRET.as_bytes().to_vec(),
+            ])
+            .unwrap(),
             stored: Arc::new(Notify::new()),
             body_limit: 64 * 1024,
         });
@@ -125,7 +159,12 @@ impl Harness {
             axum::serve(listener, app).await.unwrap();
         });
         Self {
-            control_plane: ControlPlane::new(store.clone(), repo.clone(), config, Templates::embedded()),
+            control_plane: ControlPlane::new(
+                store.clone(),
+                repo.clone(),
+                config,
+                Templates::embedded(),
+            ),
             reconciler: Reconciler::new(store.clone(), repo.clone(), client.clone()),
             url: format!("http://{addr}"),
             http: reqwest::Client::new(),
@@ -139,8 +178,17 @@ impl Harness {
     }
 
     /// Posts a webhook the way GitHub does; `signature: None` sends none.
-    pub async fn post(&self, event: Option<&str>, delivery: Option<&str>, body: &[u8], signature: Option<String>) -> (u16, String) {
-        let mut req = self.http.post(format!("{}/webhooks/github", self.url)).body(body.to_vec());
+    pub async fn post(
+        &self,
+        event: Option<&str>,
+        delivery: Option<&str>,
+        body: &[u8],
+        signature: Option<String>,
+    ) -> (u16, String) {
+        let mut req = self
+            .http
+            .post(format!("{}/webhooks/github", self.url))
+            .body(body.to_vec());
         if let Some(e) = event {
             req = req.header("X-GitHub-Event", e);
         }
@@ -156,7 +204,13 @@ impl Harness {
 
     /// Posts `body` signed with the current secret.
     pub async fn post_signed(&self, event: &str, delivery: &str, body: &[u8]) -> (u16, String) {
-        self.post(Some(event), Some(delivery), body, Some(sign(SECRET.as_bytes(), body))).await
+        self.post(
+            Some(event),
+            Some(delivery),
+            body,
+            Some(sign(SECRET.as_bytes(), body)),
+        )
+        .await
     }
 
     pub async fn audit(&self) -> Vec<AuditRow> {

@@ -130,11 +130,12 @@ impl Store {
     }
 
     pub async fn list_runs(&self) -> Result<Vec<Run>, StoreError> {
-        let rows: Vec<Row> =
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM runs ORDER BY created_at, run_id"))
-                .fetch_all(self.pool())
-                .await
-                .map_err(sql("listing runs"))?;
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM runs ORDER BY created_at, run_id"
+        ))
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql("listing runs"))?;
         Ok(rows.into_iter().map(Run::from).collect())
     }
 }

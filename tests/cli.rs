@@ -1,0 +1,251 @@
+//! The real `issueops` binary, as a new user runs it.
+
+mod common;
+
+use common::{labeled, PgDatabase, SECRET};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn issueops() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_issueops"));
+    for var in [
+        "ISSUEOPS_WEBHOOK_SECRET",
+        "ISSUEOPS_DATABASE_URL",
+        "ISSUEOPS_STATE_REPO",
+        "ISSUEOPS_REPOS",
+        "ISSUEOPS_CONFIG",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+#[test]
+fn render_prints_every_manifest_as_multi_document_yaml() {
+    let payload = common::data_dir().join("github/issues/labeled.payload.json");
+    let out = issueops()
+        .arg("render")
+        .arg(&payload)
+        .args(["--label", "run:dev"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let kinds: Vec<String> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| {
+            let v: serde_yaml::Value = serde::Deserialize::deserialize(d).unwrap();
+            v["kind"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let mut sorted = kinds.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "Job",
+            "LimitRange",
+            "Namespace",
+            "NetworkPolicy",
+            "ResourceQuota",
+            "Role",
+            "RoleBinding",
+            "ServiceAccount"
+        ]
+    );
+    // Deterministic: the same input gives the same bytes.
+    let again = issueops()
+        .arg("render")
+        .arg(&payload)
+        .args(["--label", "run:dev"])
+        .output()
+        .unwrap();
+    assert_eq!(again.stdout, text.as_bytes());
+}
+
+#[test]
+fn render_of_a_non_trigger_says_what_to_do() {
+    let payload = common::data_dir().join("github/issues/labeled.payload.json");
+    let out = issueops().arg("render").arg(&payload).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a trigger") && err.contains("--label run:dev"),
+        "{err}"
+    );
+}
+
+#[test]
+fn gateway_refuses_to_start_without_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = issueops()
+        .args(["gateway", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ISSUEOPS_WEBHOOK_SECRET"), "{err}");
+}
+
+#[test]
+fn a_config_file_with_a_typo_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("issueops.yaml");
+    std::fs::write(&config, "job:\n  imagee: x\n").unwrap();
+    let payload = common::data_dir().join("github/issues/labeled.payload.json");
+    let out = issueops()
+        .arg("--config")
+        .arg(&config)
+        .arg("render")
+        .arg(&payload)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("imagee") && err.contains("issueops.yaml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn demo_walks_the_whole_path() {
+    let out = issueops()
+        .args(["demo", "--cluster", "in-memory"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "POST → 202",
+        "Delivery-Id: demo-",
+        "Action: start-run",
+        "applied Namespace/",
+        "applied Job/",
+        "redelivery → 200",
+        "forged     → 401",
+        "runs: 1, commits in the state repo: 1",
+        "converged",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(!text.contains("FAILED"), "{text}");
+}
+
+#[tokio::test]
+async fn migrate_and_runs_work_against_postgres() {
+    let pg = PgDatabase::create().await;
+    let out = issueops()
+        .arg("migrate")
+        .env("ISSUEOPS_DATABASE_URL", &pg.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = issueops()
+        .arg("runs")
+        .env("ISSUEOPS_DATABASE_URL", &pg.url)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no runs yet");
+    pg.drop_db().await;
+}
+
+/// `issueops serve` as the README starts it: a signed delivery over HTTP
+/// becomes a committed, applied run. Synchronises on the process's own log
+/// lines, never on time.
+#[tokio::test]
+async fn serve_turns_a_signed_delivery_into_an_applied_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = issueops()
+        .arg("serve")
+        .args([
+            "--cluster",
+            "in-memory",
+            "--repo",
+            "Codertocat/Hello-World",
+            "--log-format",
+            "json",
+        ])
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("ISSUEOPS_WEBHOOK_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |needle: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("serve never logged {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    };
+    wait_for("gateway listening");
+    let body = labeled("issues/labeled.payload.json", "run:dev");
+    let resp = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/webhooks/github"))
+        .header("X-GitHub-Event", "issues")
+        .header("X-GitHub-Delivery", "serve-1")
+        .header(
+            "X-Hub-Signature-256",
+            issueops_gateway::sign(SECRET.as_bytes(), &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let done = wait_for("cycle done");
+    let v: serde_json::Value = serde_json::from_str(&done).unwrap();
+    assert_eq!(v["applied"], 8, "{done}");
+    assert_eq!(v["failed"], 0, "{done}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = issueops()
+        .arg("runs")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let runs = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        runs.contains("Codertocat/Hello-World#1") && runs.contains("applied"),
+        "{runs}"
+    );
+}
