@@ -65,16 +65,26 @@ impl Common {
     }
 }
 
-/// Picks the Kubernetes API the reconciler applies to. Returns the client and
-/// a description for people.
-pub async fn cluster_client(mode: ClusterMode) -> Result<(kube::Client, String)> {
+/// The Kubernetes API the reconciler applies to.
+pub struct Cluster {
+    pub client: kube::Client,
+    /// For people: which API this is.
+    pub description: String,
+    /// Key for the reconciler's last applied commit: the stand-in starts empty
+    /// at every start, so it gets a fresh key and a full apply.
+    pub state_key: String,
+}
+
+/// Picks the Kubernetes API the reconciler applies to.
+pub async fn cluster_client(mode: ClusterMode) -> Result<Cluster> {
     if mode != ClusterMode::InMemory {
         match reachable_cluster().await {
             Ok(client) => {
-                return Ok((
+                return Ok(Cluster {
                     client,
-                    "the cluster of the current kubeconfig / in-cluster config".into(),
-                ))
+                    description: "the cluster of the current kubeconfig / in-cluster config".into(),
+                    state_key: issueops_reconciler::DEFAULT_STATE_KEY.into(),
+                })
             }
             Err(e) if mode == ClusterMode::Kube => {
                 return Err(e.context(
@@ -91,7 +101,11 @@ pub async fn cluster_client(mode: ClusterMode) -> Result<(kube::Client, String)>
         .build()
         .await
         .context("cannot start the in-process Kubernetes API stand-in")?;
-    Ok((client, "an in-process Kubernetes API stand-in (kube-fake-client): objects are stored, nothing runs".into()))
+    Ok(Cluster {
+        client,
+        description: "an in-process Kubernetes API stand-in (kube-fake-client): objects are stored, nothing runs".into(),
+        state_key: format!("in-memory-{}", hex::encode(rand::random::<[u8; 8]>())),
+    })
 }
 
 async fn reachable_cluster() -> Result<kube::Client> {

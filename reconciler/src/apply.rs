@@ -99,3 +99,29 @@ pub async fn delete(client: &Client, obj: &DesiredObject) -> Result<DeleteOutcom
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_transient;
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn conflicts_throttling_and_server_errors_are_transient() {
+        for code in [409, 429, 500, 503] {
+            assert!(is_transient(&api_error(code)), "{code}");
+        }
+    }
+
+    #[test]
+    fn client_errors_are_permanent() {
+        for code in [400, 403, 404, 422] {
+            assert!(!is_transient(&api_error(code)), "{code}");
+        }
+    }
+}

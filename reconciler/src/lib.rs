@@ -24,8 +24,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-/// Key under which the last applied commit is stored.
-const STATE_NAME: &str = "default";
+/// Key under which the last applied commit is stored, unless set otherwise.
+pub const DEFAULT_STATE_KEY: &str = "default";
 /// Label carrying the run id on run-scoped objects.
 pub const RUN_LABEL: &str = "issueops.dev/run-id";
 
@@ -60,6 +60,7 @@ pub struct Reconciler {
     store: Store,
     repo: StateRepo,
     client: kube::Client,
+    state_key: String,
 }
 
 /// One change to make, with the commit that asked for it.
@@ -80,7 +81,15 @@ impl Reconciler {
             store,
             repo,
             client,
+            state_key: DEFAULT_STATE_KEY.into(),
         }
+    }
+
+    /// Keeps the last applied commit under `key`: a cluster that starts empty
+    /// (the in-process stand-in) must not inherit another cluster's progress.
+    pub fn with_state_key(mut self, key: impl Into<String>) -> Self {
+        self.state_key = key.into();
+        self
     }
 
     /// Runs until the task is dropped: wakes on `wake` or every `poll`.
@@ -99,7 +108,7 @@ impl Reconciler {
 
     /// Applies what changed between the last applied commit and HEAD.
     pub async fn reconcile_once(&self) -> Result<CycleReport, ReconcileError> {
-        let last = self.store.last_applied_commit(STATE_NAME).await?;
+        let last = self.store.last_applied_commit(&self.state_key).await?;
         let repo = self.repo.clone();
         let last_for_task = last.clone();
         let planned =
@@ -119,7 +128,7 @@ impl Reconciler {
             }
             if report.converged() {
                 self.store
-                    .set_last_applied_commit(STATE_NAME, &head)
+                    .set_last_applied_commit(&self.state_key, &head)
                     .await?;
             }
             let audit = AuditEvent::new(

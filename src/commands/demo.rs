@@ -45,8 +45,8 @@ pub async fn demo(common: &Common, cluster: &ClusterArgs) -> Result<()> {
         Some(d) => Templates::from_dir(d)?,
         None => Templates::embedded(),
     };
-    let (client, cluster_desc) = cluster_client(cluster.cluster).await?;
-    println!("Cluster: {cluster_desc}");
+    let cluster = cluster_client(cluster.cluster).await?;
+    println!("Cluster: {}", cluster.description);
 
     let secret = random_hex(16);
     let app = router(AppState {
@@ -106,7 +106,7 @@ pub async fn demo(common: &Common, cluster: &ClusterArgs) -> Result<()> {
         println!("   + {f}");
     }
 
-    let reconciler = Reconciler::new(store.clone(), repo.clone(), client);
+    let reconciler = Reconciler::new(store.clone(), repo.clone(), cluster.client.clone());
     let report = reconciler.reconcile_once().await?;
     println!(
         "\n3. The reconciler applied them with server-side apply (field manager \"issueops\"):"

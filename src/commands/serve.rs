@@ -59,11 +59,12 @@ async fn backend(common: &Common, store: &Store, cluster: &ClusterArgs) -> Resul
         tracing::warn!("no repos configured: every event is recorded and ignored; add --repo owner/name or ISSUEOPS_REPOS");
     }
     let repo = common.state_repo()?;
-    let (client, cluster_desc) = cluster_client(cluster.cluster).await?;
-    tracing::info!(state_repo = %repo.location(), cluster = %cluster_desc, repos = ?config.repos, "backend ready");
+    let cluster = cluster_client(cluster.cluster).await?;
+    tracing::info!(state_repo = %repo.location(), cluster = %cluster.description, repos = ?config.repos, "backend ready");
     Ok(Backend {
         control_plane: ControlPlane::new(store.clone(), repo.clone(), config, common.templates()?),
-        reconciler: Reconciler::new(store.clone(), repo, client),
+        reconciler: Reconciler::new(store.clone(), repo, cluster.client)
+            .with_state_key(cluster.state_key),
     })
 }
 
