@@ -57,6 +57,29 @@ pub enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// One reconcile cycle now (and optionally a full resync), then exit.
+    Reconcile {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Lift prune safety for this run: allow deleting a large share of the
+        /// managed objects (after checking that the state repo is right).
+        #[arg(long)]
+        force: bool,
+        /// Also compare every desired object with the cluster (drift, orphans).
+        #[arg(long)]
+        resync: bool,
+    },
+    /// Show what the next reconcile cycle would apply and delete, without doing it.
+    Plan,
+    /// Write a new commit that restores the state repo's tree at COMMIT.
+    /// History is never rewritten; finished runs' Jobs are not re-created.
+    Rollback {
+        /// The commit whose tree to restore (full or abbreviated sha).
+        commit: String,
+        /// Who asks for the rollback, recorded in the commit and the audit table.
+        #[arg(long, env = "USER", default_value = "operator")]
+        actor: String,
+    },
     /// List runs.
     Runs,
     /// Print the audit trail, oldest first.
@@ -143,8 +166,11 @@ pub struct ClusterArgs {
     #[arg(long, env = "ISSUEOPS_CLUSTER", value_enum, default_value_t = ClusterMode::Auto)]
     pub cluster: ClusterMode,
     /// Seconds between reconciler cycles when nothing wakes it.
-    #[arg(long, env = "ISSUEOPS_RESYNC_SECONDS", default_value_t = 30)]
+    #[arg(long, env = "ISSUEOPS_POLL_SECONDS", default_value_t = 10)]
     pub poll_seconds: u64,
+    /// Seconds between full resyncs (drift correction, orphan deletion).
+    #[arg(long, env = "ISSUEOPS_RESYNC_SECONDS", default_value_t = 300)]
+    pub resync_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

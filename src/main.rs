@@ -33,6 +33,15 @@ async fn main() -> std::process::ExitCode {
             label,
         } => commands::render::render(&cli.common, &payload, &delivery_id, label.as_deref()),
         Command::Demo { cluster } => commands::demo::demo(&cli.common, &cluster).await,
+        Command::Reconcile {
+            cluster,
+            force,
+            resync,
+        } => commands::ops::reconcile(&cli.common, &cluster, force, resync).await,
+        Command::Plan => commands::ops::plan(&cli.common).await,
+        Command::Rollback { commit, actor } => {
+            commands::ops::rollback(&cli.common, &commit, &actor).await
+        }
         Command::Runs => commands::ops::runs(&cli.common).await,
         Command::Audit { run } => commands::ops::audit(&cli.common, run.as_deref()).await,
     };

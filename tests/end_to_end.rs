@@ -199,6 +199,13 @@ async fn second_run_commits_and_applies_only_its_job(db: Db) {
     h.post_signed("issues", "delivery-a", &body).await;
     h.control_plane.process_pending().await.unwrap();
     h.reconciler.reconcile_once().await.unwrap();
+    // One run at a time: the first finishes before the second is triggered.
+    let ns = naming::namespace_for_issue(REPO, 1);
+    let first = naming::run_id_for_delivery("delivery-a");
+    common::set_job_status(&h.client, &ns, &first, "succeeded").await;
+    issueops_reconciler::observe::observe_jobs(&h.client, &h.store)
+        .await
+        .unwrap();
 
     h.post_signed("issues", "delivery-b", &body).await;
     h.control_plane.process_pending().await.unwrap();

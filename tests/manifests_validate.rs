@@ -57,6 +57,7 @@ fn rendered_manifests_pass_strict_validation_for_kubernetes_1_36() {
             &format!("delivery-{i}"),
             &event,
             mode,
+            "issueops/issue-1",
         )
         .unwrap();
         assert_eq!(plan.files.len(), 8);

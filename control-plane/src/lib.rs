@@ -1,14 +1,18 @@
 //! The control plane: consumes the inbox in order, decides, renders and commits
-//! one intent per commit to the state repo, auditing each step.
+//! one intent per commit to the state repo, auditing each step. It also prunes
+//! finished runs and writes rollbacks: every change of desired state is a
+//! commit made here.
 //!
 //! Invariants: deliveries are handled in inbox order; handling one twice (a
 //! replay after a crash) adds no second run and no second commit, because the
-//! run id derives from the delivery and a commit that changes nothing is skipped.
+//! run id derives from the delivery and a commit that changes nothing is
+//! skipped. At most one run per issue is active.
 
 pub mod decide;
+pub mod lifecycle;
 pub mod render;
 
-use decide::{decide, Decision, RunMode};
+use decide::{admit, decide, Admission, Decision, RunMode};
 use issueops_core::audit::{kind, AuditEvent};
 use issueops_core::event::IssuesEvent;
 use issueops_core::naming;
@@ -34,10 +38,14 @@ pub enum ControlPlaneError {
     Render(#[from] RenderError),
     #[error("state repo task failed: {0}")]
     Task(String),
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// How many inbox rows are read per query.
 const BATCH: i64 = 100;
+/// Who signs the commits issueops makes on its own (prunes).
+pub const SYSTEM_ACTOR: &str = "issueops";
 
 pub struct ControlPlane {
     store: Store,
@@ -60,6 +68,7 @@ pub fn plan_run(
     delivery_id: &str,
     event: &IssuesEvent,
     mode: RunMode,
+    branch: &str,
 ) -> Result<RunPlan, RenderError> {
     let repo = event.repository.full_name.clone();
     let number = event.issue.number;
@@ -67,7 +76,7 @@ pub fn plan_run(
     let run_ctx = RunContext {
         id: naming::run_id_for_delivery(delivery_id),
         mode: mode.as_str().into(),
-        branch: naming::branch_for_issue(number),
+        branch: branch.into(),
     };
     let issue_ctx = IssueContext {
         repo: repo.clone(),
@@ -88,10 +97,22 @@ pub fn plan_run(
             actor: event.sender.login.clone(),
             state: RunState::Accepted.as_str().into(),
             commit_sha: None,
+            finished_at: None,
+            reason: None,
         },
         title: event.issue.title.clone(),
         files,
     })
+}
+
+/// `issues/<namespace>`: the folder of one issue in the state repo.
+pub fn issue_dir(namespace: &str) -> String {
+    format!("issues/{namespace}")
+}
+
+/// `issues/<namespace>/runs/<run id>`: the folder of one run.
+pub fn run_dir(namespace: &str, run_id: &str) -> String {
+    format!("issues/{namespace}/runs/{run_id}")
 }
 
 impl ControlPlane {
@@ -104,15 +125,20 @@ impl ControlPlane {
         }
     }
 
-    /// Handles every pending delivery, oldest first. Returns how many it handled.
-    /// On a store or git error it stops and leaves the delivery pending, so
-    /// nothing is lost; the next call resumes there.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Handles every pending delivery, oldest first, then starts queued runs
+    /// whose issue is free. Returns how many deliveries it handled. On a store
+    /// or git error it stops and leaves the delivery pending, so nothing is
+    /// lost; the next call resumes there.
     pub async fn process_pending(&self) -> Result<usize, ControlPlaneError> {
         let mut handled = 0;
         loop {
             let rows = self.store.pending_deliveries(BATCH).await?;
             if rows.is_empty() {
-                return Ok(handled);
+                break;
             }
             for row in rows {
                 let span = tracing::info_span!("process", delivery_id = %row.delivery_id, run_id = tracing::field::Empty);
@@ -120,14 +146,22 @@ impl ControlPlane {
                 handled += 1;
             }
         }
+        self.start_queued().await?;
+        Ok(handled)
     }
 
     /// Runs until the task is dropped: wakes on `wake` or every `poll`, and
     /// wakes `handled` after each batch so the reconciler starts at once.
+    /// Prunes finished runs on every pass.
     pub async fn run(self, wake: Arc<Notify>, handled: Arc<Notify>, poll: Duration) {
         let mut backoff = Duration::from_millis(200);
         loop {
-            match self.process_pending().await {
+            let pass = async {
+                let n = self.process_pending().await?;
+                let pruned = self.prune_due(issueops_core::now_ms()).await?;
+                Ok::<_, ControlPlaneError>(n + pruned.len())
+            };
+            match pass.await {
                 Ok(n) => {
                     backoff = Duration::from_millis(200);
                     if n > 0 {
@@ -146,7 +180,7 @@ impl ControlPlane {
     }
 
     async fn process(&self, row: InboxRow) -> Result<(), ControlPlaneError> {
-        match decide(&self.config, &row.event, &row.payload, true) {
+        let outcome = match decide(&self.config, &row.event, &row.payload, true) {
             Decision::Ignore { reason } => {
                 tracing::info!(event = %row.event, %reason, "ignored");
                 let mut audit = AuditEvent::new(kind::DECISION, "ignored")
@@ -156,56 +190,180 @@ impl ControlPlane {
                     audit = audit.actor(sender.clone());
                 }
                 self.store.append_audit(&audit).await?;
-                self.store
-                    .mark_processed(row.seq, &format!("ignored: {reason}"))
-                    .await?;
+                format!("ignored: {reason}")
             }
-            Decision::StartRun { event, mode } => self.start_run(&row, &event, mode).await?,
+            Decision::StartRun { event, mode } => {
+                self.trigger(&row.delivery_id, &event, mode).await?
+            }
+            Decision::CloseIssue { event } => self.close_issue(&row.delivery_id, &event).await?,
+            Decision::CancelActive { event } => {
+                self.cancel_active(&row.delivery_id, &event).await?
+            }
+        };
+        self.store.mark_processed(row.seq, &outcome).await?;
+        Ok(())
+    }
+
+    fn decision_audit(&self, delivery_id: &str, event: &IssuesEvent, outcome: &str) -> AuditEvent {
+        AuditEvent::new(kind::DECISION, outcome)
+            .delivery(delivery_id)
+            .actor(event.sender.login.clone())
+    }
+
+    /// A trigger: start, queue or refuse it, then start if admitted.
+    async fn trigger(
+        &self,
+        delivery_id: &str,
+        event: &IssuesEvent,
+        mode: RunMode,
+    ) -> Result<String, ControlPlaneError> {
+        let issue_ref = format!("{}#{}", event.repository.full_name, event.issue.number);
+        let run_id = naming::run_id_for_delivery(delivery_id);
+        // A replay after a crash finds its own run and carries on with it.
+        if let Some(existing) = self.store.get_run(&run_id).await? {
+            if existing.state != RunState::Queued.as_str() {
+                return self
+                    .commit_run(delivery_id, event, mode, &existing.branch)
+                    .await;
+            }
+            return Ok(format!("run {run_id} queued"));
+        }
+        let runs = self
+            .store
+            .runs_for_issue(&event.repository.full_name, event.issue.number as i64)
+            .await?;
+        match admit(&self.config, event.issue.number, mode, &runs) {
+            Admission::Start { branch } => self.commit_run(delivery_id, event, mode, &branch).await,
+            Admission::Refuse { reason } => {
+                tracing::info!(%reason, "trigger refused");
+                let audit = self
+                    .decision_audit(delivery_id, event, "refused")
+                    .detail(json!({ "issue": issue_ref, "mode": mode.as_str(), "reason": reason }));
+                self.store.append_audit(&audit).await?;
+                Ok(format!("refused: {reason}"))
+            }
+            Admission::Queue { active_run } => {
+                let namespace =
+                    naming::namespace_for_issue(&event.repository.full_name, event.issue.number);
+                let run = Run {
+                    run_id: run_id.clone(),
+                    delivery_id: delivery_id.into(),
+                    repo: event.repository.full_name.clone(),
+                    issue_number: event.issue.number as i64,
+                    namespace,
+                    mode: mode.as_str().into(),
+                    branch: String::new(),
+                    actor: event.sender.login.clone(),
+                    state: RunState::Queued.as_str().into(),
+                    commit_sha: None,
+                    finished_at: None,
+                    reason: None,
+                };
+                self.store.insert_run(&run).await?;
+                let audit = self
+                    .decision_audit(delivery_id, event, "queued")
+                    .run(run_id.clone())
+                    .detail(
+                        json!({ "issue": issue_ref, "mode": mode.as_str(), "behind": active_run }),
+                    );
+                self.store.append_audit(&audit).await?;
+                Ok(format!("run {run_id} queued behind {active_run}"))
+            }
+        }
+    }
+
+    /// Starts, in arrival order, the queued runs whose issue has no active run.
+    async fn start_queued(&self) -> Result<(), ControlPlaneError> {
+        for queued in self.store.startable_queued_runs().await? {
+            let Some((_, payload)) = self.store.delivery(&queued.delivery_id).await? else {
+                continue;
+            };
+            let (Ok(event), Some(mode)) = (
+                serde_json::from_str::<IssuesEvent>(&payload),
+                RunMode::parse(&queued.mode),
+            ) else {
+                continue;
+            };
+            let runs = self
+                .store
+                .runs_for_issue(&queued.repo, queued.issue_number)
+                .await?;
+            let earlier: Vec<Run> = runs
+                .into_iter()
+                .filter(|r| r.run_id != queued.run_id)
+                .collect();
+            let span = tracing::info_span!("dequeue", delivery_id = %queued.delivery_id, run_id = %queued.run_id);
+            match admit(&self.config, event.issue.number, mode, &earlier) {
+                Admission::Start { branch } => {
+                    self.commit_run(&queued.delivery_id, &event, mode, &branch)
+                        .instrument(span)
+                        .await?;
+                }
+                Admission::Refuse { reason } => {
+                    self.store
+                        .advance_run(&queued.run_id, RunState::Cancelled, None, Some(&reason))
+                        .await?;
+                }
+                Admission::Queue { .. } => {}
+            }
         }
         Ok(())
     }
 
-    async fn start_run(
+    /// Renders and commits one run; idempotent for a replay.
+    async fn commit_run(
         &self,
-        row: &InboxRow,
+        delivery_id: &str,
         event: &IssuesEvent,
         mode: RunMode,
-    ) -> Result<(), ControlPlaneError> {
-        let plan = match plan_run(&self.config, &self.templates, &row.delivery_id, event, mode) {
+        branch: &str,
+    ) -> Result<String, ControlPlaneError> {
+        let plan = match plan_run(
+            &self.config,
+            &self.templates,
+            delivery_id,
+            event,
+            mode,
+            branch,
+        ) {
             Ok(plan) => plan,
             Err(e) => {
                 // A template or config fault: record it and move on rather than
                 // block every later delivery behind this one.
                 tracing::error!(error = %e, "rendering failed");
-                let audit = AuditEvent::new(kind::DECISION, "error")
-                    .delivery(row.delivery_id.clone())
-                    .actor(event.sender.login.clone())
+                let audit = self
+                    .decision_audit(delivery_id, event, "error")
                     .detail(json!({ "reason": e.to_string() }));
                 self.store.append_audit(&audit).await?;
-                self.store
-                    .mark_processed(row.seq, &format!("error: {e}"))
-                    .await?;
-                return Ok(());
+                return Ok(format!("error: {e}"));
             }
         };
         let run = &plan.run;
         tracing::Span::current().record("run_id", run.run_id.as_str());
         let issue_ref = format!("{}#{}", run.repo, run.issue_number);
-        if self.store.insert_run(run).await? {
+        let inserted = self.store.insert_run(run).await?;
+        let was_queued = self
+            .store
+            .advance_run(&run.run_id, RunState::Accepted, None, None)
+            .await?;
+        if inserted || was_queued {
             let audit = AuditEvent::new(kind::DECISION, "accepted")
                 .delivery(run.delivery_id.clone())
                 .run(run.run_id.clone())
                 .actor(run.actor.clone())
                 .detail(json!({
-                    "issue": issue_ref, "mode": run.mode, "namespace": run.namespace,
-                    "label": self.config.trigger_label,
+                    "issue": issue_ref, "mode": run.mode, "namespace": run.namespace, "branch": run.branch,
                 }));
             self.store.append_audit(&audit).await?;
         }
+        let label = match mode {
+            RunMode::Dev => &self.config.trigger_label,
+            RunMode::Revise => &self.config.revise_label,
+        };
         let request = CommitRequest {
             subject: format!(
-                "{}: start {} run {} for {issue_ref}",
-                self.config.trigger_label, run.mode, run.run_id
+                "{label}: start {} run {} for {issue_ref}",
+                run.mode, run.run_id
             ),
             body: format!(
                 "Issue title: {}\nNamespace: {}\nBranch: {}",
@@ -213,13 +371,13 @@ impl ControlPlane {
                 run.namespace,
                 run.branch
             ),
-            trailers: vec![
-                ("Delivery-Id".into(), run.delivery_id.clone()),
-                ("Run-Id".into(), run.run_id.clone()),
-                ("Issue".into(), issue_ref.clone()),
-                ("Actor".into(), run.actor.clone()),
-                ("Action".into(), "start-run".into()),
-            ],
+            trailers: trailers(
+                &run.delivery_id,
+                &run.run_id,
+                &issue_ref,
+                &run.actor,
+                "start-run",
+            ),
             changes: plan
                 .files
                 .iter()
@@ -229,22 +387,7 @@ impl ControlPlane {
                 })
                 .collect(),
         };
-        let repo = self.repo.clone();
-        let run_id = run.run_id.clone();
-        let committed = tokio::task::spawn_blocking(move || -> Result<_, StateRepoError> {
-            match repo.commit(&request)? {
-                Some(sha) => Ok((sha, true)),
-                // Replay after a crash: the intent is already in the repo.
-                None => Ok((
-                    repo.find_commit_with_trailer("Run-Id", &run_id)?
-                        .unwrap_or_default(),
-                    false,
-                )),
-            }
-        })
-        .await
-        .map_err(|e| ControlPlaneError::Task(e.to_string()))??;
-        let (sha, new_commit) = committed;
+        let (sha, new_commit) = self.commit_or_find(request, &run.run_id).await?;
         self.store
             .set_run_state(
                 &run.run_id,
@@ -265,9 +408,59 @@ impl ControlPlane {
                 }));
             self.store.append_audit(&audit).await?;
         }
-        self.store
-            .mark_processed(row.seq, &format!("run {} committed {sha}", run.run_id))
-            .await?;
-        Ok(())
+        Ok(format!("run {} committed {sha}", run.run_id))
     }
+
+    /// Commits `request`; when it changes nothing (a replay), finds the commit
+    /// that made it by its `Run-Id` trailer. Returns the sha and whether it is new.
+    async fn commit_or_find(
+        &self,
+        request: CommitRequest,
+        run_id: &str,
+    ) -> Result<(String, bool), ControlPlaneError> {
+        let repo = self.repo.clone();
+        let run_id = run_id.to_string();
+        tokio::task::spawn_blocking(move || -> Result<_, StateRepoError> {
+            match repo.commit(&request)? {
+                Some(sha) => Ok((sha, true)),
+                None => Ok((
+                    repo.find_commit_with_trailer("Run-Id", &run_id)?
+                        .unwrap_or_default(),
+                    false,
+                )),
+            }
+        })
+        .await
+        .map_err(|e| ControlPlaneError::Task(e.to_string()))?
+        .map_err(Into::into)
+    }
+
+    /// Commits an intent that may change nothing; returns the new sha if any.
+    pub(crate) async fn commit(
+        &self,
+        request: CommitRequest,
+    ) -> Result<Option<String>, ControlPlaneError> {
+        let repo = self.repo.clone();
+        tokio::task::spawn_blocking(move || repo.commit(&request))
+            .await
+            .map_err(|e| ControlPlaneError::Task(e.to_string()))?
+            .map_err(Into::into)
+    }
+}
+
+/// The trailers every issueops commit carries.
+pub(crate) fn trailers(
+    delivery: &str,
+    run: &str,
+    issue: &str,
+    actor: &str,
+    action: &str,
+) -> Vec<(String, String)> {
+    vec![
+        ("Delivery-Id".into(), delivery.into()),
+        ("Run-Id".into(), run.into()),
+        ("Issue".into(), issue.into()),
+        ("Actor".into(), actor.into()),
+        ("Action".into(), action.into()),
+    ]
 }

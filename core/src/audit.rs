@@ -19,6 +19,9 @@ pub mod kind {
     pub const APPLY: &str = "apply";
     pub const DELETE: &str = "delete";
     pub const RECONCILE: &str = "reconcile";
+    pub const JOB_STATUS: &str = "job.status";
+    pub const PRUNE: &str = "prune";
+    pub const ROLLBACK: &str = "rollback";
 }
 
 /// One audit row to append. Build with [`AuditEvent::new`] and the `with_*` methods.

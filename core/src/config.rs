@@ -36,6 +36,47 @@ pub struct Config {
     pub job: JobConfig,
     pub quota: QuotaConfig,
     pub limit_range: LimitRangeConfig,
+    pub lifecycle: LifecycleConfig,
+}
+
+/// What happens to runs over time, and the guard on deletions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// A second trigger while a run is active: `refuse` it (recorded, with the
+    /// reason) or `queue` it until the active run finishes (first in, first out).
+    pub on_active_run: ActiveRunPolicy,
+    /// How long a finished run's objects stay before the run is pruned.
+    pub run_retention_seconds: u64,
+    /// How long an issue with no active run stays before its namespace is pruned.
+    pub issue_idle_seconds: u64,
+    /// Whether removing the trigger label cancels the active run.
+    pub cancel_on_unlabel: bool,
+    /// A reconcile cycle that would delete more than this share of the managed
+    /// objects stops and waits for `--force` (an emptied or broken state repo)...
+    pub max_delete_share: f64,
+    /// ...unless it deletes at most this many objects (pruning one issue is fine).
+    pub max_unguarded_deletes: usize,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ActiveRunPolicy {
+    Refuse,
+    Queue,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            on_active_run: ActiveRunPolicy::Refuse,
+            run_retention_seconds: 86_400,
+            issue_idle_seconds: 7 * 86_400,
+            cancel_on_unlabel: false,
+            max_delete_share: 0.5,
+            max_unguarded_deletes: 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -83,6 +124,7 @@ impl Default for Config {
             job: JobConfig::default(),
             quota: QuotaConfig::default(),
             limit_range: LimitRangeConfig::default(),
+            lifecycle: LifecycleConfig::default(),
         }
     }
 }
@@ -153,6 +195,11 @@ impl Config {
                     "repo {repo:?} must be written owner/name"
                 )));
             }
+        }
+        if !(0.0..=1.0).contains(&self.lifecycle.max_delete_share) {
+            return Err(ConfigError::Invalid(
+                "lifecycle.max_delete_share must be between 0 and 1".into(),
+            ));
         }
         if self.trigger_label.is_empty() || self.revise_label.is_empty() {
             return Err(ConfigError::Invalid(

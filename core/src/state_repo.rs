@@ -438,6 +438,27 @@ impl StateRepo {
         Ok(out)
     }
 
+    /// The full sha of `rev` (a full or abbreviated sha, or a ref name).
+    pub fn resolve(&self, rev: &str) -> Result<String, StateRepoError> {
+        self.fetch()?;
+        let repo = self.open()?;
+        repo.revparse_single(rev)
+            .and_then(|o| o.peel_to_commit())
+            .map(|c| c.id().to_string())
+            .map_err(|_| StateRepoError::UnknownCommit(rev.into()))
+    }
+
+    /// Whether `path` (file or folder) exists at the tip.
+    pub fn path_exists(&self, path: &str) -> Result<bool, StateRepoError> {
+        let Some(tip) = self.tip()? else {
+            return Ok(false);
+        };
+        let repo = self.open()?;
+        let tree = self.find_tree(&repo, &tip)?;
+        let exists = tree.get_path(std::path::Path::new(path)).is_ok();
+        Ok(exists)
+    }
+
     /// Every file at `sha`, by path.
     pub fn files_at(&self, sha: &str) -> Result<BTreeMap<String, Vec<u8>>, StateRepoError> {
         Ok(self

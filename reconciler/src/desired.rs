@@ -105,10 +105,7 @@ pub struct DesiredObject {
 impl DesiredObject {
     /// `Kind/namespace/name` (or `Kind/name`), as shown in audit rows and logs.
     pub fn reference(&self) -> String {
-        match &self.namespace {
-            Some(ns) => format!("{}/{ns}/{}", self.resource.kind, self.name),
-            None => format!("{}/{}", self.resource.kind, self.name),
-        }
+        reference_of(&self.resource.kind, self.namespace.as_deref(), &self.name)
     }
 
     pub fn label(&self, key: &str) -> Option<&str> {
@@ -179,6 +176,49 @@ pub fn parse(path: &str, content: &[u8]) -> Result<DesiredObject, DesiredError> 
     })
 }
 
+/// Every kind issueops manages, as API resources with their scope, in apply order.
+pub fn managed_resources() -> Vec<(ApiResource, bool)> {
+    KINDS
+        .iter()
+        .map(|k| {
+            let (group, version) = match k.api_version.split_once('/') {
+                Some((g, v)) => (g, v),
+                None => ("", k.api_version),
+            };
+            (
+                ApiResource::from_gvk_with_plural(
+                    &GroupVersionKind::gvk(group, version, k.kind),
+                    k.plural,
+                ),
+                k.namespaced,
+            )
+        })
+        .collect()
+}
+
+/// `Kind/namespace/name` (or `Kind/name`) of any object.
+pub fn reference_of(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{kind}/{ns}/{name}"),
+        None => format!("{kind}/{name}"),
+    }
+}
+
+/// Whether every field `desired` sets has the same value in `live` (fields the
+/// server adds are ignored). Lists must match element by element.
+pub fn is_subset(desired: &serde_json::Value, live: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (desired, live) {
+        (Value::Object(d), Value::Object(l)) => d
+            .iter()
+            .all(|(k, v)| l.get(k).is_some_and(|lv| is_subset(v, lv))),
+        (Value::Array(d), Value::Array(l)) => {
+            d.len() == l.len() && d.iter().zip(l).all(|(a, b)| is_subset(a, b))
+        }
+        (d, l) => d == l,
+    }
+}
+
 /// Whether a file of the state repo holds an object (other files, such as a
 /// README, are left alone).
 pub fn is_manifest(path: &str) -> bool {
@@ -237,6 +277,18 @@ mod tests {
             parse("x.yaml", b"kind: Job\n"),
             Err(DesiredError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn subset_ignores_server_fields_but_not_changed_values() {
+        let desired = serde_json::json!({"spec": {"a": 1, "l": [{"x": 1}]}});
+        let live =
+            serde_json::json!({"spec": {"a": 1, "b": 2, "l": [{"x": 1, "y": 0}]}, "status": {}});
+        assert!(is_subset(&desired, &live));
+        let drifted = serde_json::json!({"spec": {"a": 2, "l": [{"x": 1}]}});
+        assert!(!is_subset(&desired, &drifted));
+        let shorter = serde_json::json!({"spec": {"a": 1, "l": []}});
+        assert!(!is_subset(&desired, &shorter));
     }
 
     #[test]

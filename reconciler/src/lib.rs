@@ -9,6 +9,8 @@
 
 pub mod apply;
 pub mod desired;
+pub mod observe;
+pub mod resync;
 
 use apply::DeleteOutcome;
 use desired::DesiredObject;
@@ -37,6 +39,50 @@ pub enum ReconcileError {
     StateRepo(#[from] StateRepoError),
     #[error("state repo task failed: {0}")]
     Task(String),
+    #[error("Kubernetes API: {0}")]
+    Kube(String),
+}
+
+/// The guard against mass deletion (an emptied or broken state repo): a cycle
+/// that would delete more than `max_share` of the managed objects, and more
+/// than `max_unguarded` objects, stops and waits for `--force`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PruneSafety {
+    pub max_share: f64,
+    pub max_unguarded: usize,
+}
+
+impl PruneSafety {
+    pub fn from_config(lifecycle: &issueops_core::config::LifecycleConfig) -> Self {
+        Self {
+            max_share: lifecycle.max_delete_share,
+            max_unguarded: lifecycle.max_unguarded_deletes,
+        }
+    }
+
+    /// `Some(reason)` when deleting `deletes` of `inventory` objects needs `--force`.
+    pub fn check(&self, deletes: usize, inventory: usize) -> Option<String> {
+        let share = if inventory == 0 {
+            1.0
+        } else {
+            deletes as f64 / inventory as f64
+        };
+        (deletes > self.max_unguarded && share > self.max_share).then(|| {
+            format!(
+                "would delete {deletes} of {inventory} managed objects ({:.0}%, limit {:.0}% beyond {} objects); \
+                 check the state repo, then run `issueops reconcile --force` if this is intended",
+                share * 100.0,
+                self.max_share * 100.0,
+                self.max_unguarded
+            )
+        })
+    }
+}
+
+impl Default for PruneSafety {
+    fn default() -> Self {
+        Self::from_config(&Default::default())
+    }
 }
 
 /// What one cycle did.
@@ -48,11 +94,13 @@ pub struct CycleReport {
     pub deleted: Vec<String>,
     pub skipped: Vec<String>,
     pub failed: Vec<String>,
+    /// Set when prune safety stopped the cycle before it changed anything.
+    pub blocked: Option<String>,
 }
 
 impl CycleReport {
     pub fn converged(&self) -> bool {
-        self.failed.is_empty()
+        self.failed.is_empty() && self.blocked.is_none()
     }
 }
 
@@ -61,13 +109,14 @@ pub struct Reconciler {
     repo: StateRepo,
     client: kube::Client,
     state_key: String,
+    safety: PruneSafety,
 }
 
 /// One change to make, with the commit that asked for it.
-struct Step {
-    object: DesiredObject,
-    delete: bool,
-    origin: Option<CommitInfo>,
+pub(crate) struct Step {
+    pub(crate) object: DesiredObject,
+    pub(crate) delete: bool,
+    pub(crate) origin: Option<CommitInfo>,
 }
 
 fn trailer<'a>(info: Option<&'a CommitInfo>, key: &str) -> Option<&'a str> {
@@ -82,7 +131,13 @@ impl Reconciler {
             repo,
             client,
             state_key: DEFAULT_STATE_KEY.into(),
+            safety: PruneSafety::default(),
         }
+    }
+
+    pub fn with_safety(mut self, safety: PruneSafety) -> Self {
+        self.safety = safety;
+        self
     }
 
     /// Keeps the last applied commit under `key`: a cluster that starts empty
@@ -92,22 +147,84 @@ impl Reconciler {
         self
     }
 
-    /// Runs until the task is dropped: wakes on `wake` or every `poll`.
-    pub async fn run(self, wake: Arc<Notify>, poll: Duration) {
+    /// Runs until the task is dropped: a cycle when woken by `wake` or every
+    /// `poll`, Job observation after each, and a full resync every `resync`.
+    pub async fn run(self, wake: Arc<Notify>, poll: Duration, resync: Duration) {
+        let mut last_resync = std::time::Instant::now();
         loop {
             match self.reconcile_once().await {
                 Ok(report) if !report.converged() => {
-                    tracing::warn!(failed = ?report.failed, "cycle did not converge; retrying next cycle")
+                    tracing::warn!(failed = ?report.failed, blocked = ?report.blocked, "cycle did not converge; retrying next cycle")
                 }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "reconcile cycle failed"),
+            }
+            if let Err(e) = observe::observe_jobs(&self.client, &self.store).await {
+                tracing::error!(error = %e, "observing Jobs failed");
+            }
+            if last_resync.elapsed() >= resync {
+                last_resync = std::time::Instant::now();
+                match self.resync(false).await {
+                    Ok(r) if r.cycle.blocked.is_some() => {
+                        tracing::error!(reason = ?r.cycle.blocked, "resync stopped by prune safety")
+                    }
+                    Ok(r) => tracing::info!(
+                        applied = r.cycle.applied.len(),
+                        deleted = r.cycle.deleted.len(),
+                        list_calls = r.list_calls,
+                        "resync done"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "resync failed"),
+                }
             }
             let _ = tokio::time::timeout(poll, wake.notified()).await;
         }
     }
 
+    /// What the next cycle would create or change and delete, without doing
+    /// it: one line per object, from the git diff since the last applied commit.
+    pub async fn plan(&self) -> Result<Vec<String>, ReconcileError> {
+        let last = self.store.last_applied_commit(&self.state_key).await?;
+        let repo = self.repo.clone();
+        let planned = tokio::task::spawn_blocking(move || plan_cycle(&repo, last.as_deref()))
+            .await
+            .map_err(|e| ReconcileError::Task(e.to_string()))??;
+        let Some((head, steps, report)) = planned else {
+            return Ok(vec!["nothing to do: the cluster is at HEAD".into()]);
+        };
+        let mut lines = vec![format!("HEAD {head}")];
+        for step in &steps {
+            let verb = if step.delete { "delete" } else { "apply " };
+            let mut line = format!("{verb} {}", step.object.reference());
+            if !step.delete && step.object.resource.kind == "Job" {
+                if let Some(run) = step.object.label(RUN_LABEL) {
+                    if self
+                        .store
+                        .get_run(run)
+                        .await?
+                        .and_then(|r| r.run_state())
+                        .is_some_and(|s| s.is_finished())
+                    {
+                        line = format!(
+                            "skip   {} (run {run} already finished)",
+                            step.object.reference()
+                        );
+                    }
+                }
+            }
+            lines.push(line);
+        }
+        lines.extend(report.failed.into_iter().map(|f| format!("error  {f}")));
+        Ok(lines)
+    }
+
     /// Applies what changed between the last applied commit and HEAD.
     pub async fn reconcile_once(&self) -> Result<CycleReport, ReconcileError> {
+        self.reconcile(false).await
+    }
+
+    /// One cycle; `force` lifts prune safety for this cycle only.
+    pub async fn reconcile(&self, force: bool) -> Result<CycleReport, ReconcileError> {
         let last = self.store.last_applied_commit(&self.state_key).await?;
         let repo = self.repo.clone();
         let last_for_task = last.clone();
@@ -122,6 +239,28 @@ impl Reconciler {
             });
         };
         let span = tracing::info_span!("reconcile", commit = %head);
+        let deletes = steps.iter().filter(|s| s.delete).count();
+        if !force && deletes > self.safety.max_unguarded {
+            let repo = self.repo.clone();
+            let from = last.clone();
+            let inventory = tokio::task::spawn_blocking(move || match from {
+                Some(c) => repo
+                    .files_at(&c)
+                    .map(|f| f.keys().filter(|p| desired::is_manifest(p)).count()),
+                None => Ok(0),
+            })
+            .await
+            .map_err(|e| ReconcileError::Task(e.to_string()))??;
+            if let Some(reason) = self.safety.check(deletes, inventory) {
+                tracing::error!(%reason, "prune safety stopped the cycle");
+                let audit = AuditEvent::new(kind::RECONCILE, "blocked-prune-safety")
+                    .commit(head.clone())
+                    .detail(json!({ "from": last, "deletes": deletes, "inventory": inventory, "reason": reason }));
+                self.store.append_audit(&audit).await?;
+                report.blocked = Some(reason);
+                return Ok(report);
+            }
+        }
         async {
             for step in &steps {
                 self.execute(step, &head, &mut report).await?;
@@ -193,6 +332,28 @@ impl Reconciler {
         }
         if let Some(a) = trailer(step.origin.as_ref(), "Actor") {
             audit = audit.actor(a);
+        }
+        // A run runs once: a finished run's Job is never created again, not by a
+        // resync, a drift correction or a rollback that brings its file back.
+        if !step.delete && obj.resource.kind == "Job" {
+            if let Some(run) = &run_id {
+                let finished = self
+                    .store
+                    .get_run(run)
+                    .await?
+                    .and_then(|r| r.run_state())
+                    .is_some_and(|s| s.is_finished());
+                if finished {
+                    tracing::info!(object = %reference, "run already finished; Job not re-created");
+                    report.skipped.push(reference.clone());
+                    let audit = AuditEvent {
+                        outcome: "skipped-finished-run".into(),
+                        ..audit
+                    };
+                    self.store.append_audit(&audit).await?;
+                    return Ok(());
+                }
+            }
         }
         let span = tracing::info_span!("object", object = %reference, run_id = run_id.as_deref().unwrap_or("-"));
         let outcome = async {

@@ -1,7 +1,7 @@
-//! Operator commands: `migrate`, `runs`, `audit`.
+//! Operator commands: `migrate`, `runs`, `audit`, `reconcile`, `plan`, `rollback`.
 
-use crate::cli::Common;
-use anyhow::Result;
+use crate::cli::{ClusterArgs, Common};
+use anyhow::{bail, Result};
 use issueops_core::store::redact_url;
 
 pub async fn migrate(common: &Common) -> Result<()> {
@@ -45,6 +45,75 @@ pub async fn audit(common: &Common, run: Option<&str>) -> Result<()> {
     };
     for row in rows {
         println!("{}", serde_json::to_string(&row)?);
+    }
+    Ok(())
+}
+
+pub async fn reconcile(
+    common: &Common,
+    cluster: &ClusterArgs,
+    force: bool,
+    resync: bool,
+) -> Result<()> {
+    let store = common.store().await?;
+    store.ensure_migrated().await?;
+    let backend = super::serve::backend(common, &store, cluster).await?;
+    backend.control_plane.process_pending().await?;
+    let report = backend.reconciler.reconcile(force).await?;
+    println!(
+        "applied {}, deleted {}, skipped {}, failed {}",
+        report.applied.len(),
+        report.deleted.len(),
+        report.skipped.len(),
+        report.failed.len()
+    );
+    if let Some(reason) = report.blocked {
+        bail!("stopped by prune safety: {reason}");
+    }
+    if resync {
+        let r = backend.reconciler.resync(force).await?;
+        println!(
+            "resync: {} live objects ({} LIST calls), re-applied {}, deleted {}",
+            r.live_objects,
+            r.list_calls,
+            r.cycle.applied.len(),
+            r.cycle.deleted.len()
+        );
+        if let Some(reason) = r.cycle.blocked {
+            bail!("resync stopped by prune safety: {reason}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn plan(common: &Common) -> Result<()> {
+    let store = common.store().await?;
+    store.ensure_migrated().await?;
+    // Planning reads git and the database only: no cluster needed.
+    let client = kube_fake_client::ClientBuilder::new().build().await?;
+    let reconciler = issueops_reconciler::Reconciler::new(store, common.state_repo()?, client);
+    for line in reconciler.plan().await? {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+pub async fn rollback(common: &Common, commit: &str, actor: &str) -> Result<()> {
+    let store = common.store().await?;
+    store.ensure_migrated().await?;
+    let repo = common.state_repo()?;
+    let full = repo.resolve(commit)?;
+    let control_plane = issueops_control_plane::ControlPlane::new(
+        store,
+        repo,
+        std::sync::Arc::new(common.load_config()?),
+        common.templates()?,
+    );
+    match control_plane.rollback(&full, actor).await? {
+        Some(sha) => {
+            println!("rollback committed as {sha}; the reconciler converges on its next cycle")
+        }
+        None => println!("HEAD already has the tree of {full}: nothing to do"),
     }
     Ok(())
 }

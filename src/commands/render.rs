@@ -22,12 +22,18 @@ pub fn render(
     }
     match decide(&config, "issues", &json.to_string(), false) {
         Decision::StartRun { event, mode } => {
-            let plan = plan_run(&config, &templates, delivery_id, &event, mode)?;
+            // Offline there is no earlier run: a revision renders on the issue's branch.
+            let branch = issueops_core::naming::branch_for_issue(event.issue.number);
+            let plan = plan_run(&config, &templates, delivery_id, &event, mode, &branch)?;
             for file in plan.files {
                 println!("---\n# Source: {}\n{}", file.path, file.content);
             }
             Ok(())
         }
+        Decision::CloseIssue { .. } | Decision::CancelActive { .. } => bail!(
+            "nothing to render: this event removes objects. Use --label {} to render as a trigger",
+            config.trigger_label
+        ),
         Decision::Ignore { reason } => bail!(
             "nothing to render: {reason}. Use --label {} to render as a trigger",
             config.trigger_label

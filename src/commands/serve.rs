@@ -7,7 +7,7 @@ use issueops_control_plane::ControlPlane;
 use issueops_core::store::redact_url;
 use issueops_core::Store;
 use issueops_gateway::{router, AppState, Secrets};
-use issueops_reconciler::Reconciler;
+use issueops_reconciler::{PruneSafety, Reconciler};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -48,12 +48,12 @@ async fn run_gateway(
         .context("gateway server failed")
 }
 
-struct Backend {
-    control_plane: ControlPlane,
-    reconciler: Reconciler,
+pub struct Backend {
+    pub control_plane: ControlPlane,
+    pub reconciler: Reconciler,
 }
 
-async fn backend(common: &Common, store: &Store, cluster: &ClusterArgs) -> Result<Backend> {
+pub async fn backend(common: &Common, store: &Store, cluster: &ClusterArgs) -> Result<Backend> {
     let config = Arc::new(common.load_config()?);
     if config.repos.is_empty() {
         tracing::warn!("no repos configured: every event is recorded and ignored; add --repo owner/name or ISSUEOPS_REPOS");
@@ -62,10 +62,23 @@ async fn backend(common: &Common, store: &Store, cluster: &ClusterArgs) -> Resul
     let cluster = cluster_client(cluster.cluster).await?;
     tracing::info!(state_repo = %repo.location(), cluster = %cluster.description, repos = ?config.repos, "backend ready");
     Ok(Backend {
-        control_plane: ControlPlane::new(store.clone(), repo.clone(), config, common.templates()?),
+        control_plane: ControlPlane::new(
+            store.clone(),
+            repo.clone(),
+            config.clone(),
+            common.templates()?,
+        ),
         reconciler: Reconciler::new(store.clone(), repo, cluster.client)
-            .with_state_key(cluster.state_key),
+            .with_state_key(cluster.state_key)
+            .with_safety(PruneSafety::from_config(&config.lifecycle)),
     })
+}
+
+fn intervals(cluster: &ClusterArgs) -> (Duration, Duration) {
+    (
+        Duration::from_secs(cluster.poll_seconds.max(1)),
+        Duration::from_secs(cluster.resync_seconds.max(1)),
+    )
 }
 
 pub async fn serve(common: &Common, gateway: &GatewayArgs, cluster: &ClusterArgs) -> Result<()> {
@@ -76,11 +89,11 @@ pub async fn serve(common: &Common, gateway: &GatewayArgs, cluster: &ClusterArgs
     let backend = backend(common, &store, cluster).await?;
     let stored = Arc::new(Notify::new());
     let committed = Arc::new(Notify::new());
-    let poll = Duration::from_secs(cluster.poll_seconds.max(1));
+    let (poll, resync) = intervals(cluster);
     tokio::select! {
         r = run_gateway(store, gateway, secrets, stored.clone()) => r,
         _ = backend.control_plane.run(stored, committed.clone(), INBOX_POLL) => Ok(()),
-        _ = backend.reconciler.run(committed, poll) => Ok(()),
+        _ = backend.reconciler.run(committed, poll, resync) => Ok(()),
     }
 }
 
@@ -96,10 +109,10 @@ pub async fn reconciler_only(common: &Common, cluster: &ClusterArgs) -> Result<(
     store.ensure_migrated().await?;
     let backend = backend(common, &store, cluster).await?;
     let committed = Arc::new(Notify::new());
-    let poll = Duration::from_secs(cluster.poll_seconds.max(1));
+    let (poll, resync) = intervals(cluster);
     tokio::select! {
         _ = backend.control_plane.run(Arc::new(Notify::new()), committed.clone(), INBOX_POLL) => Ok(()),
-        _ = backend.reconciler.run(committed, poll) => Ok(()),
+        _ = backend.reconciler.run(committed, poll, resync) => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }

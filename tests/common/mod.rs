@@ -101,6 +101,14 @@ pub async fn store_for(db: Db, dir: &Path) -> (Store, Option<PgDatabase>) {
     }
 }
 
+/// The config the tests run with unless they say otherwise.
+pub fn test_config() -> Config {
+    Config {
+        repos: vec![REPO.into()],
+        ..Config::default()
+    }
+}
+
 /// Everything wired as `issueops serve` wires it, with the background loops
 /// replaced by explicit steps so tests decide when each component runs.
 pub struct Harness {
@@ -138,11 +146,30 @@ impl Harness {
         repo: StateRepo,
         client: kube::Client,
     ) -> Self {
+        Self::start_full(db, dir, repo, client, test_config()).await
+    }
+
+    /// With a config of the test's choosing (and a fresh local state repo and cluster).
+    pub async fn start_configured(db: Db, config: Config) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = StateRepo::local(&dir.path().join("state.git"), "main").unwrap();
+        let client = kube_fake_client::ClientBuilder::new()
+            .build()
+            .await
+            .unwrap();
+        Self::start_full(db, dir, repo, client, config).await
+    }
+
+    pub async fn start_full(
+        db: Db,
+        dir: tempfile::TempDir,
+        repo: StateRepo,
+        client: kube::Client,
+        config: Config,
+    ) -> Self {
         let (store, pg) = store_for(db, dir.path()).await;
-        let config = Arc::new(Config {
-            repos: vec![REPO.into()],
-            ..Config::default()
-        });
+        let safety = issueops_reconciler::PruneSafety::from_config(&config.lifecycle);
+        let config = Arc::new(config);
         let app = router(AppState {
             store: store.clone(),
             secrets: Secrets::new(vec![
@@ -165,7 +192,8 @@ impl Harness {
                 config,
                 Templates::embedded(),
             ),
-            reconciler: Reconciler::new(store.clone(), repo.clone(), client.clone()),
+            reconciler: Reconciler::new(store.clone(), repo.clone(), client.clone())
+                .with_safety(safety),
             url: format!("http://{addr}"),
             http: reqwest::Client::new(),
             dir,
@@ -224,4 +252,30 @@ impl Harness {
             pg.drop_db().await;
         }
     }
+}
+
+/// Plays the Job controller: sets a run's Job status to running, succeeded or failed.
+pub async fn set_job_status(client: &kube::Client, namespace: &str, run_id: &str, phase: &str) {
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::api::{Api, Patch, PatchParams};
+    let status = match phase {
+        "running" => serde_json::json!({ "active": 1, "startTime": "2026-11-25T12:00:00Z" }),
+        "succeeded" => {
+            serde_json::json!({ "active": 0, "succeeded": 1, "startTime": "2026-11-25T12:00:00Z",
+            "conditions": [{ "type": "Complete", "status": "True" }] })
+        }
+        "failed" => {
+            serde_json::json!({ "active": 0, "failed": 1, "startTime": "2026-11-25T12:00:00Z",
+            "conditions": [{ "type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "too slow" }] })
+        }
+        other => panic!("unknown phase {other}"),
+    };
+    let api: Api<Job> = Api::namespaced(client.clone(), namespace);
+    api.patch_status(
+        &format!("run-{run_id}"),
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "status": status })),
+    )
+    .await
+    .unwrap();
 }

@@ -110,6 +110,18 @@ impl Store {
         Ok(())
     }
 
+    /// The event name and payload of a stored delivery.
+    pub async fn delivery(
+        &self,
+        delivery_id: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        sqlx::query_as("SELECT event, payload FROM inbox WHERE delivery_id = $1")
+            .bind(delivery_id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(sql("reading a delivery"))
+    }
+
     pub async fn count_deliveries(&self) -> Result<i64, StoreError> {
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM inbox")
             .fetch_one(self.pool())

@@ -1,25 +1,82 @@
 //! The runs table: one row per accepted trigger, moved through its states.
+//!
+//! Invariant: a run's state only moves forward (see [`RunState`]); an update
+//! that would move it back is ignored, so observers racing each other, or a
+//! replay after a crash, cannot resurrect a finished run.
 
 use super::{sql, Store, StoreError};
 use crate::now_ms;
 use serde::Serialize;
 
-/// Where a run is in its life (see DESIGN.md, "Run lifecycle").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Where a run is in its life (see DESIGN.md, "Run lifecycle"), in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
+    /// Waiting for the issue's active run to finish.
+    Queued,
     Accepted,
     Committed,
     Applied,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Pruned,
 }
+
+const ALL: [RunState; 9] = [
+    RunState::Queued,
+    RunState::Accepted,
+    RunState::Committed,
+    RunState::Applied,
+    RunState::Running,
+    RunState::Succeeded,
+    RunState::Failed,
+    RunState::Cancelled,
+    RunState::Pruned,
+];
 
 impl RunState {
     pub fn as_str(self) -> &'static str {
         match self {
+            RunState::Queued => "queued",
             RunState::Accepted => "accepted",
             RunState::Committed => "committed",
             RunState::Applied => "applied",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+            RunState::Pruned => "pruned",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// The run holds (or is about to hold) the issue: at most one per issue.
+    pub fn is_active(self) -> bool {
+        self >= RunState::Accepted && self < RunState::Succeeded
+    }
+
+    /// The run has ended: its Job must never be created again.
+    pub fn is_finished(self) -> bool {
+        self >= RunState::Succeeded
+    }
+
+    /// States a run may move to `self` from. The three end states are
+    /// alternatives, not steps: a succeeded run cannot become failed.
+    fn predecessors(self) -> Vec<&'static str> {
+        let before_end = |s: &RunState| *s < RunState::Succeeded;
+        ALL.iter()
+            .filter(|s| match self {
+                RunState::Pruned => **s != RunState::Pruned,
+                _ if self.is_finished() => before_end(s),
+                _ => **s < self,
+            })
+            .map(|s| s.as_str())
+            .collect()
     }
 }
 
@@ -35,6 +92,14 @@ pub struct Run {
     pub actor: String,
     pub state: String,
     pub commit_sha: Option<String>,
+    pub finished_at: Option<i64>,
+    pub reason: Option<String>,
+}
+
+impl Run {
+    pub fn run_state(&self) -> Option<RunState> {
+        RunState::parse(&self.state)
+    }
 }
 
 type Row = (
@@ -47,6 +112,8 @@ type Row = (
     String,
     String,
     String,
+    Option<String>,
+    Option<i64>,
     Option<String>,
 );
 
@@ -63,12 +130,22 @@ impl From<Row> for Run {
             actor: r.7,
             state: r.8,
             commit_sha: r.9,
+            finished_at: r.10,
+            reason: r.11,
         }
     }
 }
 
-const COLUMNS: &str =
-    "run_id, delivery_id, repo, issue_number, namespace, mode, branch, actor, state, commit_sha";
+const COLUMNS: &str = "run_id, delivery_id, repo, issue_number, namespace, mode, branch, actor, \
+                       state, commit_sha, finished_at, reason";
+
+fn in_list(states: &[&str]) -> String {
+    states
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 impl Store {
     /// Records a run; a run id that already exists is left as it is (replays of
@@ -99,24 +176,42 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Moves a run forward to `state` (never back). Returns whether it moved.
+    /// Entering an end state records when, and `reason` if given.
     pub async fn set_run_state(
         &self,
         run_id: &str,
         state: RunState,
         commit_sha: Option<&str>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE runs SET state = $1, commit_sha = COALESCE($2, commit_sha), updated_at = $3
-             WHERE run_id = $4",
-        )
+    ) -> Result<bool, StoreError> {
+        self.advance_run(run_id, state, commit_sha, None).await
+    }
+
+    pub async fn advance_run(
+        &self,
+        run_id: &str,
+        state: RunState,
+        commit_sha: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let finished = (state.is_finished() && state != RunState::Pruned).then_some(now);
+        let done = sqlx::query(&format!(
+            "UPDATE runs SET state = $1, commit_sha = COALESCE($2, commit_sha), updated_at = $3,
+                    finished_at = COALESCE(finished_at, $4), reason = COALESCE($5, reason)
+             WHERE run_id = $6 AND state IN ({})",
+            in_list(&state.predecessors())
+        ))
         .bind(state.as_str())
         .bind(commit_sha)
-        .bind(now_ms())
+        .bind(now)
+        .bind(finished)
+        .bind(reason)
         .bind(run_id)
         .execute(self.pool())
         .await
         .map_err(sql("updating a run's state"))?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     pub async fn get_run(&self, run_id: &str) -> Result<Option<Run>, StoreError> {
@@ -137,5 +232,104 @@ impl Store {
         .await
         .map_err(sql("listing runs"))?;
         Ok(rows.into_iter().map(Run::from).collect())
+    }
+
+    /// Runs of one issue, oldest first.
+    pub async fn runs_for_issue(&self, repo: &str, issue: i64) -> Result<Vec<Run>, StoreError> {
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM runs WHERE LOWER(repo) = LOWER($1) AND issue_number = $2
+             ORDER BY created_at, run_id"
+        ))
+        .bind(repo)
+        .bind(issue)
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql("listing an issue's runs"))?;
+        Ok(rows.into_iter().map(Run::from).collect())
+    }
+
+    /// The oldest queued run of each issue that has no active run: the runs
+    /// that may start now, first in, first out.
+    pub async fn startable_queued_runs(&self) -> Result<Vec<Run>, StoreError> {
+        // Inbox order is arrival order: FIFO even within one millisecond.
+        let qualified = COLUMNS
+            .split(',')
+            .map(|c| format!("q.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT {qualified} FROM runs q JOIN inbox i ON i.delivery_id = q.delivery_id
+             WHERE q.state = 'queued'
+               AND NOT EXISTS (SELECT 1 FROM runs a WHERE a.repo = q.repo AND a.issue_number = q.issue_number
+                               AND a.state IN ('accepted', 'committed', 'applied', 'running'))
+               AND NOT EXISTS (SELECT 1 FROM runs e JOIN inbox ie ON ie.delivery_id = e.delivery_id
+                               WHERE e.repo = q.repo AND e.issue_number = q.issue_number
+                                 AND e.state = 'queued' AND ie.seq < i.seq)
+             ORDER BY i.seq"
+        ))
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql("listing startable queued runs"))?;
+        Ok(rows.into_iter().map(Run::from).collect())
+    }
+
+    /// Namespaces of issues with no active or queued run whose newest run
+    /// ended at or before `before_ms`.
+    pub async fn idle_issue_namespaces(
+        &self,
+        before_ms: i64,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        sqlx::query_as(
+            "SELECT namespace, MIN(repo), MIN(issue_number) FROM runs GROUP BY namespace
+             HAVING SUM(CASE WHEN state IN ('queued', 'accepted', 'committed', 'applied', 'running')
+                             THEN 1 ELSE 0 END) = 0
+                AND MAX(finished_at) <= $1",
+        )
+        .bind(before_ms)
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql("listing idle issues"))
+    }
+
+    /// Finished, not yet pruned runs that finished at or before `before_ms`.
+    pub async fn runs_due_for_prune(&self, before_ms: i64) -> Result<Vec<Run>, StoreError> {
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM runs
+             WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at <= $1
+             ORDER BY finished_at, run_id"
+        ))
+        .bind(before_ms)
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql("listing runs due for prune"))?;
+        Ok(rows.into_iter().map(Run::from).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunState::*;
+
+    #[test]
+    fn states_only_move_forward() {
+        assert_eq!(
+            Running.predecessors(),
+            ["queued", "accepted", "committed", "applied"]
+        );
+        assert!(!Succeeded.predecessors().contains(&"failed"));
+        assert!(Succeeded.predecessors().contains(&"running"));
+        assert!(Pruned.predecessors().contains(&"succeeded"));
+        assert!(!Pruned.predecessors().contains(&"pruned"));
+    }
+
+    #[test]
+    fn end_states_are_finished() {
+        assert!(
+            Succeeded.is_finished()
+                && Failed.is_finished()
+                && Cancelled.is_finished()
+                && Pruned.is_finished()
+        );
+        assert!(!Running.is_finished());
     }
 }

@@ -1,0 +1,316 @@
+//! The rest of a run's life as state-repo commits: closing an issue,
+//! cancelling a run, pruning finished runs and idle issues, rolling back.
+//!
+//! Invariants: every change is a new commit (history is never rewritten), with
+//! trailers and an audit row; pruning removes only folders of runs that have
+//! finished; a rollback restores a tree, and the reconciler still never
+//! re-creates a finished run's Job.
+
+use crate::{issue_dir, run_dir, trailers, ControlPlane, ControlPlaneError, SYSTEM_ACTOR};
+use issueops_core::audit::{kind, AuditEvent};
+use issueops_core::event::IssuesEvent;
+use issueops_core::naming;
+use issueops_core::state_repo::{Change, CommitRequest, FileDelta};
+use issueops_core::store::runs::{Run, RunState};
+use serde_json::json;
+
+impl ControlPlane {
+    /// `issues.closed`: cancel the active run, prune the issue's namespace.
+    pub(crate) async fn close_issue(
+        &self,
+        delivery_id: &str,
+        event: &IssuesEvent,
+    ) -> Result<String, ControlPlaneError> {
+        let repo = &event.repository.full_name;
+        let issue_ref = format!("{repo}#{}", event.issue.number);
+        let namespace = naming::namespace_for_issue(repo, event.issue.number);
+        let runs = self
+            .store
+            .runs_for_issue(repo, event.issue.number as i64)
+            .await?;
+        let mut cancelled = Vec::new();
+        for run in runs
+            .iter()
+            .filter(|r| r.run_state().is_some_and(|s| !s.is_finished()))
+        {
+            if self
+                .store
+                .advance_run(&run.run_id, RunState::Cancelled, None, Some("issue closed"))
+                .await?
+            {
+                cancelled.push(run.run_id.clone());
+            }
+        }
+        let request = CommitRequest {
+            subject: format!("close {issue_ref}: prune namespace {namespace}"),
+            body: format!(
+                "Cancelled runs: {}",
+                if cancelled.is_empty() {
+                    "none".into()
+                } else {
+                    cancelled.join(", ")
+                }
+            ),
+            trailers: trailers(
+                delivery_id,
+                &cancelled.join(","),
+                &issue_ref,
+                &event.sender.login,
+                "close-issue",
+            ),
+            changes: vec![Change::Remove {
+                path: issue_dir(&namespace),
+            }],
+        };
+        let sha = self.commit(request).await?;
+        for run in &runs {
+            self.store
+                .advance_run(&run.run_id, RunState::Pruned, None, None)
+                .await?;
+        }
+        let mut audit = AuditEvent::new(kind::PRUNE, "issue-closed")
+            .delivery(delivery_id)
+            .actor(event.sender.login.clone())
+            .object(format!("Namespace/{namespace}"))
+            .detail(json!({ "issue": issue_ref, "cancelled": cancelled }));
+        if let Some(sha) = &sha {
+            audit = audit.commit(sha.clone());
+        }
+        self.store.append_audit(&audit).await?;
+        Ok(format!(
+            "issue closed; namespace pruned in {}",
+            sha.as_deref().unwrap_or("(already absent)")
+        ))
+    }
+
+    /// The trigger label was removed and the config says that cancels.
+    pub(crate) async fn cancel_active(
+        &self,
+        delivery_id: &str,
+        event: &IssuesEvent,
+    ) -> Result<String, ControlPlaneError> {
+        let repo = &event.repository.full_name;
+        let issue_ref = format!("{repo}#{}", event.issue.number);
+        let runs = self
+            .store
+            .runs_for_issue(repo, event.issue.number as i64)
+            .await?;
+        let Some(active) = runs
+            .iter()
+            .find(|r| r.run_state().is_some_and(|s| s.is_active()))
+        else {
+            return Ok("trigger label removed; no active run".into());
+        };
+        self.store
+            .advance_run(
+                &active.run_id,
+                RunState::Cancelled,
+                None,
+                Some("trigger label removed"),
+            )
+            .await?;
+        let request = CommitRequest {
+            subject: format!(
+                "cancel run {} of {issue_ref}: trigger label removed",
+                active.run_id
+            ),
+            body: String::new(),
+            trailers: trailers(
+                delivery_id,
+                &active.run_id,
+                &issue_ref,
+                &event.sender.login,
+                "cancel-run",
+            ),
+            changes: vec![Change::Remove {
+                path: run_dir(&active.namespace, &active.run_id),
+            }],
+        };
+        let sha = self.commit(request).await?;
+        let mut audit = AuditEvent::new(kind::PRUNE, "run-cancelled")
+            .delivery(delivery_id)
+            .run(active.run_id.clone())
+            .actor(event.sender.login.clone());
+        if let Some(sha) = &sha {
+            audit = audit.commit(sha.clone());
+        }
+        self.store.append_audit(&audit).await?;
+        Ok(format!("run {} cancelled", active.run_id))
+    }
+
+    /// Prunes runs that finished more than the retention ago, and the folder of
+    /// any issue idle for longer than the idle time. Returns the commits made.
+    pub async fn prune_due(&self, now_ms: i64) -> Result<Vec<String>, ControlPlaneError> {
+        let lifecycle = &self.config.lifecycle;
+        let retention_ms = (lifecycle.run_retention_seconds as i64).saturating_mul(1000);
+        let idle_ms = (lifecycle.issue_idle_seconds as i64).saturating_mul(1000);
+        let mut commits = Vec::new();
+        for run in self.store.runs_due_for_prune(now_ms - retention_ms).await? {
+            let runs = self
+                .store
+                .runs_for_issue(&run.repo, run.issue_number)
+                .await?;
+            let idle = issue_is_idle(&runs, &run.run_id, now_ms - idle_ms);
+            if let Some(sha) = self.prune_run(&run, idle).await? {
+                commits.push(sha);
+            }
+        }
+        // Issues whose runs were pruned before the issue went idle.
+        for (namespace, repo, issue) in self.store.idle_issue_namespaces(now_ms - idle_ms).await? {
+            let dir = issue_dir(&namespace);
+            let state_repo = self.repo.clone();
+            let exists = tokio::task::spawn_blocking(move || state_repo.path_exists(&dir))
+                .await
+                .map_err(|e| ControlPlaneError::Task(e.to_string()))??;
+            if !exists {
+                continue;
+            }
+            let issue_ref = format!("{repo}#{issue}");
+            let request = CommitRequest {
+                subject: format!("prune-issue {issue_ref}: idle, no runs left"),
+                body: String::new(),
+                trailers: trailers("-", "-", &issue_ref, SYSTEM_ACTOR, "prune-issue"),
+                changes: vec![Change::Remove {
+                    path: issue_dir(&namespace),
+                }],
+            };
+            if let Some(sha) = self.commit(request).await? {
+                let audit = AuditEvent::new(kind::PRUNE, "prune-issue")
+                    .commit(sha.clone())
+                    .actor(SYSTEM_ACTOR)
+                    .object(format!("Namespace/{namespace}"))
+                    .detail(json!({ "issue": issue_ref, "reason": "idle" }));
+                self.store.append_audit(&audit).await?;
+                commits.push(sha);
+            }
+        }
+        Ok(commits)
+    }
+
+    async fn prune_run(
+        &self,
+        run: &Run,
+        with_issue: bool,
+    ) -> Result<Option<String>, ControlPlaneError> {
+        let issue_ref = format!("{}#{}", run.repo, run.issue_number);
+        let mut changes = vec![Change::Remove {
+            path: run_dir(&run.namespace, &run.run_id),
+        }];
+        if with_issue {
+            changes.push(Change::Remove {
+                path: issue_dir(&run.namespace),
+            });
+        }
+        let action = if with_issue {
+            "prune-issue"
+        } else {
+            "prune-run"
+        };
+        let request = CommitRequest {
+            subject: format!("{action} {} of {issue_ref} ({})", run.run_id, run.state),
+            body: run.reason.clone().unwrap_or_default(),
+            trailers: trailers(
+                &run.delivery_id,
+                &run.run_id,
+                &issue_ref,
+                SYSTEM_ACTOR,
+                action,
+            ),
+            changes,
+        };
+        let sha = self.commit(request).await?;
+        self.store
+            .advance_run(&run.run_id, RunState::Pruned, None, None)
+            .await?;
+        let mut audit = AuditEvent::new(kind::PRUNE, action)
+            .delivery(run.delivery_id.clone())
+            .run(run.run_id.clone())
+            .actor(SYSTEM_ACTOR)
+            .detail(json!({ "issue": issue_ref, "state": run.state }));
+        if let Some(sha) = &sha {
+            audit = audit.commit(sha.clone());
+        }
+        self.store.append_audit(&audit).await?;
+        tracing::info!(run_id = %run.run_id, action, commit = ?sha, "pruned");
+        Ok(sha)
+    }
+
+    /// Writes a new commit whose tree is the tree of `target` (history is never
+    /// rewritten). Returns the new commit, or `None` when HEAD already has it.
+    pub async fn rollback(
+        &self,
+        target: &str,
+        actor: &str,
+    ) -> Result<Option<String>, ControlPlaneError> {
+        let repo = self.repo.clone();
+        let target_owned = target.to_string();
+        let changes = tokio::task::spawn_blocking(
+            move || -> Result<_, issueops_core::state_repo::StateRepoError> {
+                let Some(head) = repo.head()? else {
+                    return Ok(None);
+                };
+                let target_info = repo.commit_info(&target_owned)?;
+                let deltas = repo.diff(Some(&head), &target_info.sha)?;
+                Ok(Some((
+                    target_info,
+                    deltas
+                        .into_iter()
+                        .map(|d| match d {
+                            FileDelta::Upsert { path, content } => Change::Write { path, content },
+                            FileDelta::Deleted { path, .. } => Change::Remove { path },
+                        })
+                        .collect::<Vec<_>>(),
+                )))
+            },
+        )
+        .await
+        .map_err(|e| ControlPlaneError::Task(e.to_string()))??;
+        let Some((target_info, changes)) = changes else {
+            return Err(ControlPlaneError::Refused(
+                "the state repo has no commits to roll back".into(),
+            ));
+        };
+        let mut t = trailers("-", "-", "-", actor, "rollback");
+        t.push(("Rollback-To".into(), target_info.sha.clone()));
+        let request = CommitRequest {
+            subject: format!(
+                "rollback to {} ({})",
+                &target_info.sha[..12.min(target_info.sha.len())],
+                target_info.summary
+            ),
+            body: format!(
+                "Restores the tree of {}. History is kept; this commit can itself be rolled back.",
+                target_info.sha
+            ),
+            trailers: t,
+            changes,
+        };
+        let sha = self.commit(request).await?;
+        let mut audit = AuditEvent::new(
+            kind::ROLLBACK,
+            if sha.is_some() {
+                "committed"
+            } else {
+                "no-change"
+            },
+        )
+        .actor(actor)
+        .detail(json!({ "to": target_info.sha }));
+        if let Some(sha) = &sha {
+            audit = audit.commit(sha.clone());
+        }
+        self.store.append_audit(&audit).await?;
+        Ok(sha)
+    }
+}
+
+/// Whether pruning `run` leaves its issue idle: no other run active or queued,
+/// and the newest end of any run at or before `idle_before`.
+fn issue_is_idle(runs: &[Run], run_id: &str, idle_before: i64) -> bool {
+    let others_busy = runs
+        .iter()
+        .filter(|r| r.run_id != run_id)
+        .any(|r| r.run_state().is_some_and(|s| !s.is_finished()));
+    let last_end = runs.iter().filter_map(|r| r.finished_at).max();
+    !others_busy && last_end.is_some_and(|t| t <= idle_before)
+}

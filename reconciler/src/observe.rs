@@ -1,0 +1,156 @@
+//! Is it healthy: each run's Job status, read from the cluster, moves the run
+//! through `applied → running → succeeded | failed`.
+//!
+//! This is the periodic-list observer: one paged LIST of the managed Jobs per
+//! pass (label selector, never a GET per Job). Run states only move forward,
+//! so a late or repeated observation changes nothing.
+
+use crate::RUN_LABEL;
+use issueops_core::audit::{kind, AuditEvent};
+use issueops_core::store::runs::RunState;
+use issueops_core::store::StoreError;
+use issueops_core::{Store, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, ListParams};
+use serde_json::json;
+
+/// Jobs per LIST page.
+const PAGE: u32 = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("listing Jobs failed: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// The run state a Job's status means, with the reason for a failure.
+pub fn job_phase(job: &Job) -> (RunState, Option<String>) {
+    let Some(status) = &job.status else {
+        return (RunState::Applied, None);
+    };
+    for c in status.conditions.iter().flatten() {
+        if c.status != "True" {
+            continue;
+        }
+        match c.type_.as_str() {
+            "Complete" | "SuccessCriteriaMet" => return (RunState::Succeeded, None),
+            "Failed" | "FailureTarget" => {
+                let reason = [c.reason.as_deref(), c.message.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(": ");
+                return (RunState::Failed, Some(reason).filter(|r| !r.is_empty()));
+            }
+            _ => {}
+        }
+    }
+    if status.active.unwrap_or(0) > 0 || status.start_time.is_some() {
+        return (RunState::Running, None);
+    }
+    (RunState::Applied, None)
+}
+
+/// What one pass saw and changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ObserveReport {
+    pub jobs_seen: usize,
+    /// `(run id, new state)` for every run that moved.
+    pub moved: Vec<(String, RunState)>,
+    /// LIST calls made (pages).
+    pub list_calls: usize,
+}
+
+/// Lists the managed Jobs and moves their runs forward.
+pub async fn observe_jobs(
+    client: &kube::Client,
+    store: &Store,
+) -> Result<ObserveReport, ObserveError> {
+    let api: Api<Job> = Api::all(client.clone());
+    let mut params = ListParams::default()
+        .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"))
+        .limit(PAGE);
+    let mut report = ObserveReport::default();
+    loop {
+        let page = crate::apply::with_backoff("list Jobs", || api.list(&params)).await?;
+        report.list_calls += 1;
+        for job in &page.items {
+            report.jobs_seen += 1;
+            let Some(run_id) = job.metadata.labels.as_ref().and_then(|l| l.get(RUN_LABEL)) else {
+                continue;
+            };
+            let (state, reason) = job_phase(job);
+            if state <= RunState::Applied {
+                continue;
+            }
+            if store
+                .advance_run(run_id, state, None, reason.as_deref())
+                .await?
+            {
+                tracing::info!(run_id = %run_id, state = state.as_str(), "run moved");
+                let audit = AuditEvent::new(kind::JOB_STATUS, state.as_str())
+                    .run(run_id.clone())
+                    .object(format!(
+                        "Job/{}/{}",
+                        job.metadata.namespace.as_deref().unwrap_or_default(),
+                        job.metadata.name.as_deref().unwrap_or_default()
+                    ))
+                    .detail(json!({ "reason": reason }));
+                store.append_audit(&audit).await?;
+                report.moved.push((run_id.clone(), state));
+            }
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(report),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+
+    fn job_with(status: JobStatus) -> Job {
+        Job {
+            status: Some(status),
+            ..Default::default()
+        }
+    }
+
+    fn condition(type_: &str, reason: &str) -> JobCondition {
+        JobCondition {
+            type_: type_.into(),
+            status: "True".into(),
+            reason: Some(reason.into()),
+            message: Some("details".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn phases_follow_the_job_status() {
+        assert_eq!(job_phase(&Job::default()).0, RunState::Applied);
+        let running = job_with(JobStatus {
+            active: Some(1),
+            ..Default::default()
+        });
+        assert_eq!(job_phase(&running).0, RunState::Running);
+        let done = job_with(JobStatus {
+            conditions: Some(vec![condition("Complete", "")]),
+            ..Default::default()
+        });
+        assert_eq!(job_phase(&done).0, RunState::Succeeded);
+        let failed = job_with(JobStatus {
+            conditions: Some(vec![condition("Failed", "DeadlineExceeded")]),
+            ..Default::default()
+        });
+        assert_eq!(
+            job_phase(&failed),
+            (RunState::Failed, Some("DeadlineExceeded: details".into()))
+        );
+    }
+}
