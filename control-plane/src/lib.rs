@@ -288,9 +288,10 @@ impl ControlPlane {
                 .store
                 .runs_for_issue(&queued.repo, queued.issue_number)
                 .await?;
+            // This run and those queued behind it do not hold it back.
             let earlier: Vec<Run> = runs
                 .into_iter()
-                .filter(|r| r.run_id != queued.run_id)
+                .filter(|r| r.state != RunState::Queued.as_str())
                 .collect();
             let span = tracing::info_span!("dequeue", delivery_id = %queued.delivery_id, run_id = %queued.run_id);
             match admit(&self.config, event.issue.number, mode, &earlier) {
