@@ -389,14 +389,9 @@ impl ControlPlane {
                 .collect(),
         };
         let (sha, new_commit) = self.commit_or_find(request, &run.run_id).await?;
-        self.store
-            .set_run_state(
-                &run.run_id,
-                RunState::Committed,
-                Some(&sha).filter(|s| !s.is_empty()).map(|s| s.as_str()),
-            )
-            .await?;
-        if new_commit {
+        // The commit row is written before the run is marked committed; a replay
+        // after a crash in between writes it once, never twice.
+        if new_commit || !self.store.has_audit(&run.run_id, kind::COMMIT).await? {
             tracing::info!(commit = %sha, namespace = %run.namespace, "run committed");
             let audit = AuditEvent::new(kind::COMMIT, "committed")
                 .delivery(run.delivery_id.clone())
@@ -409,6 +404,13 @@ impl ControlPlane {
                 }));
             self.store.append_audit(&audit).await?;
         }
+        self.store
+            .set_run_state(
+                &run.run_id,
+                RunState::Committed,
+                Some(&sha).filter(|s| !s.is_empty()).map(|s| s.as_str()),
+            )
+            .await?;
         Ok(format!("run {} committed {sha}", run.run_id))
     }
 

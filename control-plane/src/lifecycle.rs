@@ -219,9 +219,15 @@ impl ControlPlane {
             changes,
         };
         let sha = self.commit(request).await?;
+        // A replay after a crash between the commit and here commits nothing
+        // new and must not audit the prune twice.
+        let replay = sha.is_none() && self.store.has_audit(&run.run_id, kind::PRUNE).await?;
         self.store
             .advance_run(&run.run_id, RunState::Pruned, None, None)
             .await?;
+        if replay {
+            return Ok(None);
+        }
         let mut audit = AuditEvent::new(kind::PRUNE, action)
             .delivery(run.delivery_id.clone())
             .run(run.run_id.clone())

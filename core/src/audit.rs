@@ -142,6 +142,19 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a row of `kind` exists for `run_id`: lets a replay after a crash
+    /// write a missing row without doubling one that was written.
+    pub async fn has_audit(&self, run_id: &str, kind: &str) -> Result<bool, StoreError> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT id FROM audit_events WHERE run_id = $1 AND kind = $2 LIMIT 1")
+                .bind(run_id)
+                .bind(kind)
+                .fetch_optional(self.pool())
+                .await
+                .map_err(sql("looking up an audit row"))?;
+        Ok(row.is_some())
+    }
+
     /// Every audit row, oldest first.
     pub async fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError> {
         let rows: Vec<Row> =
