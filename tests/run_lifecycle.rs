@@ -515,3 +515,53 @@ async fn resync_repairs_drift_and_deletes_orphans_but_never_unmanaged_objects() 
     );
     h.finish().await;
 }
+
+#[tokio::test]
+async fn a_git_revert_pushed_by_a_person_works_like_a_rollback() {
+    use std::process::Command;
+    let h = Harness::start_configured(Db::Sqlite, lifecycle_config(0, 0)).await;
+    let run = trigger(&h, "revert-1", "run:dev").await;
+    h.reconciler.reconcile_once().await.unwrap();
+    set_job_status(&h.client, &ns(), &run, "succeeded").await;
+    observe_jobs(&h.client, &h.store).await.unwrap();
+    h.control_plane
+        .prune_due(issueops_core::now_ms() + 1)
+        .await
+        .unwrap();
+    h.reconciler.reconcile_once().await.unwrap();
+
+    let work = tempfile::tempdir().unwrap();
+    let bare = h.dir.path().join("state.git");
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=Person",
+                "-c",
+                "user.email=person@example.org",
+            ])
+            .args(args)
+            .current_dir(work.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&["clone", "-q", bare.to_str().unwrap(), "."]);
+    git(&["revert", "--no-edit", "HEAD"]);
+    git(&["push", "-q", "origin", "main"]);
+
+    let report = h.reconciler.reconcile_once().await.unwrap();
+    assert_eq!(report.applied.len(), 7, "{report:?}");
+    assert_eq!(report.skipped.len(), 1);
+    assert!(Api::<Namespace>::all(h.client.clone())
+        .get_opt(&ns())
+        .await
+        .unwrap()
+        .is_some());
+    assert!(!job_exists(&h, &run).await);
+    h.finish().await;
+}

@@ -591,15 +591,38 @@ impl MockService {
                 objects.retain(|obj| Self::matches_field_selector(obj, field_selector));
             }
 
-            // Apply limit
-            if let Some(limit) = list_params.limit {
-                objects.truncate(limit as usize);
+            // Apply limit, with a continue token for the next page as a real
+            // API server gives (patched by issueops: upstream 0.3.0 truncated
+            // the list and gave no token, so a paged LIST lost objects).
+            let mut metadata = serde_json::json!({ "resourceVersion": "1" });
+            if let Some(limit) = list_params.limit.filter(|l| *l > 0) {
+                objects.sort_by(|a, b| {
+                    let key = |o: &Value| {
+                        (
+                            o["metadata"]["namespace"].as_str().unwrap_or("").to_string(),
+                            o["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                        )
+                    };
+                    key(a).cmp(&key(b))
+                });
+                let offset: usize = list_params
+                    .continue_token
+                    .as_deref()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0);
+                let total = objects.len();
+                objects = objects.into_iter().skip(offset).take(limit as usize).collect();
+                let next = offset + objects.len();
+                if next < total {
+                    metadata["continue"] = serde_json::json!(next.to_string());
+                    metadata["remainingItemCount"] = serde_json::json!(total - next);
+                }
             }
 
             let list = serde_json::json!({
                 "kind": format!("{kind}List"),
                 "apiVersion": Self::build_api_version(&parsed.group, &parsed.version),
-                "metadata": { "resourceVersion": "1" },
+                "metadata": metadata,
                 "items": objects
             });
 
