@@ -249,3 +249,83 @@ async fn serve_turns_a_signed_delivery_into_an_applied_run() {
         "{runs}"
     );
 }
+
+/// `plan` shows the next cycle without touching anything; `rollback` writes a
+/// commit restoring an older tree and records who asked.
+#[tokio::test]
+async fn plan_and_rollback_from_the_command_line() {
+    let h = common::Harness::start(common::Db::Sqlite).await;
+    let body = labeled("issues/labeled.payload.json", "run:dev");
+    h.post_signed("issues", "cli-plan", &body).await;
+    h.control_plane.process_pending().await.unwrap();
+    let data_dir = h.dir.path().to_path_buf();
+
+    let out = issueops()
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("plan")
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        plan.lines().filter(|l| l.starts_with("apply")).count(),
+        8,
+        "{plan}"
+    );
+    assert!(
+        plan.lines().nth(1).unwrap().contains("Namespace/"),
+        "cluster-scoped first:\n{plan}"
+    );
+    assert_eq!(
+        h.store.last_applied_commit("default").await.unwrap(),
+        None,
+        "plan changes nothing"
+    );
+
+    let first = h.repo.log().unwrap()[0].clone();
+    h.repo
+        .commit(&issueops_core::state_repo::CommitRequest {
+            subject: "someone deletes everything".into(),
+            body: String::new(),
+            trailers: vec![],
+            changes: vec![issueops_core::state_repo::Change::Remove {
+                path: "issues".into(),
+            }],
+        })
+        .unwrap();
+    let out = issueops()
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["rollback", &first[..10], "--actor", "alice"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let head = h.repo.log().unwrap()[0].clone();
+    let info = h.repo.commit_info(&head).unwrap();
+    assert!(
+        info.trailers.contains(&("Actor".into(), "alice".into())),
+        "{info:?}"
+    );
+    assert_eq!(
+        h.repo.files_at(&head).unwrap(),
+        h.repo.files_at(&first).unwrap()
+    );
+    let out = issueops()
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["rollback", "nonsense"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not in the state repo"));
+    h.finish().await;
+}
