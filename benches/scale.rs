@@ -148,6 +148,12 @@ async fn scale(n: u64) {
     assert_eq!(control_plane.process_pending().await.unwrap(), 1);
     let commit_ms = t.elapsed().as_secs_f64() * 1000.0;
 
+    // The cycle's own share (git diff + attribution + database), without the API.
+    let t = Instant::now();
+    let planned = reconciler.plan().await.unwrap();
+    let plan_ms = t.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(planned.len(), 9, "{planned:?}");
+
     calls.store(0, Ordering::Relaxed);
     let t = Instant::now();
     let cycle = reconciler.reconcile_once().await.unwrap();
@@ -164,7 +170,7 @@ async fn scale(n: u64) {
     assert_eq!(resync.live_objects as u64, (n + 1) * 8);
 
     println!(
-        "| {n:>6} | {commit_ms:>8.1} ms | {cycle_calls:>3} calls, {cycle_ms:>7.1} ms | {resync_calls:>3} calls ({} LIST), {resync_ms:>9.1} ms | {:>7.0} MiB | (setup {setup_secs:.1} s)",
+        "| {n:>6} | {commit_ms:>8.1} ms | {cycle_calls:>3} calls, {cycle_ms:>7.1} ms (git+db {plan_ms:.1} ms) | {resync_calls:>3} calls ({} LIST), {resync_ms:>9.1} ms | {:>7.0} MiB | (setup {setup_secs:.1} s)",
         resync.list_calls,
         peak_rss_mib()
     );

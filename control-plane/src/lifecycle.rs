@@ -53,7 +53,11 @@ impl ControlPlane {
             ),
             trailers: trailers(
                 delivery_id,
-                &cancelled.join(","),
+                &if cancelled.is_empty() {
+                    "-".to_string()
+                } else {
+                    cancelled.join(",")
+                },
                 &issue_ref,
                 &event.sender.login,
                 "close-issue",

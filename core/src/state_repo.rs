@@ -403,38 +403,17 @@ impl StateRepo {
     }
 
     /// Files that differ between `from` (or the empty tree) and `to`.
+    ///
+    /// Walks both trees together and skips every subtree whose object id is the
+    /// same on both sides, so the cost follows what changed, not the size of the
+    /// repo (libgit2's tree diff visits every file).
     pub fn diff(&self, from: Option<&str>, to: &str) -> Result<Vec<FileDelta>, StateRepoError> {
         let repo = self.open()?;
         let old = from.map(|f| self.find_tree(&repo, f)).transpose()?;
         let new = self.find_tree(&repo, to)?;
-        let diff = repo
-            .diff_tree_to_tree(old.as_ref(), Some(&new), None)
-            .map_err(self.err("diffing trees"))?;
         let mut out = Vec::new();
-        for delta in diff.deltas() {
-            let blob = |f: git2::DiffFile<'_>| -> Result<(String, Vec<u8>), StateRepoError> {
-                let path = f
-                    .path()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let content = repo
-                    .find_blob(f.id())
-                    .map_err(self.err("reading a blob"))?
-                    .content()
-                    .to_vec();
-                Ok((path, content))
-            };
-            match delta.status() {
-                git2::Delta::Deleted => {
-                    let (path, content) = blob(delta.old_file())?;
-                    out.push(FileDelta::Deleted { path, content });
-                }
-                _ => {
-                    let (path, content) = blob(delta.new_file())?;
-                    out.push(FileDelta::Upsert { path, content });
-                }
-            }
-        }
+        diff_trees(&repo, old.as_ref(), Some(&new), "", &mut out)
+            .map_err(self.err("diffing trees"))?;
         Ok(out)
     }
 
@@ -567,6 +546,70 @@ impl StateRepo {
             .collect::<Result<_, _>>()
             .map_err(self.err("walking history"))
     }
+}
+
+/// Appends to `out` the files that differ between `old` and `new` under `prefix`.
+fn diff_trees(
+    repo: &Repository,
+    old: Option<&Tree<'_>>,
+    new: Option<&Tree<'_>>,
+    prefix: &str,
+    out: &mut Vec<FileDelta>,
+) -> Result<(), git2::Error> {
+    let names: std::collections::BTreeSet<String> = old
+        .into_iter()
+        .chain(new)
+        .flat_map(|t| {
+            t.iter()
+                .filter_map(|e| e.name().map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let blob = |id: Oid| repo.find_blob(id).map(|b| b.content().to_vec());
+    for name in names {
+        let o = old.and_then(|t| t.get_name(&name));
+        let n = new.and_then(|t| t.get_name(&name));
+        if let (Some(o), Some(n)) = (&o, &n) {
+            if o.id() == n.id() && o.kind() == n.kind() {
+                continue;
+            }
+        }
+        let path = format!("{prefix}{name}");
+        let is = |e: &Option<git2::TreeEntry<'_>>, k: ObjectType| {
+            e.as_ref().is_some_and(|e| e.kind() == Some(k))
+        };
+        let (o_blob, n_blob) = (is(&o, ObjectType::Blob), is(&n, ObjectType::Blob));
+        if n_blob {
+            let id = n.as_ref().map(|e| e.id()).unwrap_or_else(Oid::zero);
+            out.push(FileDelta::Upsert {
+                path: path.clone(),
+                content: blob(id)?,
+            });
+        } else if o_blob {
+            let id = o.as_ref().map(|e| e.id()).unwrap_or_else(Oid::zero);
+            out.push(FileDelta::Deleted {
+                path: path.clone(),
+                content: blob(id)?,
+            });
+        }
+        let subtree = |e: &Option<git2::TreeEntry<'_>>| -> Result<Option<Tree<'_>>, git2::Error> {
+            match e {
+                Some(e) if e.kind() == Some(ObjectType::Tree) => repo.find_tree(e.id()).map(Some),
+                _ => Ok(None),
+            }
+        };
+        let (o_tree, n_tree) = (subtree(&o)?, subtree(&n)?);
+        if o_tree.is_some() || n_tree.is_some() {
+            diff_trees(
+                repo,
+                o_tree.as_ref(),
+                n_tree.as_ref(),
+                &format!("{path}/"),
+                out,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn split_path(path: &str) -> Result<Vec<&str>, StateRepoError> {
@@ -708,6 +751,49 @@ mod tests {
             }]
         );
         assert_eq!(repo.log().unwrap(), vec![b, a]);
+    }
+
+    #[test]
+    fn diff_reports_adds_changes_deletes_and_type_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = StateRepo::local(&dir.path().join("s.git"), "main").unwrap();
+        let a = repo
+            .commit(&req(vec![
+                write("same/f", "1"),
+                write("edit/f", "1"),
+                write("gone/f", "1"),
+                write("x", "file"),
+            ]))
+            .unwrap()
+            .unwrap();
+        let b = repo
+            .commit(&req(vec![
+                write("edit/f", "2"),
+                Change::Remove {
+                    path: "gone".into(),
+                },
+                write("new/deep/f", "n"),
+                Change::Remove { path: "x".into() },
+                write("x/inner", "dir now"),
+            ]))
+            .unwrap()
+            .unwrap();
+        let mut d = repo.diff(Some(&a), &b).unwrap();
+        d.sort_by(|l, r| l.path().cmp(r.path()));
+        let summary: Vec<(String, bool)> = d
+            .iter()
+            .map(|x| (x.path().to_string(), matches!(x, FileDelta::Deleted { .. })))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("edit/f".into(), false),
+                ("gone/f".into(), true),
+                ("new/deep/f".into(), false),
+                ("x".into(), true),
+                ("x/inner".into(), false),
+            ]
+        );
     }
 
     #[test]
