@@ -73,6 +73,8 @@ pub struct Cluster {
     /// Key for the reconciler's last applied commit: the stand-in starts empty
     /// at every start, so it gets a fresh key and a full apply.
     pub state_key: String,
+    /// A real API server: watch Jobs as well as listing them.
+    pub real: bool,
 }
 
 /// Picks the Kubernetes API the reconciler applies to.
@@ -84,6 +86,7 @@ pub async fn cluster_client(mode: ClusterMode) -> Result<Cluster> {
                     client,
                     description: "the cluster of the current kubeconfig / in-cluster config".into(),
                     state_key: issueops_reconciler::DEFAULT_STATE_KEY.into(),
+                    real: true,
                 })
             }
             Err(e) if mode == ClusterMode::Kube => {
@@ -105,6 +108,7 @@ pub async fn cluster_client(mode: ClusterMode) -> Result<Cluster> {
         client,
         description: "an in-process Kubernetes API stand-in (kube-fake-client): objects are stored, nothing runs".into(),
         state_key: format!("in-memory-{}", hex::encode(rand::random::<[u8; 8]>())),
+        real: false,
     })
 }
 

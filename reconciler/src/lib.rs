@@ -110,6 +110,7 @@ pub struct Reconciler {
     client: kube::Client,
     state_key: String,
     safety: PruneSafety,
+    watch_jobs: bool,
 }
 
 /// One change to make, with the commit that asked for it.
@@ -132,7 +133,15 @@ impl Reconciler {
             client,
             state_key: DEFAULT_STATE_KEY.into(),
             safety: PruneSafety::default(),
+            watch_jobs: false,
         }
+    }
+
+    /// Also watch Jobs (events as they happen) beside the periodic list. For a
+    /// real API server; the in-process stand-in serves no watches.
+    pub fn with_job_watch(mut self, on: bool) -> Self {
+        self.watch_jobs = on;
+        self
     }
 
     pub fn with_safety(mut self, safety: PruneSafety) -> Self {
@@ -150,6 +159,14 @@ impl Reconciler {
     /// Runs until the task is dropped: a cycle when woken by `wake` or every
     /// `poll`, Job observation after each, and a full resync every `resync`.
     pub async fn run(self, wake: Arc<Notify>, poll: Duration, resync: Duration) {
+        let _watch = self.watch_jobs.then(|| {
+            let (client, store) = (self.client.clone(), self.store.clone());
+            AbortOnDrop(tokio::spawn(async move {
+                if let Err(e) = observe::watch_jobs(client, store).await {
+                    tracing::error!(error = %e, "Job watcher stopped; the periodic list goes on");
+                }
+            }))
+        });
         let mut last_resync = std::time::Instant::now();
         loop {
             match self.reconcile_once().await {
@@ -401,6 +418,15 @@ impl Reconciler {
         };
         self.store.append_audit(&audit).await?;
         Ok(())
+    }
+}
+
+/// Stops a background task when its owner stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

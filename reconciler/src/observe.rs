@@ -1,9 +1,11 @@
 //! Is it healthy: each run's Job status, read from the cluster, moves the run
 //! through `applied → running → succeeded | failed`.
 //!
-//! This is the periodic-list observer: one paged LIST of the managed Jobs per
-//! pass (label selector, never a GET per Job). Run states only move forward,
-//! so a late or repeated observation changes nothing.
+//! Two observers share one handler ([`record_job`]): a kube-runtime watcher for
+//! a real cluster ([`watch_jobs`], events as they happen) and a periodic list
+//! ([`observe_jobs`], one paged LIST by label selector per pass, never a GET
+//! per Job) that runs everywhere as the fallback and in tests. Run states only
+//! move forward, so a late, repeated or doubled observation changes nothing.
 
 use crate::RUN_LABEL;
 use issueops_core::audit::{kind, AuditEvent};
@@ -23,6 +25,8 @@ pub enum ObserveError {
     Store(#[from] StoreError),
     #[error("listing Jobs failed: {0}")]
     Kube(#[from] kube::Error),
+    #[error("watching Jobs failed: {0}")]
+    Watch(#[from] kube::runtime::watcher::Error),
 }
 
 /// The run state a Job's status means, with the reason for a failure.
@@ -63,43 +67,55 @@ pub struct ObserveReport {
     pub list_calls: usize,
 }
 
+fn selector() -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
+}
+
+/// Moves the run of `job` to what its status says, auditing the move.
+/// Returns the new state when the run moved.
+pub async fn record_job(
+    job: &Job,
+    store: &Store,
+) -> Result<Option<(String, RunState)>, StoreError> {
+    let Some(run_id) = job.metadata.labels.as_ref().and_then(|l| l.get(RUN_LABEL)) else {
+        return Ok(None);
+    };
+    let (state, reason) = job_phase(job);
+    if state <= RunState::Applied
+        || !store
+            .advance_run(run_id, state, None, reason.as_deref())
+            .await?
+    {
+        return Ok(None);
+    }
+    tracing::info!(run_id = %run_id, state = state.as_str(), "run moved");
+    let audit = AuditEvent::new(kind::JOB_STATUS, state.as_str())
+        .run(run_id.clone())
+        .object(format!(
+            "Job/{}/{}",
+            job.metadata.namespace.as_deref().unwrap_or_default(),
+            job.metadata.name.as_deref().unwrap_or_default()
+        ))
+        .detail(json!({ "reason": reason }));
+    store.append_audit(&audit).await?;
+    Ok(Some((run_id.clone(), state)))
+}
+
 /// Lists the managed Jobs and moves their runs forward.
 pub async fn observe_jobs(
     client: &kube::Client,
     store: &Store,
 ) -> Result<ObserveReport, ObserveError> {
     let api: Api<Job> = Api::all(client.clone());
-    let mut params = ListParams::default()
-        .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"))
-        .limit(PAGE);
+    let mut params = ListParams::default().labels(&selector()).limit(PAGE);
     let mut report = ObserveReport::default();
     loop {
         let page = crate::apply::with_backoff("list Jobs", || api.list(&params)).await?;
         report.list_calls += 1;
         for job in &page.items {
             report.jobs_seen += 1;
-            let Some(run_id) = job.metadata.labels.as_ref().and_then(|l| l.get(RUN_LABEL)) else {
-                continue;
-            };
-            let (state, reason) = job_phase(job);
-            if state <= RunState::Applied {
-                continue;
-            }
-            if store
-                .advance_run(run_id, state, None, reason.as_deref())
-                .await?
-            {
-                tracing::info!(run_id = %run_id, state = state.as_str(), "run moved");
-                let audit = AuditEvent::new(kind::JOB_STATUS, state.as_str())
-                    .run(run_id.clone())
-                    .object(format!(
-                        "Job/{}/{}",
-                        job.metadata.namespace.as_deref().unwrap_or_default(),
-                        job.metadata.name.as_deref().unwrap_or_default()
-                    ))
-                    .detail(json!({ "reason": reason }));
-                store.append_audit(&audit).await?;
-                report.moved.push((run_id.clone(), state));
+            if let Some(moved) = record_job(job, store).await? {
+                report.moved.push(moved);
             }
         }
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
@@ -107,6 +123,28 @@ pub async fn observe_jobs(
             None => return Ok(report),
         }
     }
+}
+
+/// Watches the managed Jobs (kube-runtime watcher, with its backoff) and
+/// moves runs as events arrive. Returns only when the stream ends or a store
+/// error stops it; watch errors are logged and retried by the watcher.
+pub async fn watch_jobs(client: kube::Client, store: Store) -> Result<(), ObserveError> {
+    use futures::StreamExt;
+    use kube::runtime::{watcher, WatchStreamExt};
+    let api: Api<Job> = Api::all(client);
+    let stream = watcher(api, watcher::Config::default().labels(&selector()))
+        .default_backoff()
+        .applied_objects();
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(job) => {
+                record_job(&job, &store).await?;
+            }
+            Err(e) => tracing::warn!(error = %e, "Job watch interrupted; the watcher retries"),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -70,6 +70,7 @@ pub async fn backend(common: &Common, store: &Store, cluster: &ClusterArgs) -> R
         ),
         reconciler: Reconciler::new(store.clone(), repo, cluster.client)
             .with_state_key(cluster.state_key)
+            .with_job_watch(cluster.real)
             .with_safety(PruneSafety::from_config(&config.lifecycle)),
     })
 }
