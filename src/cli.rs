@@ -80,6 +80,26 @@ pub enum Command {
         #[arg(long, env = "USER", default_value = "operator")]
         actor: String,
     },
+    /// List approval requests (triggers waiting for an approver).
+    Approvals,
+    /// Approve a pending request: its run starts.
+    Approve {
+        id: String,
+        /// Why, recorded in the audit table.
+        #[arg(long)]
+        reason: String,
+        /// Who approves (a configured approver or a repo admin).
+        #[arg(long, env = "USER", default_value = "operator")]
+        actor: String,
+    },
+    /// Deny a pending request.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, env = "USER", default_value = "operator")]
+        actor: String,
+    },
     /// List runs.
     Runs,
     /// Print the audit trail, oldest first.

@@ -42,6 +42,13 @@ async fn main() -> std::process::ExitCode {
         Command::Rollback { commit, actor } => {
             commands::ops::rollback(&cli.common, &commit, &actor).await
         }
+        Command::Approvals => commands::approvals::list(&cli.common).await,
+        Command::Approve { id, reason, actor } => {
+            commands::approvals::decide(&cli.common, &id, &actor, true, &reason).await
+        }
+        Command::Deny { id, reason, actor } => {
+            commands::approvals::decide(&cli.common, &id, &actor, false, &reason).await
+        }
         Command::Runs => commands::ops::runs(&cli.common).await,
         Command::Audit { run } => commands::ops::audit(&cli.common, run.as_deref()).await,
     };

@@ -2,10 +2,12 @@
 //! client) from the command line. Decides nothing about events.
 
 use crate::cli::{ClusterMode, Common};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use issueops_control_plane::render::Templates;
+use issueops_control_plane::ControlPlane;
 use issueops_core::state_repo::StateRepo;
 use issueops_core::{Config, Store};
+use issueops_github::{Credentials, GitHub, Settings};
 use std::time::Duration;
 
 impl Common {
@@ -57,12 +59,69 @@ impl Common {
         Ok(repo)
     }
 
+    /// The control plane for the configured store, repo and templates, with
+    /// GitHub when credentials are in the environment.
+    pub fn control_plane(
+        &self,
+        store: &Store,
+        config: std::sync::Arc<Config>,
+    ) -> Result<ControlPlane> {
+        let mut control_plane = ControlPlane::new(
+            store.clone(),
+            self.state_repo()?,
+            config.clone(),
+            self.templates()?,
+        );
+        match github_from_env(&config)? {
+            Some(github) => control_plane = control_plane.with_github(std::sync::Arc::new(github)),
+            None => tracing::warn!(
+                "GitHub not configured (ISSUEOPS_GITHUB_TOKEN, or ISSUEOPS_GITHUB_APP_ID and ISSUEOPS_GITHUB_APP_KEY_FILE): \
+                 no GitHub calls; triggers are not permission-checked"
+            ),
+        }
+        Ok(control_plane)
+    }
+
     pub fn templates(&self) -> Result<Templates> {
         Ok(match &self.templates_dir {
             Some(dir) => Templates::from_dir(dir)?,
             None => Templates::embedded(),
         })
     }
+}
+
+/// GitHub credentials from the environment (never from flags or files that
+/// get committed): a token, or an App id with its private key file.
+pub fn github_from_env(config: &Config) -> Result<Option<GitHub>> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let credentials = match (
+        env("ISSUEOPS_GITHUB_TOKEN"),
+        env("ISSUEOPS_GITHUB_APP_ID"),
+        env("ISSUEOPS_GITHUB_APP_KEY_FILE"),
+    ) {
+        (Some(token), None, _) => Credentials::Token(token),
+        (None, Some(id), Some(key_file)) => Credentials::App {
+            app_id: id
+                .parse()
+                .context("ISSUEOPS_GITHUB_APP_ID must be a number")?,
+            private_key_pem: std::fs::read_to_string(&key_file)
+                .with_context(|| format!("cannot read the GitHub App key {key_file}"))?,
+        },
+        (None, None, None) => return Ok(None),
+        (Some(_), Some(_), _) => {
+            bail!("set either ISSUEOPS_GITHUB_TOKEN or the GitHub App variables, not both")
+        }
+        _ => {
+            bail!("a GitHub App needs both ISSUEOPS_GITHUB_APP_ID and ISSUEOPS_GITHUB_APP_KEY_FILE")
+        }
+    };
+    Ok(Some(GitHub::new(Settings {
+        api_url: config.github.api_url.clone(),
+        credentials,
+        max_attempts: config.github.max_attempts.max(1),
+        max_wait: Duration::from_secs(config.github.max_wait_seconds),
+        timeout: Duration::from_secs(10),
+    })?))
 }
 
 /// The Kubernetes API the reconciler applies to.

@@ -126,10 +126,19 @@ async fn labeled_run_is_committed_applied_and_audited(db: Db) {
     // The run's audit rows link its delivery, decision, commit and every object.
     let rows = h.store.audit_rows_for_run(&run.run_id).await.unwrap();
     let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
-    assert_eq!(&kinds[..3], ["delivery.received", "decision", "commit"]);
+    assert_eq!(
+        &kinds[..4],
+        ["delivery.received", "decision", "decision", "commit"]
+    );
     assert_eq!(rows[0].delivery_id.as_deref(), Some(DELIVERY));
-    assert_eq!(rows[1].outcome, "accepted");
-    assert_eq!(rows[2].commit_sha.as_deref(), Some(sha.as_str()));
+    assert_eq!(rows[1].outcome, "authorized");
+    assert!(
+        rows[1].detail.contains("GitHub not configured"),
+        "{}",
+        rows[1].detail
+    );
+    assert_eq!(rows[2].outcome, "accepted");
+    assert_eq!(rows[3].commit_sha.as_deref(), Some(sha.as_str()));
     let applied: Vec<&str> = rows
         .iter()
         .filter(|r| r.kind == "apply")

@@ -19,6 +19,9 @@ pub enum Decision {
     CloseIssue { event: IssuesEvent },
     /// The trigger label was removed and the config says that cancels.
     CancelActive { event: IssuesEvent },
+    /// The approval label was added: approve the issue's pending requests if
+    /// the sender is an approver.
+    ApproveByLabel { event: IssuesEvent },
     /// Record and do nothing else, with the reason.
     Ignore { reason: String },
 }
@@ -80,6 +83,9 @@ pub fn decide(config: &Config, event: &str, payload: &str, check_repo: bool) -> 
             event: parsed,
             mode: RunMode::Revise,
         },
+        "labeled" if label == Some(config.github.approval_label.as_str()) => {
+            Decision::ApproveByLabel { event: parsed }
+        }
         "labeled" => ignore(format!("label {:?} is not a trigger", label.unwrap_or(""))),
         "closed" => Decision::CloseIssue { event: parsed },
         "unlabeled" if label == Some(config.trigger_label.as_str()) => {

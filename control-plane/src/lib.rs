@@ -8,6 +8,7 @@
 //! run id derives from the delivery and a commit that changes nothing is
 //! skipped. At most one run per issue is active.
 
+pub mod approval;
 pub mod decide;
 pub mod lifecycle;
 pub mod render;
@@ -40,6 +41,8 @@ pub enum ControlPlaneError {
     Task(String),
     #[error("{0}")]
     Refused(String),
+    #[error("GitHub: {0}")]
+    GitHub(String),
 }
 
 /// How many inbox rows are read per query.
@@ -52,6 +55,8 @@ pub struct ControlPlane {
     repo: StateRepo,
     config: Arc<Config>,
     templates: Templates,
+    /// `None` when GitHub is not configured: no permission checks, no calls.
+    github: Option<Arc<issueops_github::GitHub>>,
 }
 
 /// The intent for a new run: its row and the files to commit.
@@ -122,7 +127,14 @@ impl ControlPlane {
             repo,
             config,
             templates,
+            github: None,
         }
+    }
+
+    /// Checks who triggers runs against GitHub (collaborator permission).
+    pub fn with_github(mut self, github: Arc<issueops_github::GitHub>) -> Self {
+        self.github = Some(github);
+        self
     }
 
     pub fn config(&self) -> &Config {
@@ -158,6 +170,7 @@ impl ControlPlane {
         loop {
             let pass = async {
                 let n = self.process_pending().await?;
+                self.expire_approvals(issueops_core::now_ms()).await?;
                 let pruned = self.prune_due(issueops_core::now_ms()).await?;
                 Ok::<_, ControlPlaneError>(n + pruned.len())
             };
@@ -199,6 +212,9 @@ impl ControlPlane {
             Decision::CancelActive { event } => {
                 self.cancel_active(&row.delivery_id, &event).await?
             }
+            Decision::ApproveByLabel { event } => {
+                self.approve_by_label(&row.delivery_id, &event).await?
+            }
         };
         self.store.mark_processed(row.seq, &outcome).await?;
         Ok(())
@@ -217,7 +233,6 @@ impl ControlPlane {
         event: &IssuesEvent,
         mode: RunMode,
     ) -> Result<String, ControlPlaneError> {
-        let issue_ref = format!("{}#{}", event.repository.full_name, event.issue.number);
         let run_id = naming::run_id_for_delivery(delivery_id);
         // A replay after a crash finds its own run and carries on with it.
         if let Some(existing) = self.store.get_run(&run_id).await? {
@@ -228,6 +243,32 @@ impl ControlPlane {
             }
             return Ok(format!("run {run_id} queued"));
         }
+        match self.authorize(event).await? {
+            approval::Authorization::NeedsApproval { permission } => {
+                return self
+                    .request_approval(delivery_id, event, mode, &permission)
+                    .await;
+            }
+            approval::Authorization::Allowed { how } => {
+                let audit = self
+                    .decision_audit(delivery_id, event, "authorized")
+                    .detail(json!({ "how": how }));
+                self.store.append_audit(&audit).await?;
+            }
+        }
+        self.admit_and_start(delivery_id, event, mode).await
+    }
+
+    /// Weighs an authorized trigger against the issue's runs, then starts,
+    /// queues or refuses it.
+    pub(crate) async fn admit_and_start(
+        &self,
+        delivery_id: &str,
+        event: &IssuesEvent,
+        mode: RunMode,
+    ) -> Result<String, ControlPlaneError> {
+        let issue_ref = format!("{}#{}", event.repository.full_name, event.issue.number);
+        let run_id = naming::run_id_for_delivery(delivery_id);
         let runs = self
             .store
             .runs_for_issue(&event.repository.full_name, event.issue.number as i64)

@@ -22,6 +22,7 @@ pub mod kind {
     pub const JOB_STATUS: &str = "job.status";
     pub const PRUNE: &str = "prune";
     pub const ROLLBACK: &str = "rollback";
+    pub const APPROVAL: &str = "approval";
 }
 
 /// One audit row to append. Build with [`AuditEvent::new`] and the `with_*` methods.

@@ -37,6 +37,53 @@ pub struct Config {
     pub quota: QuotaConfig,
     pub limit_range: LimitRangeConfig,
     pub lifecycle: LifecycleConfig,
+    pub github: GitHubConfig,
+}
+
+/// Who may trigger and approve, and how issueops reaches GitHub. Credentials
+/// come from the environment, never from this file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GitHubConfig {
+    /// `https://api.github.com`, or `https://HOST/api/v3` for GitHub Enterprise.
+    pub api_url: String,
+    /// Logins whose triggers start runs without a permission check.
+    pub trigger_allowlist: Vec<String>,
+    /// Logins that may approve or deny requests (repo admins may too).
+    pub approvers: Vec<String>,
+    /// Label an approver adds to an issue to approve its pending requests.
+    pub approval_label: String,
+    /// How long a request waits for a decision.
+    pub approval_ttl_seconds: u64,
+    /// Longest wait for a rate limit inside one call; longer waits retry later.
+    pub max_wait_seconds: u64,
+    pub max_attempts: u32,
+}
+
+impl Default for GitHubConfig {
+    fn default() -> Self {
+        Self {
+            api_url: "https://api.github.com".into(),
+            trigger_allowlist: Vec::new(),
+            approvers: Vec::new(),
+            approval_label: "run:approved".into(),
+            approval_ttl_seconds: 86_400,
+            max_wait_seconds: 60,
+            max_attempts: 5,
+        }
+    }
+}
+
+impl GitHubConfig {
+    pub fn allowlisted(&self, login: &str) -> bool {
+        self.trigger_allowlist
+            .iter()
+            .any(|l| l.eq_ignore_ascii_case(login))
+    }
+
+    pub fn is_approver(&self, login: &str) -> bool {
+        self.approvers.iter().any(|l| l.eq_ignore_ascii_case(login))
+    }
 }
 
 /// What happens to runs over time, and the guard on deletions.
@@ -125,6 +172,7 @@ impl Default for Config {
             quota: QuotaConfig::default(),
             limit_range: LimitRangeConfig::default(),
             lifecycle: LifecycleConfig::default(),
+            github: GitHubConfig::default(),
         }
     }
 }

@@ -30,8 +30,8 @@ pub fn render(
             }
             Ok(())
         }
-        Decision::CloseIssue { .. } | Decision::CancelActive { .. } => bail!(
-            "nothing to render: this event removes objects. Use --label {} to render as a trigger",
+        Decision::CloseIssue { .. } | Decision::CancelActive { .. } | Decision::ApproveByLabel { .. } => bail!(
+            "nothing to render: this event renders no manifests. Use --label {} to render as a trigger",
             config.trigger_label
         ),
         Decision::Ignore { reason } => bail!(

@@ -5,6 +5,7 @@
 //! and `crate::audit`). All SQL is written once for both databases: `$n`
 //! placeholders, BIGINT millisecond timestamps, `ON CONFLICT`, `RETURNING`.
 
+pub mod approvals;
 pub mod inbox;
 pub mod reconciler_state;
 pub mod runs;
