@@ -12,6 +12,7 @@ pub mod approval;
 pub mod decide;
 pub mod lifecycle;
 pub mod render;
+pub mod report;
 
 use decide::{admit, decide, Admission, Decision, RunMode};
 use issueops_core::audit::{kind, AuditEvent};
@@ -172,6 +173,11 @@ impl ControlPlane {
                 let n = self.process_pending().await?;
                 self.expire_approvals(issueops_core::now_ms()).await?;
                 let pruned = self.prune_due(issueops_core::now_ms()).await?;
+                // Reporting back must not hold up runs: a GitHub outage only
+                // delays the comments, which stay in the outbox.
+                if let Err(e) = self.report_pass().await {
+                    tracing::warn!(error = %e, "reporting to GitHub failed; will retry");
+                }
                 Ok::<_, ControlPlaneError>(n + pruned.len())
             };
             match pass.await {
@@ -277,6 +283,18 @@ impl ControlPlane {
             Admission::Start { branch } => self.commit_run(delivery_id, event, mode, &branch).await,
             Admission::Refuse { reason } => {
                 tracing::info!(%reason, "trigger refused");
+                let notice = report::notice_body(
+                    delivery_id,
+                    &format!("this trigger was refused: {reason}."),
+                );
+                self.store
+                    .set_report(
+                        delivery_id,
+                        &event.repository.full_name,
+                        event.issue.number as i64,
+                        &notice,
+                    )
+                    .await?;
                 let audit = self
                     .decision_audit(delivery_id, event, "refused")
                     .detail(json!({ "issue": issue_ref, "mode": mode.as_str(), "reason": reason }));

@@ -58,6 +58,9 @@ pub struct GitHubConfig {
     /// Longest wait for a rate limit inside one call; longer waits retry later.
     pub max_wait_seconds: u64,
     pub max_attempts: u32,
+    /// Link to a state repo commit in status comments, `{sha}` replaced
+    /// (e.g. `https://github.com/org/issueops-state/commit/{sha}`).
+    pub commit_url: Option<String>,
 }
 
 impl Default for GitHubConfig {
@@ -70,6 +73,7 @@ impl Default for GitHubConfig {
             approval_ttl_seconds: 86_400,
             max_wait_seconds: 60,
             max_attempts: 5,
+            commit_url: None,
         }
     }
 }

@@ -1,0 +1,249 @@
+//! Reporting back: one status comment per trigger on its issue, edited in
+//! place as the run moves.
+//!
+//! The wanted body is kept in the `reports` outbox; [`ControlPlane::report_pass`]
+//! posts until GitHub has it. Every body carries a hidden marker naming its
+//! trigger, so a crash between creating a comment and recording its id is
+//! repaired by finding the comment, never by posting a second one.
+
+use crate::{ControlPlane, ControlPlaneError};
+use issueops_core::store::reports::Report;
+use issueops_core::store::runs::{Run, RunState};
+use issueops_github::{GitHub, Method};
+use serde_json::{json, Value};
+
+/// Reports posted per pass (the rest wait for the next pass).
+const BATCH: i64 = 50;
+const PAGE: usize = 100;
+
+/// The hidden marker that ties a comment to its trigger.
+pub fn marker(subject: &str) -> String {
+    format!("<!-- issueops:subject={subject} -->")
+}
+
+fn with_marker(subject: &str, text: &str) -> String {
+    format!("{}\n{text}", marker(subject))
+}
+
+/// A notice for a trigger that did not start a run (yet).
+pub fn notice_body(subject: &str, text: &str) -> String {
+    with_marker(subject, &format!("**issueops**: {text}"))
+}
+
+/// The status comment of a run, from its row. Pure.
+pub fn run_body(run: &Run, commit_url: Option<&str>, pull_request: Option<&str>) -> String {
+    let commit = match (&run.commit_sha, commit_url) {
+        (Some(sha), Some(url)) => format!(
+            "[`{}`]({})",
+            &sha[..12.min(sha.len())],
+            url.replace("{sha}", sha)
+        ),
+        (Some(sha), None) => format!("`{}`", &sha[..12.min(sha.len())]),
+        (None, _) => "not yet".into(),
+    };
+    let state = RunState::parse(&run.state);
+    let headline = match state {
+        Some(RunState::Queued) => "is queued behind the active run of this issue".to_string(),
+        Some(RunState::Accepted | RunState::Committed) => {
+            "was accepted and is being applied".into()
+        }
+        Some(RunState::Applied) => "is applied; its Job is starting".into(),
+        Some(RunState::Running) => "is running".into(),
+        Some(RunState::Succeeded) => match pull_request {
+            Some(pr) => format!("succeeded: {pr}"),
+            None => "succeeded".into(),
+        },
+        Some(RunState::Failed) => format!(
+            "failed: {}",
+            run.reason.as_deref().unwrap_or("no reason given")
+        ),
+        Some(RunState::Cancelled) => format!(
+            "was cancelled: {}",
+            run.reason.as_deref().unwrap_or("no reason given")
+        ),
+        Some(RunState::Pruned) => {
+            "has finished and was pruned; its history stays in the state repo".into()
+        }
+        None => format!("is {}", run.state),
+    };
+    with_marker(
+        &run.delivery_id,
+        &format!(
+            "**issueops** {} run `{}` {headline}.\n\nNamespace `{}` · branch `{}` · state repo commit {commit}",
+            run.mode, run.run_id, run.namespace, run.branch
+        ),
+    )
+}
+
+fn gh_err(e: issueops_github::GitHubError) -> ControlPlaneError {
+    ControlPlaneError::GitHub(e.to_string())
+}
+
+impl ControlPlane {
+    /// Refreshes the wanted comment of every run and posts what GitHub does
+    /// not have yet. Without GitHub configured it only records. Returns how
+    /// many comments were created or edited.
+    pub async fn report_pass(&self) -> Result<usize, ControlPlaneError> {
+        let commit_url = self.config.github.commit_url.as_deref();
+        for run in self.store.list_runs().await? {
+            let pr = match (&self.github, run.run_state()) {
+                (Some(github), Some(RunState::Succeeded)) => {
+                    self.pull_request_for(github, &run.repo, &run.branch)
+                        .await?
+                }
+                _ => None,
+            };
+            let body = run_body(&run, commit_url, pr.as_deref());
+            self.store
+                .set_report(&run.delivery_id, &run.repo, run.issue_number, &body)
+                .await?;
+        }
+        let Some(github) = &self.github else {
+            return Ok(0);
+        };
+        let mut posted = 0;
+        for report in self.store.unposted_reports(BATCH).await? {
+            let id = self.post(github, &report).await?;
+            self.store
+                .mark_reported(&report.subject, id, &report.body)
+                .await?;
+            posted += 1;
+        }
+        Ok(posted)
+    }
+
+    /// Edits the report's comment, or finds it by its marker, or creates it.
+    async fn post(&self, github: &GitHub, report: &Report) -> Result<i64, ControlPlaneError> {
+        let repo = &report.repo;
+        let body = json!({ "body": report.body });
+        let existing = match report.comment_id {
+            Some(id) => Some(id),
+            None => self.find_comment(github, report).await?,
+        };
+        if let Some(id) = existing {
+            let answer = github
+                .request(
+                    repo,
+                    Method::Patch,
+                    &format!("/repos/{repo}/issues/comments/{id}"),
+                    Some(&body),
+                )
+                .await
+                .map_err(gh_err)?;
+            match answer.status {
+                200 => return Ok(id),
+                404 => {} // deleted by someone: create it again below
+                status => {
+                    return Err(ControlPlaneError::GitHub(format!(
+                        "editing comment {id}: answered {status}"
+                    )))
+                }
+            }
+        }
+        let path = format!("/repos/{repo}/issues/{}/comments", report.issue_number);
+        let answer = github
+            .request(repo, Method::Post, &path, Some(&body))
+            .await
+            .map_err(gh_err)?;
+        match (answer.status, answer.body.get("id").and_then(Value::as_i64)) {
+            (201, Some(id)) => Ok(id),
+            (status, _) => Err(ControlPlaneError::GitHub(format!(
+                "creating a comment: answered {status}"
+            ))),
+        }
+    }
+
+    /// The comment that carries the report's marker, if a crash left one.
+    async fn find_comment(
+        &self,
+        github: &GitHub,
+        report: &Report,
+    ) -> Result<Option<i64>, ControlPlaneError> {
+        let wanted = marker(&report.subject);
+        for page in 1..=20 {
+            let path = format!(
+                "/repos/{}/issues/{}/comments?per_page={PAGE}&page={page}",
+                report.repo, report.issue_number
+            );
+            let answer = github
+                .request(&report.repo, Method::Get, &path, None)
+                .await
+                .map_err(gh_err)?;
+            let Some(comments) = answer.body.as_array() else {
+                return Ok(None);
+            };
+            if let Some(found) = comments.iter().find(|c| {
+                c.get("body")
+                    .and_then(Value::as_str)
+                    .is_some_and(|b| b.starts_with(&wanted))
+            }) {
+                return Ok(found.get("id").and_then(Value::as_i64));
+            }
+            if comments.len() < PAGE {
+                return Ok(None);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The open pull request whose head is `branch`, as a link.
+    pub(crate) async fn pull_request_for(
+        &self,
+        github: &GitHub,
+        repo: &str,
+        branch: &str,
+    ) -> Result<Option<String>, ControlPlaneError> {
+        let owner = repo.split('/').next().unwrap_or_default();
+        let path = format!("/repos/{repo}/pulls?state=open&head={owner}:{branch}");
+        let answer = github
+            .request(repo, Method::Get, &path, None)
+            .await
+            .map_err(gh_err)?;
+        Ok(answer
+            .body
+            .as_array()
+            .and_then(|prs| prs.first())
+            .and_then(|pr| pr.get("html_url"))
+            .and_then(Value::as_str)
+            .map(str::to_string))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(state: &str) -> Run {
+        Run {
+            run_id: "r1".into(),
+            delivery_id: "d1".into(),
+            repo: "o/r".into(),
+            issue_number: 1,
+            namespace: "ns".into(),
+            mode: "dev".into(),
+            branch: "issueops/issue-1".into(),
+            actor: "a".into(),
+            state: state.into(),
+            commit_sha: Some("0123456789abcdef".into()),
+            finished_at: None,
+            reason: Some("DeadlineExceeded".into()),
+        }
+    }
+
+    #[test]
+    fn bodies_carry_the_marker_and_the_state() {
+        let b = run_body(&run("running"), None, None);
+        assert!(b.starts_with("<!-- issueops:subject=d1 -->"));
+        assert!(b.contains("is running") && b.contains("`0123456789ab`"));
+        assert!(run_body(&run("failed"), None, None).contains("failed: DeadlineExceeded"));
+        let done = run_body(
+            &run("succeeded"),
+            Some("https://x/commit/{sha}"),
+            Some("https://github.com/o/r/pull/9"),
+        );
+        assert!(
+            done.contains("https://github.com/o/r/pull/9")
+                && done.contains("https://x/commit/0123456789abcdef")
+        );
+    }
+}

@@ -1,0 +1,286 @@
+//! Reporting back on the issue: one status comment per run, edited in place,
+//! against a local fake GitHub (wiremock) with GitHub's documented shapes.
+
+mod common;
+
+use common::{labeled, set_job_status, test_config, Db, Harness, REPO};
+use issueops_control_plane::render::Templates;
+use issueops_control_plane::ControlPlane;
+use issueops_core::naming;
+use issueops_github::{Credentials, GitHub, Settings};
+use issueops_reconciler::observe::observe_jobs;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use wiremock::matchers::{method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const COMMENTS: &str = "/repos/Codertocat/Hello-World/issues/1/comments";
+
+async fn fake_github(existing_comments: serde_json::Value) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(
+            "/repos/Codertocat/Hello-World/collaborators/Codertocat/permission",
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "permission": "admin", "role_name": "admin" })),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(COMMENTS))
+        .respond_with(ResponseTemplate::new(200).set_body_json(existing_comments))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(COMMENTS))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({
+            "id": 555, "html_url": "https://github.com/Codertocat/Hello-World/issues/1#issuecomment-555",
+            "body": "…", "user": { "login": "issueops[bot]" }
+        })))
+        .mount(&server)
+        .await;
+    for id in [555, 777] {
+        Mock::given(method("PATCH"))
+            .and(path(format!(
+                "/repos/Codertocat/Hello-World/issues/comments/{id}"
+            )))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json!({ "id": id, "body": "…" })),
+            )
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path("/repos/Codertocat/Hello-World/pulls"))
+        .and(query_param("head", "Codertocat:issueops/issue-1"))
+        .and(query_param("state", "open"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([{
+            "number": 2, "html_url": "https://github.com/Codertocat/Hello-World/pull/2",
+            "head": { "ref": "issueops/issue-1" }, "state": "open"
+        }])))
+        .mount(&server)
+        .await;
+    server
+}
+
+fn github(server: &MockServer) -> Arc<GitHub> {
+    Arc::new(
+        GitHub::new(Settings {
+            api_url: server.uri(),
+            credentials: Credentials::Token("ghp_reporting".into()),
+            max_attempts: 3,
+            max_wait: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+        })
+        .unwrap(),
+    )
+}
+
+async fn harness(server: &MockServer, config: issueops_core::Config) -> Harness {
+    let mut h = Harness::start_configured(Db::Sqlite, config.clone()).await;
+    h.control_plane = ControlPlane::new(
+        h.store.clone(),
+        h.repo.clone(),
+        Arc::new(config),
+        Templates::embedded(),
+    )
+    .with_github(github(server));
+    h
+}
+
+async fn requests(server: &MockServer, verb: &str) -> Vec<String> {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == verb && r.url.path().contains("comments"))
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn one_comment_per_run_edited_through_its_states_despite_redeliveries() {
+    let server = fake_github(json!([])).await;
+    let mut config = test_config();
+    config.lifecycle.run_retention_seconds = 0;
+    config.lifecycle.issue_idle_seconds = 0;
+    config.github.commit_url = Some("https://github.com/org/state/commit/{sha}".into());
+    let h = harness(&server, config).await;
+    let body = labeled("issues/labeled.payload.json", "run:dev");
+    for _ in 0..3 {
+        h.post_signed("issues", "report-1", &body).await;
+        h.control_plane.process_pending().await.unwrap();
+        h.control_plane.report_pass().await.unwrap();
+    }
+    assert_eq!(requests(&server, "POST").await.len(), 1);
+    assert!(
+        requests(&server, "PATCH").await.is_empty(),
+        "nothing changed, nothing edited"
+    );
+
+    let run = naming::run_id_for_delivery("report-1");
+    let ns = naming::namespace_for_issue(REPO, 1);
+    h.reconciler.reconcile_once().await.unwrap();
+    h.control_plane.report_pass().await.unwrap();
+    for phase in ["running", "succeeded"] {
+        set_job_status(&h.client, &ns, &run, phase).await;
+        observe_jobs(&h.client, &h.store).await.unwrap();
+        h.control_plane.report_pass().await.unwrap();
+        h.control_plane.report_pass().await.unwrap();
+    }
+    h.control_plane
+        .prune_due(issueops_core::now_ms() + 1)
+        .await
+        .unwrap();
+    h.control_plane.report_pass().await.unwrap();
+
+    let posts = requests(&server, "POST").await;
+    let edits = requests(&server, "PATCH").await;
+    assert_eq!(posts.len(), 1, "never two comments for one run");
+    assert_eq!(
+        edits.len(),
+        4,
+        "applied, running, succeeded, pruned: {edits:#?}"
+    );
+    assert!(posts[0].contains("was accepted") && posts[0].contains("issueops:subject=report-1"));
+    assert!(
+        posts[0].contains("https://github.com/org/state/commit/"),
+        "links the commit: {}",
+        posts[0]
+    );
+    assert!(edits[1].contains("is running"));
+    assert!(
+        edits[2].contains("succeeded: https://github.com/Codertocat/Hello-World/pull/2"),
+        "{}",
+        edits[2]
+    );
+    assert!(edits[3].contains("pruned"));
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_rate_limited_report_is_delayed_not_lost() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(COMMENTS))
+        .respond_with(
+            ResponseTemplate::new(403)
+                .insert_header("retry-after", "3600")
+                .set_body_json(json!({ "message": "You have exceeded a secondary rate limit" })),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(COMMENTS))
+        .respond_with(ResponseTemplate::new(502))
+        .up_to_n_times(3)
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(
+            "/repos/Codertocat/Hello-World/collaborators/Codertocat/permission",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "permission": "write" })))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(COMMENTS))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(COMMENTS))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({ "id": 555 })))
+        .with_priority(3)
+        .mount(&server)
+        .await;
+    let h = harness(&server, test_config()).await;
+    h.post_signed(
+        "issues",
+        "limited-1",
+        &labeled("issues/labeled.payload.json", "run:dev"),
+    )
+    .await;
+    h.control_plane.process_pending().await.unwrap();
+    assert!(
+        h.control_plane.report_pass().await.is_err(),
+        "asked to wait an hour: later"
+    );
+    assert!(
+        h.control_plane.report_pass().await.is_err(),
+        "three 502s exhaust the attempts"
+    );
+    assert_eq!(
+        h.control_plane.report_pass().await.unwrap(),
+        1,
+        "then it is posted"
+    );
+    assert_eq!(
+        h.control_plane.report_pass().await.unwrap(),
+        0,
+        "and only once"
+    );
+    let created = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .count();
+    assert_eq!(created, 5, "1 rate-limited + 3 server errors + 1 created");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_comment_left_by_a_crash_is_found_and_edited_not_duplicated() {
+    let server = fake_github(json!([
+        { "id": 12, "body": "an unrelated comment", "user": { "login": "someone" } },
+        { "id": 777, "body": "<!-- issueops:subject=crash-report -->\n**issueops** dev run was accepted", "user": { "login": "issueops[bot]" } }
+    ]))
+    .await;
+    let h = harness(&server, test_config()).await;
+    h.post_signed(
+        "issues",
+        "crash-report",
+        &labeled("issues/labeled.payload.json", "run:dev"),
+    )
+    .await;
+    h.control_plane.process_pending().await.unwrap();
+    assert_eq!(h.control_plane.report_pass().await.unwrap(), 1);
+    assert!(requests(&server, "POST").await.is_empty());
+    let patched: Vec<_> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "PATCH")
+        .map(|r| r.url.path().to_string())
+        .collect();
+    assert_eq!(
+        patched,
+        ["/repos/Codertocat/Hello-World/issues/comments/777"]
+    );
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn without_github_nothing_is_called_and_reports_wait_in_the_outbox() {
+    let h = Harness::start(Db::Sqlite).await;
+    h.post_signed(
+        "issues",
+        "offline-1",
+        &labeled("issues/labeled.payload.json", "run:dev"),
+    )
+    .await;
+    h.control_plane.process_pending().await.unwrap();
+    assert_eq!(h.control_plane.report_pass().await.unwrap(), 0);
+    assert_eq!(h.store.unposted_reports(10).await.unwrap().len(), 1);
+    h.finish().await;
+}
