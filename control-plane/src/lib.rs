@@ -9,6 +9,7 @@
 //! skipped. At most one run per issue is active.
 
 pub mod approval;
+pub mod catch_up;
 pub mod decide;
 pub mod lifecycle;
 pub mod render;
@@ -168,7 +169,18 @@ impl ControlPlane {
     /// Prunes finished runs on every pass.
     pub async fn run(self, wake: Arc<Notify>, handled: Arc<Notify>, poll: Duration) {
         let mut backoff = Duration::from_millis(200);
+        let catch_up_every = Duration::from_secs(self.config.github.catch_up_seconds.max(1));
+        let mut last_catch_up: Option<std::time::Instant> = None;
         loop {
+            if self.github.is_some() && last_catch_up.is_none_or(|t| t.elapsed() >= catch_up_every)
+            {
+                last_catch_up = Some(std::time::Instant::now());
+                match self.catch_up().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(intents = n, "catch-up sync found missed triggers"),
+                    Err(e) => tracing::warn!(error = %e, "catch-up sync failed; will retry"),
+                }
+            }
             let pass = async {
                 let n = self.process_pending().await?;
                 self.expire_approvals(issueops_core::now_ms()).await?;

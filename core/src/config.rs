@@ -61,6 +61,8 @@ pub struct GitHubConfig {
     /// Link to a state repo commit in status comments, `{sha}` replaced
     /// (e.g. `https://github.com/org/issueops-state/commit/{sha}`).
     pub commit_url: Option<String>,
+    /// Seconds between catch-up syncs (triggers whose delivery never arrived).
+    pub catch_up_seconds: u64,
 }
 
 impl Default for GitHubConfig {
@@ -74,6 +76,7 @@ impl Default for GitHubConfig {
             max_wait_seconds: 60,
             max_attempts: 5,
             commit_url: None,
+            catch_up_seconds: 600,
         }
     }
 }

@@ -122,6 +122,28 @@ impl Store {
             .map_err(sql("reading a delivery"))
     }
 
+    /// Whether any delivery was stored for issue `issue` of `repo` with this
+    /// action and label (by the fields GitHub sends; payload is JSON text).
+    pub async fn has_issue_trigger(
+        &self,
+        repo: &str,
+        issue: i64,
+        label: &str,
+    ) -> Result<bool, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT payload FROM inbox WHERE event = 'issues' AND action = 'labeled' AND LOWER(repo) = LOWER($1)",
+        )
+        .bind(repo)
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql("looking for an issue's triggers"))?;
+        Ok(rows.iter().any(|(payload,)| {
+            serde_json::from_str::<crate::event::IssuesEvent>(payload).is_ok_and(|e| {
+                e.issue.number as i64 == issue && e.label.is_some_and(|l| l.name == label)
+            })
+        }))
+    }
+
     pub async fn count_deliveries(&self) -> Result<i64, StoreError> {
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM inbox")
             .fetch_one(self.pool())
