@@ -60,26 +60,19 @@ impl Common {
     }
 
     /// The control plane for the configured store, repo and templates, with
-    /// GitHub when credentials are in the environment.
+    /// `github` when it is configured.
     pub fn control_plane(
         &self,
         store: &Store,
         config: std::sync::Arc<Config>,
+        github: Option<std::sync::Arc<GitHub>>,
     ) -> Result<ControlPlane> {
-        let mut control_plane = ControlPlane::new(
-            store.clone(),
-            self.state_repo()?,
-            config.clone(),
-            self.templates()?,
-        );
-        match github_from_env(&config)? {
-            Some(github) => control_plane = control_plane.with_github(std::sync::Arc::new(github)),
-            None => tracing::warn!(
-                "GitHub not configured (ISSUEOPS_GITHUB_TOKEN, or ISSUEOPS_GITHUB_APP_ID and ISSUEOPS_GITHUB_APP_KEY_FILE): \
-                 no GitHub calls; triggers are not permission-checked"
-            ),
-        }
-        Ok(control_plane)
+        let control_plane =
+            ControlPlane::new(store.clone(), self.state_repo()?, config, self.templates()?);
+        Ok(match github {
+            Some(github) => control_plane.with_github(github),
+            None => control_plane,
+        })
     }
 
     pub fn templates(&self) -> Result<Templates> {
@@ -107,7 +100,13 @@ pub fn github_from_env(config: &Config) -> Result<Option<GitHub>> {
             private_key_pem: std::fs::read_to_string(&key_file)
                 .with_context(|| format!("cannot read the GitHub App key {key_file}"))?,
         },
-        (None, None, None) => return Ok(None),
+        (None, None, None) => {
+            tracing::warn!(
+                "GitHub not configured (ISSUEOPS_GITHUB_TOKEN, or ISSUEOPS_GITHUB_APP_ID and ISSUEOPS_GITHUB_APP_KEY_FILE): \
+                 no GitHub calls; triggers are not permission-checked, nothing is reported on issues"
+            );
+            return Ok(None);
+        }
         (Some(_), Some(_), _) => {
             bail!("set either ISSUEOPS_GITHUB_TOKEN or the GitHub App variables, not both")
         }

@@ -23,6 +23,7 @@ pub mod kind {
     pub const PRUNE: &str = "prune";
     pub const ROLLBACK: &str = "rollback";
     pub const APPROVAL: &str = "approval";
+    pub const CREDENTIALS: &str = "credentials";
 }
 
 /// One audit row to append. Build with [`AuditEvent::new`] and the `with_*` methods.

@@ -308,6 +308,79 @@ fn status_error(what: &str, answer: &Answer) -> GitHubError {
     }
 }
 
+/// A short-lived token for one repository. `Debug` never shows the token.
+#[derive(Clone)]
+pub struct RepoToken {
+    pub token: String,
+    /// Seconds since the Unix epoch.
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for RepoToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RepoToken(***, expires_at: {})", self.expires_at)
+    }
+}
+
+impl GitHub {
+    /// Whether this client can mint installation tokens (GitHub App auth).
+    pub fn can_mint_tokens(&self) -> bool {
+        matches!(self.settings.credentials, Credentials::App { .. })
+    }
+
+    /// Mints an installation token limited to `repo` (GitHub App auth only),
+    /// for an agent working on that one repository.
+    pub async fn mint_repo_token(&self, repo: &str) -> Result<RepoToken, GitHubError> {
+        if !self.can_mint_tokens() {
+            return Err(GitHubError::Build(
+                "agent tokens need GitHub App credentials (ISSUEOPS_GITHUB_APP_ID, ISSUEOPS_GITHUB_APP_KEY_FILE)".into(),
+            ));
+        }
+        let what = format!("token for {repo}");
+        let installation = self
+            .send(
+                &self.root,
+                &what,
+                Method::Get,
+                &format!("/repos/{repo}/installation"),
+                None,
+            )
+            .await?;
+        let id = installation
+            .body
+            .get("id")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| status_error(&what, &installation))?;
+        let name = repo.split_once('/').map(|(_, n)| n).unwrap_or(repo);
+        let body = serde_json::json!({ "repositories": [name] });
+        let answer = self
+            .send(
+                &self.root,
+                &what,
+                Method::Post,
+                &format!("/app/installations/{id}/access_tokens"),
+                Some(&body),
+            )
+            .await?;
+        let token = answer.body.get("token").and_then(Value::as_str);
+        let expires = answer
+            .body
+            .get("expires_at")
+            .and_then(Value::as_str)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        match (answer.status, token, expires) {
+            (201, Some(token), Some(expires)) => Ok(RepoToken {
+                token: token.to_string(),
+                expires_at: expires.timestamp(),
+            }),
+            _ => Err(GitHubError::Decode {
+                what,
+                reason: format!("answered {} without a token and an expiry", answer.status),
+            }),
+        }
+    }
+}
+
 /// Whether a permission lets its holder start runs.
 pub fn may_trigger(permission: &str) -> bool {
     matches!(permission, "admin" | "maintain" | "write")

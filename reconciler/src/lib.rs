@@ -8,6 +8,7 @@
 //! object of the cycle succeeded, so a failure is retried next cycle.
 
 pub mod apply;
+pub mod credentials;
 pub mod desired;
 pub mod observe;
 pub mod resync;
@@ -111,6 +112,8 @@ pub struct Reconciler {
     state_key: String,
     safety: PruneSafety,
     watch_jobs: bool,
+    /// GitHub App client and the Secret name for agent tokens.
+    credentials: Option<(Arc<issueops_github::GitHub>, String)>,
 }
 
 /// One change to make, with the commit that asked for it.
@@ -134,7 +137,18 @@ impl Reconciler {
             state_key: DEFAULT_STATE_KEY.into(),
             safety: PruneSafety::default(),
             watch_jobs: false,
+            credentials: None,
         }
+    }
+
+    /// Writes agent token Secrets (named `secret_name`) with this GitHub App.
+    pub fn with_credentials(
+        mut self,
+        github: Arc<issueops_github::GitHub>,
+        secret_name: impl Into<String>,
+    ) -> Self {
+        self.credentials = Some((github, secret_name.into()));
+        self
     }
 
     /// Also watch Jobs (events as they happen) beside the periodic list. For a
@@ -178,6 +192,10 @@ impl Reconciler {
             }
             if let Err(e) = observe::observe_jobs(&self.client, &self.store).await {
                 tracing::error!(error = %e, "observing Jobs failed");
+            }
+            let now = (issueops_core::now_ms() / 1000) as i64;
+            if let Err(e) = self.refresh_credentials(now).await {
+                tracing::error!(error = %e, "agent credentials pass failed; will retry");
             }
             if last_resync.elapsed() >= resync {
                 last_resync = std::time::Instant::now();

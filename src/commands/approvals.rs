@@ -36,7 +36,9 @@ pub async fn decide(
 ) -> Result<()> {
     let store = common.store().await?;
     store.ensure_migrated().await?;
-    let control_plane = common.control_plane(&store, Arc::new(common.load_config()?))?;
+    let config = common.load_config()?;
+    let github = crate::settings::github_from_env(&config)?.map(Arc::new);
+    let control_plane = common.control_plane(&store, Arc::new(config), github)?;
     println!(
         "{}",
         control_plane

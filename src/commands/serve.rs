@@ -61,17 +61,24 @@ pub async fn backend(common: &Common, store: &Store, cluster: &ClusterArgs) -> R
     let repo = common.state_repo()?;
     let cluster = cluster_client(cluster.cluster).await?;
     tracing::info!(state_repo = %repo.location(), cluster = %cluster.description, repos = ?config.repos, "backend ready");
-    Ok(Backend {
-        control_plane: ControlPlane::new(
-            store.clone(),
-            repo.clone(),
-            config.clone(),
-            common.templates()?,
+    let github = crate::settings::github_from_env(&config)?.map(Arc::new);
+    let mut reconciler = Reconciler::new(store.clone(), repo, cluster.client)
+        .with_state_key(cluster.state_key)
+        .with_job_watch(cluster.real)
+        .with_safety(PruneSafety::from_config(&config.lifecycle));
+    match &github {
+        Some(g) if g.can_mint_tokens() => {
+            reconciler =
+                reconciler.with_credentials(g.clone(), config.job.github_token_secret.clone())
+        }
+        Some(_) => tracing::warn!(
+            "agent tokens need a GitHub App; with a personal token the Job gets no GITHUB_TOKEN"
         ),
-        reconciler: Reconciler::new(store.clone(), repo, cluster.client)
-            .with_state_key(cluster.state_key)
-            .with_job_watch(cluster.real)
-            .with_safety(PruneSafety::from_config(&config.lifecycle)),
+        None => {}
+    }
+    Ok(Backend {
+        control_plane: common.control_plane(store, config.clone(), github)?,
+        reconciler,
     })
 }
 

@@ -1,4 +1,5 @@
-//! The reconciler's bookkeeping: the last state-repo commit it fully applied.
+//! The reconciler's bookkeeping: the last state-repo commit it fully applied,
+//! and the agent token Secrets it wrote (namespace, run, expiry; no token).
 
 use super::{sql, Store, StoreError};
 use crate::now_ms;
@@ -26,6 +27,44 @@ impl Store {
         .execute(self.pool())
         .await
         .map_err(sql("recording the last applied commit"))?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// `(namespace, run id, expires_at epoch seconds)` of every agent Secret.
+    pub async fn agent_secrets(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        sqlx::query_as("SELECT namespace, run_id, expires_at FROM agent_secrets ORDER BY namespace")
+            .fetch_all(self.pool())
+            .await
+            .map_err(sql("listing agent secrets"))
+    }
+
+    pub async fn record_agent_secret(
+        &self,
+        namespace: &str,
+        run_id: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO agent_secrets (namespace, run_id, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (namespace) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at",
+        )
+        .bind(namespace)
+        .bind(run_id)
+        .bind(expires_at)
+        .execute(self.pool())
+        .await
+        .map_err(sql("recording an agent secret"))?;
+        Ok(())
+    }
+
+    pub async fn forget_agent_secret(&self, namespace: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM agent_secrets WHERE namespace = $1")
+            .bind(namespace)
+            .execute(self.pool())
+            .await
+            .map_err(sql("forgetting an agent secret"))?;
         Ok(())
     }
 }

@@ -1,0 +1,191 @@
+//! Agent credentials: a repo-scoped installation token written as a Secret in
+//! the run's namespace, refreshed before expiry, deleted with the run — and
+//! never found in the state repo history, the logs or the audit table.
+
+mod common;
+
+use common::{labeled, set_job_status, Db, Harness, REPO};
+use issueops_core::naming;
+use issueops_github::{Credentials, GitHub, Settings};
+use issueops_reconciler::observe::observe_jobs;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use serde_json::json;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wiremock::matchers::{body_json, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const TOKEN_ONE: &str = "ghs_FIRSTsecretTOKENvalue0001";
+const TOKEN_TWO: &str = "ghs_SECONDsecretTOKENvalue002";
+/// 2030-01-01T00:00:00Z
+const NOW: i64 = 1_893_456_000;
+
+/// Collects every log line the test's components write.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn rsa_key() -> String {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-outform",
+            "PEM",
+        ])
+        .output()
+        .expect("openssl makes the test App key");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn fake_github_app() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/{REPO}/installation")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "id": 42, "app_id": 7 })))
+        .mount(&server)
+        .await;
+    // Scoped to the one repository; the first token is about to expire.
+    for (priority, token, expires) in [
+        (1, TOKEN_ONE, "2030-01-01T00:10:00Z"),
+        (2, TOKEN_TWO, "2030-01-01T01:00:00Z"),
+    ] {
+        Mock::given(method("POST"))
+            .and(path("/app/installations/42/access_tokens"))
+            .and(body_json(json!({ "repositories": ["Hello-World"] })))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({
+                "token": token, "expires_at": expires, "permissions": { "contents": "write", "pull_requests": "write" },
+                "repository_selection": "selected"
+            })))
+            .up_to_n_times(1)
+            .with_priority(priority)
+            .mount(&server)
+            .await;
+    }
+    server
+}
+
+#[tokio::test]
+async fn the_agent_token_lives_only_in_its_namespace_secret() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = fake_github_app().await;
+    let github = Arc::new(
+        GitHub::new(Settings {
+            api_url: server.uri(),
+            credentials: Credentials::App {
+                app_id: 7,
+                private_key_pem: rsa_key(),
+            },
+            max_attempts: 3,
+            max_wait: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+        })
+        .unwrap(),
+    );
+    let mut h = Harness::start(Db::Sqlite).await;
+    h.reconciler =
+        issueops_reconciler::Reconciler::new(h.store.clone(), h.repo.clone(), h.client.clone())
+            .with_credentials(github, "issueops-github-token");
+    h.post_signed(
+        "issues",
+        "cred-1",
+        &labeled("issues/labeled.payload.json", "run:dev"),
+    )
+    .await;
+    h.control_plane.process_pending().await.unwrap();
+    h.reconciler.reconcile_once().await.unwrap();
+    let ns = naming::namespace_for_issue(REPO, 1);
+    let run = naming::run_id_for_delivery("cred-1");
+    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), &ns);
+    let token_in_secret =
+        |s: Secret| String::from_utf8(s.data.unwrap()["token"].0.clone()).unwrap();
+
+    let first = h.reconciler.refresh_credentials(NOW).await.unwrap();
+    assert_eq!(first.minted, vec![ns.clone()]);
+    assert_eq!(
+        token_in_secret(secrets.get("issueops-github-token").await.unwrap()),
+        TOKEN_ONE
+    );
+    // Ten minutes left: refreshed before it expires.
+    h.reconciler.refresh_credentials(NOW).await.unwrap();
+    let secret = secrets.get("issueops-github-token").await.unwrap();
+    assert_eq!(
+        secret.metadata.labels.as_ref().unwrap()["issueops.dev/run-id"],
+        run
+    );
+    assert_eq!(token_in_secret(secret), TOKEN_TWO);
+    // An hour left: nothing to do.
+    assert!(h
+        .reconciler
+        .refresh_credentials(NOW)
+        .await
+        .unwrap()
+        .minted
+        .is_empty());
+
+    // The run ends: the Secret goes with it.
+    set_job_status(&h.client, &ns, &run, "succeeded").await;
+    observe_jobs(&h.client, &h.store).await.unwrap();
+    let done = h.reconciler.refresh_credentials(NOW).await.unwrap();
+    assert_eq!(done.deleted, vec![ns.clone()]);
+    assert!(secrets
+        .get_opt("issueops-github-token")
+        .await
+        .unwrap()
+        .is_none());
+
+    // Scan the state repo history, the audit table and the logs.
+    let mut scanned = 0;
+    for sha in h.repo.log().unwrap() {
+        let info = h.repo.commit_info(&sha).unwrap();
+        let mut text = format!("{}{:?}", info.summary, info.trailers);
+        for content in h.repo.files_at(&sha).unwrap().values() {
+            text.push_str(&String::from_utf8_lossy(content));
+        }
+        for token in [TOKEN_ONE, TOKEN_TWO] {
+            assert!(!text.contains(token), "token in state repo commit {sha}");
+        }
+        assert!(
+            text.contains("issueops-github-token"),
+            "the Job names the Secret"
+        );
+        scanned += 1;
+    }
+    assert!(scanned > 0);
+    let audit = serde_json::to_string(&h.audit().await).unwrap();
+    assert!(
+        audit.contains("\"kind\":\"credentials\""),
+        "writing the Secret is audited"
+    );
+    let logs_text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs_text.contains("agent token written"),
+        "logs were captured"
+    );
+    for token in [TOKEN_ONE, TOKEN_TWO] {
+        assert!(!audit.contains(token), "token in the audit table");
+        assert!(!logs_text.contains(token), "token in the logs");
+    }
+    h.finish().await;
+}
