@@ -92,6 +92,7 @@ async fn scale(n: u64) {
             &event,
             RunMode::Dev,
             &naming::branch_for_issue(issue),
+            None,
         )
         .unwrap();
         for f in &plan.files {

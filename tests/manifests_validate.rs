@@ -58,6 +58,7 @@ fn rendered_manifests_pass_strict_validation_for_kubernetes_1_36() {
             &event,
             mode,
             "issueops/issue-1",
+            (i == 2).then_some(17),
         )
         .unwrap();
         assert_eq!(plan.files.len(), 8);

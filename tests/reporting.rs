@@ -284,3 +284,116 @@ async fn without_github_nothing_is_called_and_reports_wait_in_the_outbox() {
     assert_eq!(h.store.unposted_reports(10).await.unwrap().len(), 1);
     h.finish().await;
 }
+
+#[tokio::test]
+async fn revise_continues_the_open_pull_request_or_says_why_not() {
+    use k8s_openapi::api::batch::v1::Job;
+    let server = fake_github(json!([])).await;
+    let h = harness(&server, test_config()).await;
+    let ns = naming::namespace_for_issue(REPO, 1);
+    let first = naming::run_id_for_delivery("rev-a");
+    h.post_signed(
+        "issues",
+        "rev-a",
+        &labeled("issues/labeled.payload.json", "run:dev"),
+    )
+    .await;
+    h.control_plane.process_pending().await.unwrap();
+    h.reconciler.reconcile_once().await.unwrap();
+    set_job_status(&h.client, &ns, &first, "succeeded").await;
+    observe_jobs(&h.client, &h.store).await.unwrap();
+
+    h.post_signed(
+        "issues",
+        "rev-b",
+        &labeled("issues/labeled.payload.json", "run:dev:revise"),
+    )
+    .await;
+    h.control_plane.process_pending().await.unwrap();
+    let revise = naming::run_id_for_delivery("rev-b");
+    assert_eq!(
+        h.store
+            .get_run(&revise)
+            .await
+            .unwrap()
+            .unwrap()
+            .pull_request,
+        Some(2)
+    );
+    h.reconciler.reconcile_once().await.unwrap();
+    let job = kube::Api::<Job>::namespaced(h.client.clone(), &ns)
+        .get(&format!("run-{revise}"))
+        .await
+        .unwrap();
+    let env = job.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let pr = env
+        .iter()
+        .find(|e| e.name == "ISSUEOPS_PR")
+        .and_then(|e| e.value.clone());
+    assert_eq!(pr.as_deref(), Some("2"));
+    h.finish().await;
+
+    // No open pull request from the branch: refused, and the issue is told why.
+    let empty = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(
+            "/repos/Codertocat/Hello-World/collaborators/Codertocat/permission",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "permission": "admin" })))
+        .mount(&empty)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/repos/Codertocat/Hello-World/pulls"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .mount(&empty)
+        .await;
+    let h = harness(&empty, test_config()).await;
+    h.post_signed(
+        "issues",
+        "rev-c",
+        &labeled("issues/labeled.payload.json", "run:dev"),
+    )
+    .await;
+    h.control_plane.process_pending().await.unwrap();
+    h.reconciler.reconcile_once().await.unwrap();
+    set_job_status(
+        &h.client,
+        &ns,
+        &naming::run_id_for_delivery("rev-c"),
+        "succeeded",
+    )
+    .await;
+    observe_jobs(&h.client, &h.store).await.unwrap();
+    h.post_signed(
+        "issues",
+        "rev-d",
+        &labeled("issues/labeled.payload.json", "run:dev:revise"),
+    )
+    .await;
+    h.control_plane.process_pending().await.unwrap();
+    assert!(h
+        .store
+        .get_run(&naming::run_id_for_delivery("rev-d"))
+        .await
+        .unwrap()
+        .is_none());
+    let notice = h
+        .store
+        .unposted_reports(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.subject == "rev-d")
+        .unwrap();
+    assert!(
+        notice
+            .body
+            .contains("no open pull request from branch `issueops/issue-1`"),
+        "{}",
+        notice.body
+    );
+    h.finish().await;
+}

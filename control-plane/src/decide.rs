@@ -187,6 +187,7 @@ mod tests {
             commit_sha: None,
             finished_at: None,
             reason: None,
+            pull_request: None,
         }
     }
 

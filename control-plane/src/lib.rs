@@ -76,6 +76,7 @@ pub fn plan_run(
     event: &IssuesEvent,
     mode: RunMode,
     branch: &str,
+    pull_request: Option<i64>,
 ) -> Result<RunPlan, RenderError> {
     let repo = event.repository.full_name.clone();
     let number = event.issue.number;
@@ -84,6 +85,7 @@ pub fn plan_run(
         id: naming::run_id_for_delivery(delivery_id),
         mode: mode.as_str().into(),
         branch: branch.into(),
+        pull_request: pull_request.map(|n| n.to_string()),
     };
     let issue_ctx = IssueContext {
         repo: repo.clone(),
@@ -106,6 +108,7 @@ pub fn plan_run(
             commit_sha: None,
             finished_at: None,
             reason: None,
+            pull_request,
         },
         title: event.issue.title.clone(),
         files,
@@ -256,7 +259,13 @@ impl ControlPlane {
         if let Some(existing) = self.store.get_run(&run_id).await? {
             if existing.state != RunState::Queued.as_str() {
                 return self
-                    .commit_run(delivery_id, event, mode, &existing.branch)
+                    .commit_run(
+                        delivery_id,
+                        event,
+                        mode,
+                        &existing.branch,
+                        existing.pull_request,
+                    )
                     .await;
             }
             return Ok(format!("run {run_id} queued"));
@@ -292,7 +301,18 @@ impl ControlPlane {
             .runs_for_issue(&event.repository.full_name, event.issue.number as i64)
             .await?;
         match admit(&self.config, event.issue.number, mode, &runs) {
-            Admission::Start { branch } => self.commit_run(delivery_id, event, mode, &branch).await,
+            Admission::Start { branch } => {
+                match self
+                    .revision_target(delivery_id, event, mode, &branch)
+                    .await?
+                {
+                    Ok(pull_request) => {
+                        self.commit_run(delivery_id, event, mode, &branch, pull_request)
+                            .await
+                    }
+                    Err(outcome) => Ok(outcome),
+                }
+            }
             Admission::Refuse { reason } => {
                 tracing::info!(%reason, "trigger refused");
                 let notice = report::notice_body(
@@ -329,6 +349,7 @@ impl ControlPlane {
                     commit_sha: None,
                     finished_at: None,
                     reason: None,
+                    pull_request: None,
                 };
                 self.store.insert_run(&run).await?;
                 let audit = self
@@ -367,7 +388,21 @@ impl ControlPlane {
             let span = tracing::info_span!("dequeue", delivery_id = %queued.delivery_id, run_id = %queued.run_id);
             match admit(&self.config, event.issue.number, mode, &earlier) {
                 Admission::Start { branch } => {
-                    self.commit_run(&queued.delivery_id, &event, mode, &branch)
+                    let Ok(pull_request) = self
+                        .revision_target(&queued.delivery_id, &event, mode, &branch)
+                        .await?
+                    else {
+                        self.store
+                            .advance_run(
+                                &queued.run_id,
+                                RunState::Cancelled,
+                                None,
+                                Some("no open pull request to revise"),
+                            )
+                            .await?;
+                        continue;
+                    };
+                    self.commit_run(&queued.delivery_id, &event, mode, &branch, pull_request)
                         .instrument(span)
                         .await?;
                 }
@@ -382,6 +417,41 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// For a revision with GitHub configured: the open pull request of the
+    /// earlier run's branch, or `Err(outcome)` after refusing (with a comment)
+    /// when there is none. Dev runs and runs without GitHub: `Ok(None)`.
+    async fn revision_target(
+        &self,
+        delivery_id: &str,
+        event: &IssuesEvent,
+        mode: RunMode,
+        branch: &str,
+    ) -> Result<Result<Option<i64>, String>, ControlPlaneError> {
+        let (RunMode::Revise, Some(github)) = (mode, &self.github) else {
+            return Ok(Ok(None));
+        };
+        let repo = &event.repository.full_name;
+        if let Some((number, _)) = self.pull_request_for(github, repo, branch).await? {
+            return Ok(Ok(Some(number)));
+        }
+        let reason = format!(
+            "there is no open pull request from branch `{branch}` to revise; add `{}` to start a new run",
+            self.config.trigger_label
+        );
+        let notice = report::notice_body(
+            delivery_id,
+            &format!("this revision was refused: {reason}."),
+        );
+        self.store
+            .set_report(delivery_id, repo, event.issue.number as i64, &notice)
+            .await?;
+        let audit = self
+            .decision_audit(delivery_id, event, "refused")
+            .detail(json!({ "mode": mode.as_str(), "reason": reason }));
+        self.store.append_audit(&audit).await?;
+        Ok(Err(format!("refused: {reason}")))
+    }
+
     /// Renders and commits one run; idempotent for a replay.
     async fn commit_run(
         &self,
@@ -389,6 +459,7 @@ impl ControlPlane {
         event: &IssuesEvent,
         mode: RunMode,
         branch: &str,
+        pull_request: Option<i64>,
     ) -> Result<String, ControlPlaneError> {
         let plan = match plan_run(
             &self.config,
@@ -397,6 +468,7 @@ impl ControlPlane {
             event,
             mode,
             branch,
+            pull_request,
         ) {
             Ok(plan) => plan,
             Err(e) => {

@@ -92,6 +92,8 @@ pub struct RunContext {
     pub id: String,
     pub mode: String,
     pub branch: String,
+    /// The pull request a revision run continues (its number).
+    pub pull_request: Option<String>,
 }
 
 /// One rendered file: its path in the state repo and its bytes.
@@ -185,7 +187,7 @@ impl Templates {
             let mut run_labels = labels.clone();
             run_labels.insert(RUN_LABEL.to_string(), r.id.clone());
             minijinja::context! {
-                id => r.id, mode => r.mode, branch => r.branch,
+                id => r.id, mode => r.mode, branch => r.branch, pull_request => r.pull_request,
                 job_name => format!("run-{}", r.id), labels => run_labels,
             }
         });
@@ -273,6 +275,7 @@ mod tests {
             id: "r1".into(),
             mode: "dev".into(),
             branch: "issueops/issue-1".into(),
+            pull_request: None,
         }
     }
 

@@ -87,10 +87,10 @@ impl ControlPlane {
         let commit_url = self.config.github.commit_url.as_deref();
         for run in self.store.list_runs().await? {
             let pr = match (&self.github, run.run_state()) {
-                (Some(github), Some(RunState::Succeeded)) => {
-                    self.pull_request_for(github, &run.repo, &run.branch)
-                        .await?
-                }
+                (Some(github), Some(RunState::Succeeded)) => self
+                    .pull_request_for(github, &run.repo, &run.branch)
+                    .await?
+                    .map(|(_, url)| url),
                 _ => None,
             };
             let body = run_body(&run, commit_url, pr.as_deref());
@@ -192,20 +192,19 @@ impl ControlPlane {
         github: &GitHub,
         repo: &str,
         branch: &str,
-    ) -> Result<Option<String>, ControlPlaneError> {
+    ) -> Result<Option<(i64, String)>, ControlPlaneError> {
         let owner = repo.split('/').next().unwrap_or_default();
         let path = format!("/repos/{repo}/pulls?state=open&head={owner}:{branch}");
         let answer = github
             .request(repo, Method::Get, &path, None)
             .await
             .map_err(gh_err)?;
-        Ok(answer
-            .body
-            .as_array()
-            .and_then(|prs| prs.first())
-            .and_then(|pr| pr.get("html_url"))
-            .and_then(Value::as_str)
-            .map(str::to_string))
+        let first = answer.body.as_array().and_then(|prs| prs.first());
+        Ok(first.and_then(|pr| {
+            let number = pr.get("number").and_then(Value::as_i64)?;
+            let url = pr.get("html_url").and_then(Value::as_str)?;
+            Some((number, url.to_string()))
+        }))
     }
 }
 
@@ -227,6 +226,7 @@ mod tests {
             commit_sha: Some("0123456789abcdef".into()),
             finished_at: None,
             reason: Some("DeadlineExceeded".into()),
+            pull_request: None,
         }
     }
 

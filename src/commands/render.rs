@@ -24,7 +24,7 @@ pub fn render(
         Decision::StartRun { event, mode } => {
             // Offline there is no earlier run: a revision renders on the issue's branch.
             let branch = issueops_core::naming::branch_for_issue(event.issue.number);
-            let plan = plan_run(&config, &templates, delivery_id, &event, mode, &branch)?;
+            let plan = plan_run(&config, &templates, delivery_id, &event, mode, &branch, None)?;
             for file in plan.files {
                 println!("---\n# Source: {}\n{}", file.path, file.content);
             }

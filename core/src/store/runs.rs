@@ -94,6 +94,8 @@ pub struct Run {
     pub commit_sha: Option<String>,
     pub finished_at: Option<i64>,
     pub reason: Option<String>,
+    /// The pull request a revision run continues.
+    pub pull_request: Option<i64>,
 }
 
 impl Run {
@@ -115,6 +117,7 @@ type Row = (
     Option<String>,
     Option<i64>,
     Option<String>,
+    Option<i64>,
 );
 
 impl From<Row> for Run {
@@ -132,12 +135,13 @@ impl From<Row> for Run {
             commit_sha: r.9,
             finished_at: r.10,
             reason: r.11,
+            pull_request: r.12,
         }
     }
 }
 
 const COLUMNS: &str = "run_id, delivery_id, repo, issue_number, namespace, mode, branch, actor, \
-                       state, commit_sha, finished_at, reason";
+                       state, commit_sha, finished_at, reason, pull_request";
 
 fn in_list(states: &[&str]) -> String {
     states
@@ -154,8 +158,8 @@ impl Store {
         let now = now_ms();
         let done = sqlx::query(
             "INSERT INTO runs (run_id, delivery_id, repo, issue_number, namespace, mode, branch,
-                               actor, state, commit_sha, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                               actor, state, commit_sha, created_at, updated_at, pull_request)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (run_id) DO NOTHING",
         )
         .bind(&run.run_id)
@@ -170,6 +174,7 @@ impl Store {
         .bind(&run.commit_sha)
         .bind(now)
         .bind(now)
+        .bind(run.pull_request)
         .execute(self.pool())
         .await
         .map_err(sql("recording a run"))?;

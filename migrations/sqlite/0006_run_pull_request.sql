@@ -1,0 +1,2 @@
+-- The pull request a revision run continues (its number), when known.
+ALTER TABLE runs ADD COLUMN pull_request BIGINT;
