@@ -308,3 +308,63 @@ async fn a_github_outage_delays_the_trigger_but_never_loses_it() {
     assert_eq!(h.store.list_runs().await.unwrap().len(), 1);
     h.finish().await;
 }
+
+/// `issueops approvals`, `approve` and `deny` as an approver runs them.
+#[tokio::test]
+async fn approvals_are_decided_from_the_command_line() {
+    let server = fake_github(&[(SENDER, "read")]).await;
+    let h = harness(&server, approver_config()).await;
+    trigger(&h, "cli-approval").await;
+    let id = h.store.list_approvals().await.unwrap()[0].id.clone();
+    let config = h.dir.path().join("issueops.yaml");
+    std::fs::write(
+        &config,
+        "repos: [Codertocat/Hello-World]\ngithub:\n  approvers: [maintainer]\n",
+    )
+    .unwrap();
+    let issueops = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_issueops"))
+            .env_remove("ISSUEOPS_GITHUB_TOKEN")
+            .env_remove("RUST_LOG")
+            .arg("--data-dir")
+            .arg(h.dir.path())
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, list, _) = issueops(&["approvals"]);
+    assert!(
+        ok && list.contains(&id) && list.contains("pending"),
+        "{list}"
+    );
+    let (ok, _, err) = issueops(&["approve", &id, "--reason", "fine", "--actor", "intruder"]);
+    assert!(!ok && err.contains("may not decide"), "{err}");
+    let (ok, out, err) = issueops(&[
+        "approve",
+        &id,
+        "--reason",
+        "reviewed the issue",
+        "--actor",
+        "maintainer",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("approved"), "{out}");
+    assert_eq!(h.store.list_runs().await.unwrap().len(), 1);
+    let (ok, _, err) = issueops(&[
+        "deny",
+        &id,
+        "--reason",
+        "changed my mind",
+        "--actor",
+        "maintainer",
+    ]);
+    assert!(!ok && err.contains("already approved"), "{err}");
+    h.finish().await;
+}
