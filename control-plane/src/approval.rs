@@ -80,19 +80,14 @@ impl ControlPlane {
             decided_by: None,
             reason: None,
         };
-        let notice = crate::report::notice_body(
-            delivery_id,
-            &format!(
+        self.notify(delivery_id, &request.repo, request.issue_number, &format!(
                 "{} may not start runs here ({permission} permission), so this trigger waits for an approver: \
                  add the `{}` label or run `issueops approve {id} --reason ...`. The request expires in {} hours.",
                 event.sender.login,
                 self.config.github.approval_label,
                 self.config.github.approval_ttl_seconds / 3600
-            ),
-        );
-        self.store
-            .set_report(delivery_id, &request.repo, request.issue_number, &notice)
-            .await?;
+            ))
+                .await?;
         if self.store.insert_approval(&request).await? {
             let audit = AuditEvent::new(kind::DECISION, "pending-approval")
                 .delivery(delivery_id)
@@ -165,18 +160,13 @@ impl ControlPlane {
             .detail(json!({ "approval": id, "requester": request.requester, "reason": reason }));
         self.store.append_audit(&audit).await?;
         if !approve {
-            let notice = crate::report::notice_body(
+            self.notify(
                 &request.delivery_id,
+                &request.repo,
+                request.issue_number,
                 &format!("{actor} denied this trigger: {reason}."),
-            );
-            self.store
-                .set_report(
-                    &request.delivery_id,
-                    &request.repo,
-                    request.issue_number,
-                    &notice,
-                )
-                .await?;
+            )
+            .await?;
             return Ok(format!("request {id} denied"));
         }
         let Some((_, payload)) = self.store.delivery(&request.delivery_id).await? else {
@@ -244,17 +234,7 @@ impl ControlPlane {
     pub async fn expire_approvals(&self, now: i64) -> Result<usize, ControlPlaneError> {
         let expired = self.store.expire_approvals(now).await?;
         for request in &expired {
-            let notice = crate::report::notice_body(
-                &request.delivery_id,
-                "no approver decided on this trigger in time; it expired. Add the label again to ask anew.",
-            );
-            self.store
-                .set_report(
-                    &request.delivery_id,
-                    &request.repo,
-                    request.issue_number,
-                    &notice,
-                )
+            self.notify(&request.delivery_id, &request.repo, request.issue_number, "no approver decided on this trigger in time; it expired. Add the label again to ask anew.")
                 .await?;
             let audit = AuditEvent::new(kind::APPROVAL, "expired")
                 .delivery(request.delivery_id.clone())

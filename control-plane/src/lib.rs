@@ -315,18 +315,13 @@ impl ControlPlane {
             }
             Admission::Refuse { reason } => {
                 tracing::info!(%reason, "trigger refused");
-                let notice = report::notice_body(
+                self.notify(
                     delivery_id,
+                    &event.repository.full_name,
+                    event.issue.number as i64,
                     &format!("this trigger was refused: {reason}."),
-                );
-                self.store
-                    .set_report(
-                        delivery_id,
-                        &event.repository.full_name,
-                        event.issue.number as i64,
-                        &notice,
-                    )
-                    .await?;
+                )
+                .await?;
                 let audit = self
                     .decision_audit(delivery_id, event, "refused")
                     .detail(json!({ "issue": issue_ref, "mode": mode.as_str(), "reason": reason }));
@@ -438,13 +433,13 @@ impl ControlPlane {
             "there is no open pull request from branch `{branch}` to revise; add `{}` to start a new run",
             self.config.trigger_label
         );
-        let notice = report::notice_body(
+        self.notify(
             delivery_id,
+            repo,
+            event.issue.number as i64,
             &format!("this revision was refused: {reason}."),
-        );
-        self.store
-            .set_report(delivery_id, repo, event.issue.number as i64, &notice)
-            .await?;
+        )
+        .await?;
         let audit = self
             .decision_audit(delivery_id, event, "refused")
             .detail(json!({ "mode": mode.as_str(), "reason": reason }));

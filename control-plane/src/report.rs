@@ -80,6 +80,21 @@ fn gh_err(e: issueops_github::GitHubError) -> ControlPlaneError {
 }
 
 impl ControlPlane {
+    /// Says `text` on the issue, once, as the comment of trigger `delivery_id`.
+    pub(crate) async fn notify(
+        &self,
+        delivery_id: &str,
+        repo: &str,
+        issue: i64,
+        text: &str,
+    ) -> Result<(), ControlPlaneError> {
+        let body = notice_body(delivery_id, text);
+        self.store
+            .set_report(delivery_id, repo, issue, &body)
+            .await?;
+        Ok(())
+    }
+
     /// Refreshes the wanted comment of every run and posts what GitHub does
     /// not have yet. Without GitHub configured it only records. Returns how
     /// many comments were created or edited.

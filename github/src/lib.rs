@@ -156,21 +156,7 @@ impl GitHub {
         if let Some(client) = cache.get(repo) {
             return Ok(client.clone());
         }
-        let what = format!("installation of {repo}");
-        let answer = self
-            .send(
-                &self.root,
-                &what,
-                Method::Get,
-                &format!("/repos/{repo}/installation"),
-                None,
-            )
-            .await?;
-        let id = answer
-            .body
-            .get("id")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| status_error(&what, &answer))?;
+        let id = self.installation_id(repo).await?;
         let client = Arc::new(
             self.root
                 .installation(InstallationId(id))
@@ -178,6 +164,20 @@ impl GitHub {
         );
         cache.insert(repo.to_string(), client.clone());
         Ok(client)
+    }
+
+    /// The id of the App's installation on `repo` (asked as the App, by JWT).
+    async fn installation_id(&self, repo: &str) -> Result<u64, GitHubError> {
+        let what = format!("installation of {repo}");
+        let path = format!("/repos/{repo}/installation");
+        let answer = self
+            .send(&self.root, &what, Method::Get, &path, None)
+            .await?;
+        answer
+            .body
+            .get("id")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| status_error(&what, &answer))
     }
 
     /// One call on behalf of `repo`, retried as GitHub asks. Any final answer
@@ -337,20 +337,7 @@ impl GitHub {
             ));
         }
         let what = format!("token for {repo}");
-        let installation = self
-            .send(
-                &self.root,
-                &what,
-                Method::Get,
-                &format!("/repos/{repo}/installation"),
-                None,
-            )
-            .await?;
-        let id = installation
-            .body
-            .get("id")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| status_error(&what, &installation))?;
+        let id = self.installation_id(repo).await?;
         let name = repo.split_once('/').map(|(_, n)| n).unwrap_or(repo);
         let body = serde_json::json!({ "repositories": [name] });
         let answer = self
