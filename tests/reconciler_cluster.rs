@@ -160,3 +160,47 @@ async fn a_secret_in_the_state_repo_is_refused_not_applied() {
     assert!(secrets.get_opt("s").await.unwrap().is_none());
     h.finish().await;
 }
+
+/// A request that times out (the transport gives up) is retried: the first
+/// patch of each Job fails with tower's timeout error before reaching the API.
+#[tokio::test]
+async fn timeouts_are_retried_until_they_converge() {
+    let fake = ClientBuilder::new().build().await.unwrap();
+    let timed_out = Arc::new(AtomicUsize::new(0));
+    let seen = timed_out.clone();
+    let inner = fake.clone();
+    let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let inner = inner.clone();
+        let seen = seen.clone();
+        async move {
+            let is_job_patch =
+                req.method() == http::Method::PATCH && req.uri().path().contains("/jobs/");
+            if is_job_patch && seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                let elapsed: Box<dyn std::error::Error + Send + Sync> =
+                    Box::new(tower::timeout::error::Elapsed::new());
+                return Err(elapsed);
+            }
+            inner
+                .send(req)
+                .await
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        }
+    });
+    let client = kube::Client::new(service, "default");
+    let h = harness_with(client).await;
+    commit_one_run(&h).await;
+    let report = h.reconciler.reconcile_once().await.unwrap();
+    assert!(report.converged(), "{report:?}");
+    assert_eq!(
+        timed_out.load(Ordering::SeqCst),
+        2,
+        "one timeout, one retry"
+    );
+    let ns = issueops_core::naming::namespace_for_issue(common::REPO, 1);
+    let jobs = Api::<k8s_openapi::api::batch::v1::Job>::namespaced(fake, &ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert_eq!(jobs.items.len(), 1);
+    h.finish().await;
+}

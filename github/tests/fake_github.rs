@@ -236,3 +236,34 @@ async fn an_app_acts_through_the_repos_installation_token() {
         "the App authenticates with a JWT: {auth}"
     );
 }
+
+#[tokio::test]
+async fn a_timed_out_call_is_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(PERMISSION))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(permission_body("write", "write"))
+                .set_delay(Duration::from_secs(3)),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(PERMISSION))
+        .respond_with(ResponseTemplate::new(200).set_body_json(permission_body("admin", "admin")))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let mut s = settings(&server, Credentials::Token("t".into()));
+    s.timeout = Duration::from_millis(300);
+    let github = GitHub::new(s).unwrap();
+    assert_eq!(
+        github.permission("octo/hello", "alice").await.unwrap(),
+        "admin",
+        "the slow answer was abandoned"
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}
