@@ -6,14 +6,13 @@ mod common;
 
 use common::{labeled, set_job_status, Db, Harness, REPO};
 use issueops_core::naming;
-use issueops_github::{Credentials, GitHub, Settings};
+use issueops_github::Credentials;
 use issueops_reconciler::observe::observe_jobs;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use serde_json::json;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use wiremock::matchers::{body_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -90,18 +89,13 @@ async fn the_agent_token_lives_only_in_its_namespace_secret() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let server = fake_github_app().await;
-    let github = Arc::new(
-        GitHub::new(Settings {
-            api_url: server.uri(),
-            credentials: Credentials::App {
-                app_id: 7,
-                private_key_pem: rsa_key(),
-            },
-            max_attempts: 3,
-            max_wait: Duration::from_secs(5),
-            timeout: Duration::from_secs(5),
-        })
-        .unwrap(),
+    let github = common::github_client(
+        server.uri(),
+        Credentials::App {
+            app_id: 7,
+            private_key_pem: rsa_key(),
+        },
+        3,
     );
     let mut h = Harness::start(Db::Sqlite).await;
     h.reconciler =

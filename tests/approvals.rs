@@ -4,13 +4,10 @@
 mod common;
 
 use common::{labeled, test_config, Db, Harness, REPO};
-use issueops_control_plane::render::Templates;
-use issueops_control_plane::{ControlPlane, ControlPlaneError};
+use issueops_control_plane::ControlPlaneError;
 use issueops_core::naming;
-use issueops_github::{Credentials, GitHub, Settings};
+use issueops_github::Credentials;
 use serde_json::json;
-use std::sync::Arc;
-use std::time::Duration;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -36,21 +33,10 @@ async fn fake_github(permissions: &[(&str, &str)]) -> MockServer {
 
 async fn harness(server: &MockServer, config: issueops_core::Config) -> Harness {
     let mut h = Harness::start_configured(Db::Sqlite, config.clone()).await;
-    let github = GitHub::new(Settings {
-        api_url: server.uri(),
-        credentials: Credentials::Token("ghp_fake".into()),
-        max_attempts: 4,
-        max_wait: Duration::from_secs(5),
-        timeout: Duration::from_secs(5),
-    })
-    .unwrap();
-    h.control_plane = ControlPlane::new(
-        h.store.clone(),
-        h.repo.clone(),
-        Arc::new(config),
-        Templates::embedded(),
-    )
-    .with_github(Arc::new(github));
+    h.use_github(
+        common::github_client(server.uri(), Credentials::Token("ghp_fake".into()), 4),
+        config,
+    );
     h
 }
 

@@ -4,12 +4,8 @@
 mod common;
 
 use common::{labeled, test_config, Db, Harness};
-use issueops_control_plane::render::Templates;
-use issueops_control_plane::ControlPlane;
-use issueops_github::{Credentials, GitHub, Settings};
+use issueops_github::Credentials;
 use serde_json::json;
-use std::sync::Arc;
-use std::time::Duration;
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -71,21 +67,10 @@ async fn fake_github() -> MockServer {
 async fn a_trigger_missed_while_down_runs_after_the_next_sync_exactly_once() {
     let server = fake_github().await;
     let mut h = Harness::start_configured(Db::Sqlite, test_config()).await;
-    let github = GitHub::new(Settings {
-        api_url: server.uri(),
-        credentials: Credentials::Token("ghp_catchup".into()),
-        max_attempts: 3,
-        max_wait: Duration::from_secs(5),
-        timeout: Duration::from_secs(5),
-    })
-    .unwrap();
-    h.control_plane = ControlPlane::new(
-        h.store.clone(),
-        h.repo.clone(),
-        Arc::new(test_config()),
-        Templates::embedded(),
-    )
-    .with_github(Arc::new(github));
+    h.use_github(
+        common::github_client(server.uri(), Credentials::Token("ghp_catchup".into()), 3),
+        test_config(),
+    );
 
     // Issue 1's label arrived as a webhook; issue 2's never did.
     h.post_signed(

@@ -7,11 +7,10 @@ use common::{labeled, set_job_status, test_config, Db, Harness, REPO};
 use issueops_control_plane::render::Templates;
 use issueops_control_plane::ControlPlane;
 use issueops_core::naming;
-use issueops_github::{Credentials, GitHub, Settings};
+use issueops_github::{Credentials, GitHub};
 use issueops_reconciler::observe::observe_jobs;
 use serde_json::json;
 use std::sync::Arc;
-use std::time::Duration;
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -67,16 +66,7 @@ async fn fake_github(existing_comments: serde_json::Value) -> MockServer {
 }
 
 fn github(server: &MockServer) -> Arc<GitHub> {
-    Arc::new(
-        GitHub::new(Settings {
-            api_url: server.uri(),
-            credentials: Credentials::Token("ghp_reporting".into()),
-            max_attempts: 3,
-            max_wait: Duration::from_secs(5),
-            timeout: Duration::from_secs(5),
-        })
-        .unwrap(),
-    )
+    common::github_client(server.uri(), Credentials::Token("ghp_reporting".into()), 3)
 }
 
 async fn harness(server: &MockServer, config: issueops_core::Config) -> Harness {

@@ -279,3 +279,34 @@ pub async fn set_job_status(client: &kube::Client, namespace: &str, run_id: &str
     .await
     .unwrap();
 }
+
+/// A GitHub client for a local fake GitHub at `api_url`.
+pub fn github_client(
+    api_url: String,
+    credentials: issueops_github::Credentials,
+    max_attempts: u32,
+) -> Arc<issueops_github::GitHub> {
+    Arc::new(
+        issueops_github::GitHub::new(issueops_github::Settings {
+            api_url,
+            credentials,
+            max_attempts,
+            max_wait: std::time::Duration::from_secs(5),
+            timeout: std::time::Duration::from_secs(5),
+        })
+        .unwrap(),
+    )
+}
+
+impl Harness {
+    /// Replaces the control plane with one that talks to `github`.
+    pub fn use_github(&mut self, github: Arc<issueops_github::GitHub>, config: Config) {
+        self.control_plane = ControlPlane::new(
+            self.store.clone(),
+            self.repo.clone(),
+            Arc::new(config),
+            Templates::embedded(),
+        )
+        .with_github(github);
+    }
+}
