@@ -149,6 +149,17 @@ async fn one_comment_per_run_edited_through_its_states_despite_redeliveries() {
         edits[2]
     );
     assert!(edits[3].contains("pruned"));
+    let pull_lookups = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.url.path().ends_with("/pulls"))
+        .count();
+    assert_eq!(
+        pull_lookups, 1,
+        "the pull request is looked up once, not every pass"
+    );
     h.finish().await;
 }
 

@@ -100,8 +100,19 @@ impl ControlPlane {
     /// many comments were created or edited.
     pub async fn report_pass(&self) -> Result<usize, ControlPlaneError> {
         let commit_url = self.config.github.commit_url.as_deref();
+        let wanted = self.store.report_bodies().await?;
         for run in self.store.list_runs().await? {
+            let current = wanted.get(&run.delivery_id);
             let pr = match (&self.github, run.run_state()) {
+                // The pull request is looked up once, when the run succeeds,
+                // not on every pass.
+                (Some(_), Some(RunState::Succeeded))
+                    if current.is_some_and(|b| {
+                        b.contains(&format!("run `{}` succeeded", run.run_id))
+                    }) =>
+                {
+                    continue
+                }
                 (Some(github), Some(RunState::Succeeded)) => self
                     .pull_request_for(github, &run.repo, &run.branch)
                     .await?
@@ -109,9 +120,11 @@ impl ControlPlane {
                 _ => None,
             };
             let body = run_body(&run, commit_url, pr.as_deref());
-            self.store
-                .set_report(&run.delivery_id, &run.repo, run.issue_number, &body)
-                .await?;
+            if current != Some(&body) {
+                self.store
+                    .set_report(&run.delivery_id, &run.repo, run.issue_number, &body)
+                    .await?;
+            }
         }
         let Some(github) = &self.github else {
             return Ok(0);

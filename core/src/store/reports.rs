@@ -40,6 +40,17 @@ impl Store {
         Ok(())
     }
 
+    /// The wanted body of every report, by subject.
+    pub async fn report_bodies(
+        &self,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as("SELECT subject, body FROM reports")
+            .fetch_all(self.pool())
+            .await
+            .map_err(sql("reading reports"))?;
+        Ok(rows.into_iter().collect())
+    }
+
     /// Reports whose wanted body GitHub has not accepted yet, oldest first.
     pub async fn unposted_reports(&self, limit: i64) -> Result<Vec<Report>, StoreError> {
         let rows: Vec<(String, String, i64, String, Option<i64>)> = sqlx::query_as(
