@@ -48,7 +48,7 @@ pub struct PgDatabase {
 
 pub fn postgres_base() -> String {
     std::env::var("ISSUEOPS_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+        .unwrap_or_else(|_| "postgres://issueops_test:issueops_test@127.0.0.1:5432".into())
 }
 
 impl PgDatabase {
