@@ -1,0 +1,419 @@
+//! The test cluster's node: no kubelet can run here, so this program plays
+//! the part the tests need. It registers a Ready Node, binds every pending pod
+//! to it (there is no scheduler either), waits like a kubelet until the
+//! Secrets and ConfigMaps a pod mounts exist, writes their keys as files under
+//! `--volumes-dir/<namespace>/<pod>/<volume>/` and keeps them current (as a
+//! kubelet refreshes Secret volumes), then reports the pod Running and, after
+//! `--run-ms`, Succeeded or Failed, so the real Job controller completes or
+//! fails the Job. Terminating pods are removed at once, as a kubelet does after
+//! their containers stop, so namespaces can finish terminating.
+//!
+//! A pod's outcome: its annotation `standin.issueops.dev/outcome`
+//! (`succeed`, `fail`, `hold`), else its first container's image tag when that
+//! is one of those words (`agent:fail`), else `--default-outcome`. `hold`
+//! stays Running until the annotation says otherwise. The annotation
+//! `standin.issueops.dev/termination-message` becomes the container's
+//! termination message.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::Client;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const OUTCOME_ANNOTATION: &str = "standin.issueops.dev/outcome";
+const MESSAGE_ANNOTATION: &str = "standin.issueops.dev/termination-message";
+const MANAGER: &str = "issueops-node-standin";
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    #[arg(long, default_value = "issueops-standin")]
+    node: String,
+    #[arg(long)]
+    volumes_dir: PathBuf,
+    /// `succeed`, `fail` or `hold`.
+    #[arg(long, default_value = "succeed")]
+    default_outcome: String,
+    /// How long a pod stays Running before it finishes.
+    #[arg(long, default_value_t = 1000)]
+    run_ms: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Outcome {
+    Succeed,
+    Fail,
+    Hold,
+}
+
+fn parse_outcome(s: &str) -> Option<Outcome> {
+    match s {
+        "succeed" => Some(Outcome::Succeed),
+        "fail" => Some(Outcome::Fail),
+        "hold" => Some(Outcome::Hold),
+        _ => None,
+    }
+}
+
+fn outcome_of(pod: &Pod, default: Outcome) -> Outcome {
+    let annotated = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(OUTCOME_ANNOTATION))
+        .and_then(|v| parse_outcome(v));
+    let by_image = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.as_deref())
+        .and_then(|i| i.rsplit_once(':'))
+        .and_then(|(_, tag)| parse_outcome(tag));
+    annotated.or(by_image).unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_target(false)
+        .with_ansi(false)
+        .init();
+    let args = Args::parse();
+    let default = parse_outcome(&args.default_outcome).with_context(|| {
+        format!(
+            "--default-outcome {}: use succeed, fail or hold",
+            args.default_outcome
+        )
+    })?;
+    let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
+        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    let client = Client::try_from(config)?;
+    register_node(&client, &args.node).await?;
+    tracing::info!(node = %args.node, "node registered and Ready");
+
+    let (reader, writer) = reflector::store::<Pod>();
+    let pods: Api<Pod> = Api::all(client.clone());
+    let stream = reflector(writer, watcher(pods, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, "pod watch interrupted; retrying");
+            }
+        }
+    });
+    reader.wait_until_ready().await?;
+
+    let mut kubelet = Kubelet {
+        client,
+        node: args.node,
+        volumes_dir: args.volumes_dir,
+        default,
+        run_for: Duration::from_millis(args.run_ms),
+        started: HashMap::new(),
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        let state = reader.state();
+        let live: std::collections::HashSet<String> = state
+            .iter()
+            .filter_map(|p| p.metadata.uid.clone())
+            .collect();
+        kubelet.started.retain(|uid, _| live.contains(uid));
+        for pod in state {
+            if let Err(e) = kubelet.sync(&pod).await {
+                tracing::warn!(pod = %pod_ref(&pod), error = %e, "pod sync failed; retrying");
+            }
+        }
+    }
+}
+
+async fn register_node(client: &Client, name: &str) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": { "name": name, "labels": { "kubernetes.io/hostname": name, "kubernetes.io/os": "linux" } },
+    });
+    let params = PatchParams::apply(MANAGER).force();
+    nodes.patch(name, &params, &Patch::Apply(&node)).await?;
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let capacity =
+        json!({ "cpu": "64", "memory": "256Gi", "pods": "20000", "ephemeral-storage": "1Ti" });
+    let status = json!({ "status": {
+        "capacity": capacity, "allocatable": capacity,
+        "addresses": [{ "type": "InternalIP", "address": "127.0.0.1" }, { "type": "Hostname", "address": name }],
+        "conditions": [{ "type": "Ready", "status": "True", "reason": "KubeletReady",
+            "message": "issueops node stand-in (runs no containers)",
+            "lastHeartbeatTime": now, "lastTransitionTime": now }],
+        "nodeInfo": { "kubeletVersion": "v1.36.3-standin", "architecture": "amd64", "operatingSystem": "linux",
+            "containerRuntimeVersion": "standin://0", "kernelVersion": "", "osImage": "issueops node stand-in",
+            "kubeProxyVersion": "", "machineID": "", "systemUUID": "", "bootID": "" },
+    }});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(())
+}
+
+fn pod_ref(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+struct Kubelet {
+    client: Client,
+    node: String,
+    volumes_dir: PathBuf,
+    default: Outcome,
+    run_for: Duration,
+    /// When we reported each pod (by uid) Running.
+    started: HashMap<String, Instant>,
+}
+
+impl Kubelet {
+    async fn sync(&mut self, pod: &Pod) -> Result<()> {
+        let (Some(ns), Some(name), Some(uid)) = (
+            pod.metadata.namespace.as_deref(),
+            pod.metadata.name.as_deref(),
+            pod.metadata.uid.as_deref(),
+        ) else {
+            return Ok(());
+        };
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let spec = pod.spec.clone().unwrap_or_default();
+        let bound = spec.node_name.as_deref();
+        if bound.is_some_and(|n| n != self.node) {
+            return Ok(());
+        }
+        if pod.metadata.deletion_timestamp.is_some() {
+            // The containers "stopped": confirm the deletion as a kubelet does.
+            if bound.is_some() {
+                let _ = std::fs::remove_dir_all(self.volumes_dir.join(ns).join(name));
+                let params = DeleteParams {
+                    grace_period_seconds: Some(0),
+                    preconditions: Some(kube::api::Preconditions {
+                        uid: Some(uid.to_string()),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                match api.delete(name, &params).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            return Ok(());
+        }
+        if bound.is_none() {
+            let binding = json!({
+                "apiVersion": "v1", "kind": "Binding",
+                "metadata": { "name": name, "namespace": ns, "uid": uid },
+                "target": { "apiVersion": "v1", "kind": "Node", "name": self.node },
+            });
+            match api
+                .create_subresource::<_, serde_json::Value>(
+                    "binding",
+                    name,
+                    &PostParams::default(),
+                    &binding,
+                )
+                .await
+            {
+                Ok(_) => tracing::info!(pod = %pod_ref(pod), "bound"),
+                Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(());
+        }
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .unwrap_or("Pending");
+        match phase {
+            "Pending" => {
+                if !self.project_volumes(ns, name, &spec).await? {
+                    return Ok(()); // waits, like ContainerCreating, for what it mounts
+                }
+                self.set_running(&api, pod).await?;
+                self.started.insert(uid.to_string(), Instant::now());
+                tracing::info!(pod = %pod_ref(pod), "running");
+            }
+            "Running" => {
+                self.project_volumes(ns, name, &spec).await?;
+                let started = *self
+                    .started
+                    .entry(uid.to_string())
+                    .or_insert_with(Instant::now);
+                let outcome = outcome_of(pod, self.default);
+                if outcome != Outcome::Hold && started.elapsed() >= self.run_for {
+                    self.set_finished(&api, pod, outcome == Outcome::Succeed)
+                        .await?;
+                    tracing::info!(pod = %pod_ref(pod), ?outcome, "finished");
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Writes every Secret and ConfigMap volume's keys as files. `false` when
+    /// one that is not optional does not exist yet.
+    async fn project_volumes(
+        &self,
+        ns: &str,
+        pod: &str,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+    ) -> Result<bool> {
+        for volume in spec.volumes.iter().flatten() {
+            let (data, optional): (Option<BTreeMap<String, Vec<u8>>>, bool) =
+                if let Some(s) = &volume.secret {
+                    let name = s.secret_name.clone().unwrap_or_default();
+                    let got = Api::<Secret>::namespaced(self.client.clone(), ns)
+                        .get_opt(&name)
+                        .await?;
+                    (
+                        got.map(|s| {
+                            s.data
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|(k, v)| (k, v.0))
+                                .collect()
+                        }),
+                        s.optional.unwrap_or(false),
+                    )
+                } else if let Some(c) = &volume.config_map {
+                    let got = Api::<ConfigMap>::namespaced(self.client.clone(), ns)
+                        .get_opt(&c.name)
+                        .await?;
+                    (
+                        got.map(|c| {
+                            c.data
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|(k, v)| (k, v.into_bytes()))
+                                .collect()
+                        }),
+                        c.optional.unwrap_or(false),
+                    )
+                } else {
+                    continue;
+                };
+            let Some(data) = data else {
+                if optional {
+                    continue;
+                }
+                return Ok(false);
+            };
+            let dir = self.volumes_dir.join(ns).join(pod).join(&volume.name);
+            write_volume(&dir, &data)?;
+        }
+        Ok(true)
+    }
+
+    async fn set_running(&self, api: &Api<Pod>, pod: &Pod) -> Result<()> {
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let containers: Vec<_> = containers(pod)
+            .map(|(name, image)| json!({
+                "name": name, "image": image, "imageID": "", "ready": true, "restartCount": 0, "started": true,
+                "state": { "running": { "startedAt": now } },
+            }))
+            .collect();
+        let status = json!({ "status": {
+            "phase": "Running", "startTime": now, "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
+            "conditions": conditions(&now, "True"),
+            "containerStatuses": containers,
+        }});
+        api.patch_status(
+            name_of(pod),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn set_finished(&self, api: &Api<Pod>, pod: &Pod, succeeded: bool) -> Result<()> {
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let message = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(MESSAGE_ANNOTATION))
+            .cloned();
+        let containers: Vec<_> = containers(pod)
+            .map(|(name, image)| json!({
+                "name": name, "image": image, "imageID": "", "ready": false, "restartCount": 0, "started": false,
+                "state": { "terminated": {
+                    "exitCode": if succeeded { 0 } else { 1 },
+                    "reason": if succeeded { "Completed" } else { "Error" },
+                    "message": message, "finishedAt": now,
+                } },
+            }))
+            .collect();
+        let status = json!({ "status": {
+            "phase": if succeeded { "Succeeded" } else { "Failed" },
+            "conditions": conditions(&now, "False"),
+            "containerStatuses": containers,
+        }});
+        api.patch_status(
+            name_of(pod),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+fn name_of(pod: &Pod) -> &str {
+    pod.metadata.name.as_deref().unwrap_or_default()
+}
+
+fn containers(pod: &Pod) -> impl Iterator<Item = (String, String)> + '_ {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()))
+}
+
+fn conditions(now: &str, ready: &str) -> serde_json::Value {
+    json!([
+        { "type": "PodScheduled", "status": "True", "lastTransitionTime": now },
+        { "type": "Initialized", "status": "True", "lastTransitionTime": now },
+        { "type": "ContainersReady", "status": ready, "lastTransitionTime": now },
+        { "type": "Ready", "status": ready, "lastTransitionTime": now },
+    ])
+}
+
+/// Replaces the volume's files only when they changed, each by an atomic
+/// rename, so a reader never sees half a token.
+fn write_volume(dir: &Path, data: &BTreeMap<String, Vec<u8>>) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (key, value) in data {
+        let path = dir.join(key);
+        if std::fs::read(&path).is_ok_and(|old| old == *value) {
+            continue;
+        }
+        let tmp = dir.join(format!(".{key}.tmp"));
+        std::fs::write(&tmp, value)?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(())
+}
