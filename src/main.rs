@@ -11,6 +11,9 @@ use cli::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // One TLS crypto provider for every client (Kubernetes, GitHub, git over
+    // HTTPS): rustls will not choose when the dependency graph holds two.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let level = if matches!(cli.command, Command::Demo { .. }) {
         "warn"

@@ -140,7 +140,9 @@ async fn the_agent_token_lives_only_in_its_namespace_secret() {
 
     // The run ends: the Secret goes with it.
     set_job_status(&h.client, &ns, &run, "succeeded").await;
-    observe_jobs(&h.client, &h.store).await.unwrap();
+    observe_jobs(&h.client, &h.store, issueops_core::DEFAULT_INSTANCE)
+        .await
+        .unwrap();
     let done = h.reconciler.refresh_credentials(NOW).await.unwrap();
     assert_eq!(done.deleted, vec![ns.clone()]);
     assert!(secrets

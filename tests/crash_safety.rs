@@ -178,9 +178,13 @@ async fn crash_mid_prune() {
     let run = naming::run_id_for_delivery("crash-d");
     let ns = naming::namespace_for_issue(REPO, 1);
     set_job_status(&h.client, &ns, &run, "succeeded").await;
-    issueops_reconciler::observe::observe_jobs(&h.client, &h.store)
-        .await
-        .unwrap();
+    issueops_reconciler::observe::observe_jobs(
+        &h.client,
+        &h.store,
+        issueops_core::DEFAULT_INSTANCE,
+    )
+    .await
+    .unwrap();
     let now = issueops_core::now_ms() + 1;
     assert_eq!(h.control_plane.prune_due(now).await.unwrap().len(), 1);
     // Crash after the prune commit, before the run was marked pruned.

@@ -212,9 +212,13 @@ async fn second_run_commits_and_applies_only_its_job(db: Db) {
     let ns = naming::namespace_for_issue(REPO, 1);
     let first = naming::run_id_for_delivery("delivery-a");
     common::set_job_status(&h.client, &ns, &first, "succeeded").await;
-    issueops_reconciler::observe::observe_jobs(&h.client, &h.store)
-        .await
-        .unwrap();
+    issueops_reconciler::observe::observe_jobs(
+        &h.client,
+        &h.store,
+        issueops_core::DEFAULT_INSTANCE,
+    )
+    .await
+    .unwrap();
 
     h.post_signed("issues", "delivery-b", &body).await;
     h.control_plane.process_pending().await.unwrap();

@@ -68,10 +68,11 @@ async fn the_watcher_moves_runs_from_the_jobs_it_is_sent() {
         }
     });
     let client = kube::Client::new(service, "default");
-    let watcher = tokio::spawn(issueops_reconciler::observe::watch_jobs(
-        client,
-        h.store.clone(),
-    ));
+    let store = h.store.clone();
+    let watcher = tokio::spawn(async move {
+        issueops_reconciler::observe::watch_jobs(client, store, issueops_core::DEFAULT_INSTANCE)
+            .await
+    });
     let watch_query = tokio::time::timeout(std::time::Duration::from_secs(30), watch_started)
         .await
         .expect("the watcher never started watching")

@@ -136,9 +136,13 @@ async fn runs_are_pushed_to_the_remote_and_a_rejected_push_is_redone_once() {
     let ns = issueops_core::naming::namespace_for_issue(common::REPO, 1);
     let first_run = issueops_core::naming::run_id_for_delivery("remote-a");
     common::set_job_status(&h.client, &ns, &first_run, "succeeded").await;
-    issueops_reconciler::observe::observe_jobs(&h.client, &h.store)
-        .await
-        .unwrap();
+    issueops_reconciler::observe::observe_jobs(
+        &h.client,
+        &h.store,
+        issueops_core::DEFAULT_INSTANCE,
+    )
+    .await
+    .unwrap();
 
     // Second run: the first push is refused while someone else moves main.
     std::fs::write(bare.join("race-once"), "").unwrap();

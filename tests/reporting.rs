@@ -118,7 +118,9 @@ async fn one_comment_per_run_edited_through_its_states_despite_redeliveries() {
     h.control_plane.report_pass().await.unwrap();
     for phase in ["running", "succeeded"] {
         set_job_status(&h.client, &ns, &run, phase).await;
-        observe_jobs(&h.client, &h.store).await.unwrap();
+        observe_jobs(&h.client, &h.store, issueops_core::DEFAULT_INSTANCE)
+            .await
+            .unwrap();
         h.control_plane.report_pass().await.unwrap();
         h.control_plane.report_pass().await.unwrap();
     }
@@ -302,7 +304,9 @@ async fn revise_continues_the_open_pull_request_or_says_why_not() {
     h.control_plane.process_pending().await.unwrap();
     h.reconciler.reconcile_once().await.unwrap();
     set_job_status(&h.client, &ns, &first, "succeeded").await;
-    observe_jobs(&h.client, &h.store).await.unwrap();
+    observe_jobs(&h.client, &h.store, issueops_core::DEFAULT_INSTANCE)
+        .await
+        .unwrap();
 
     h.post_signed(
         "issues",
@@ -367,7 +371,9 @@ async fn revise_continues_the_open_pull_request_or_says_why_not() {
         "succeeded",
     )
     .await;
-    observe_jobs(&h.client, &h.store).await.unwrap();
+    observe_jobs(&h.client, &h.store, issueops_core::DEFAULT_INSTANCE)
+        .await
+        .unwrap();
     h.post_signed(
         "issues",
         "rev-d",

@@ -62,18 +62,24 @@ async fn run_goes_label_to_pruned_and_rollback_does_not_rerun_it(db: Db) {
     assert_eq!(state(&h, &run).await, "applied");
 
     set_job_status(&h.client, &ns(), &run, "running").await;
-    observe_jobs(&h.client, &h.store).await.unwrap();
+    observe_jobs(&h.client, &h.store, issueops_core::DEFAULT_INSTANCE)
+        .await
+        .unwrap();
     assert_eq!(state(&h, &run).await, "running");
     set_job_status(&h.client, &ns(), &run, "succeeded").await;
-    let seen = observe_jobs(&h.client, &h.store).await.unwrap();
+    let seen = observe_jobs(&h.client, &h.store, issueops_core::DEFAULT_INSTANCE)
+        .await
+        .unwrap();
     assert_eq!(seen.list_calls, 1, "one LIST, no GET per Job");
     assert_eq!(state(&h, &run).await, "succeeded");
     // Observing again changes nothing (states only move forward).
-    assert!(observe_jobs(&h.client, &h.store)
-        .await
-        .unwrap()
-        .moved
-        .is_empty());
+    assert!(
+        observe_jobs(&h.client, &h.store, issueops_core::DEFAULT_INSTANCE)
+            .await
+            .unwrap()
+            .moved
+            .is_empty()
+    );
 
     // Retention 0: the run is due; the issue has no other run, so it goes too.
     let now = issueops_core::now_ms() + 1;
@@ -181,7 +187,9 @@ async fn retention_keeps_recent_runs_and_idle_keeps_the_namespace() {
     let run = trigger(&h, "ret-1", "run:dev").await;
     h.reconciler.reconcile_once().await.unwrap();
     set_job_status(&h.client, &ns(), &run, "failed").await;
-    observe_jobs(&h.client, &h.store).await.unwrap();
+    observe_jobs(&h.client, &h.store, issueops_core::DEFAULT_INSTANCE)
+        .await
+        .unwrap();
     let failed = h.store.get_run(&run).await.unwrap().unwrap();
     assert_eq!(failed.state, "failed");
     assert_eq!(failed.reason.as_deref(), Some("DeadlineExceeded: too slow"));
@@ -234,7 +242,9 @@ async fn revise_continues_the_earlier_runs_branch_or_is_refused() {
     let first = trigger(&h, "rev-1", "run:dev").await;
     h.reconciler.reconcile_once().await.unwrap();
     set_job_status(&h.client, &ns(), &first, "succeeded").await;
-    observe_jobs(&h.client, &h.store).await.unwrap();
+    observe_jobs(&h.client, &h.store, issueops_core::DEFAULT_INSTANCE)
+        .await
+        .unwrap();
     let revise = trigger(&h, "rev-2", "run:dev:revise").await;
     let run = h.store.get_run(&revise).await.unwrap().unwrap();
     assert_eq!(
@@ -293,7 +303,9 @@ async fn queued_triggers_start_first_in_first_out_when_the_active_run_ends() {
     );
 
     set_job_status(&h.client, &ns(), &first, "succeeded").await;
-    observe_jobs(&h.client, &h.store).await.unwrap();
+    observe_jobs(&h.client, &h.store, issueops_core::DEFAULT_INSTANCE)
+        .await
+        .unwrap();
     h.control_plane.process_pending().await.unwrap();
     assert_eq!(state(&h, &second).await, "committed");
     assert_eq!(state(&h, &third).await, "queued");
@@ -472,10 +484,13 @@ async fn resync_repairs_drift_and_deletes_orphans_but_never_unmanaged_objects() 
     let mut orphan = ConfigMap::default();
     orphan.metadata.name = Some("leftover".into());
     orphan.metadata.labels = Some(
-        [(
-            "app.kubernetes.io/managed-by".to_string(),
-            "issueops".to_string(),
-        )]
+        [
+            (
+                "app.kubernetes.io/managed-by".to_string(),
+                "issueops".to_string(),
+            ),
+            ("issueops.dev/instance".to_string(), "default".to_string()),
+        ]
         .into(),
     );
     cms.create(&PostParams::default(), &orphan).await.unwrap();
@@ -523,7 +538,9 @@ async fn a_git_revert_pushed_by_a_person_works_like_a_rollback() {
     let run = trigger(&h, "revert-1", "run:dev").await;
     h.reconciler.reconcile_once().await.unwrap();
     set_job_status(&h.client, &ns(), &run, "succeeded").await;
-    observe_jobs(&h.client, &h.store).await.unwrap();
+    observe_jobs(&h.client, &h.store, issueops_core::DEFAULT_INSTANCE)
+        .await
+        .unwrap();
     h.control_plane
         .prune_due(issueops_core::now_ms() + 1)
         .await

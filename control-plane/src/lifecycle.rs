@@ -266,7 +266,9 @@ impl ControlPlane {
                     deltas
                         .into_iter()
                         .map(|d| match d {
-                            FileDelta::Upsert { path, content } => Change::Write { path, content },
+                            FileDelta::Upsert { path, content, .. } => {
+                                Change::Write { path, content }
+                            }
                             FileDelta::Deleted { path, .. } => Change::Remove { path },
                         })
                         .collect::<Vec<_>>(),

@@ -5,7 +5,7 @@
 //! exactly one object, and the output is canonical: the same input gives
 //! byte-identical files.
 
-use issueops_core::{Config, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use issueops_core::{Config, INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -169,6 +169,7 @@ impl Templates {
         let issue_dir = format!("issues/{}", issue.namespace);
         let labels = BTreeMap::from([
             (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
+            (INSTANCE_LABEL.to_string(), config.instance.clone()),
             (ISSUE_LABEL.to_string(), issue.issue_number.to_string()),
             (SCOPE_LABEL.to_string(), issue.namespace.clone()),
         ]);

@@ -38,6 +38,11 @@ pub struct Config {
     pub limit_range: LimitRangeConfig,
     pub lifecycle: LifecycleConfig,
     pub github: GitHubConfig,
+    /// Names this install: every object it renders carries it in the
+    /// `issueops.dev/instance` label, and its reconciler lists, observes and
+    /// prunes only objects with the same value, so two installs (or two test
+    /// runs) on one cluster never treat each other's objects as orphans.
+    pub instance: String,
 }
 
 /// Who may trigger and approve, and how issueops reaches GitHub. Credentials
@@ -180,6 +185,7 @@ impl Default for Config {
             limit_range: LimitRangeConfig::default(),
             lifecycle: LifecycleConfig::default(),
             github: GitHubConfig::default(),
+            instance: crate::DEFAULT_INSTANCE.into(),
         }
     }
 }
@@ -255,6 +261,20 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "lifecycle.max_delete_share must be between 0 and 1".into(),
             ));
+        }
+        let label_value = |v: &str| {
+            (1..=63).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && v.ends_with(|c: char| c.is_ascii_alphanumeric())
+        };
+        if !label_value(&self.instance) {
+            return Err(ConfigError::Invalid(format!(
+                "instance {:?} must be a Kubernetes label value: 1 to 63 letters, digits, '-', '_' or '.', \
+                 starting and ending with a letter or digit",
+                self.instance
+            )));
         }
         if self.trigger_label.is_empty() || self.revise_label.is_empty() {
             return Err(ConfigError::Invalid(

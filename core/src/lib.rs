@@ -21,6 +21,16 @@ pub use store::Store;
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`] on issueops objects.
 pub const MANAGED_BY_VALUE: &str = "issueops";
+/// Label naming the install an object belongs to (see `Config::instance`).
+pub const INSTANCE_LABEL: &str = "issueops.dev/instance";
+/// The install name when the config gives none.
+pub const DEFAULT_INSTANCE: &str = "default";
+
+/// The label selector for the objects of install `instance`.
+pub fn managed_selector(instance: &str) -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{INSTANCE_LABEL}={instance}")
+}
+
 /// Field manager used for every server-side apply.
 pub const FIELD_MANAGER: &str = "issueops";
 

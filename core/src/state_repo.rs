@@ -78,8 +78,12 @@ impl CommitRequest {
 /// How a file differs between two commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileDelta {
-    /// Added or modified: the new content.
-    Upsert { path: String, content: Vec<u8> },
+    /// Added or modified: the new content; `added` when the old tree had no such file.
+    Upsert {
+        path: String,
+        content: Vec<u8>,
+        added: bool,
+    },
     /// Deleted: the content it had, so the caller knows which object to remove.
     Deleted { path: String, content: Vec<u8> },
 }
@@ -444,7 +448,7 @@ impl StateRepo {
             .diff(None, sha)?
             .into_iter()
             .filter_map(|d| match d {
-                FileDelta::Upsert { path, content } => Some((path, content)),
+                FileDelta::Upsert { path, content, .. } => Some((path, content)),
                 FileDelta::Deleted { .. } => None,
             })
             .collect())
@@ -584,6 +588,7 @@ fn diff_trees(
             out.push(FileDelta::Upsert {
                 path: path.clone(),
                 content: blob(id)?,
+                added: !o_blob,
             });
         } else if o_blob {
             let id = o.as_ref().map(|e| e.id()).unwrap_or_else(Oid::zero);

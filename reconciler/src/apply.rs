@@ -1,10 +1,14 @@
 //! How to change the cluster: server-side apply and guarded delete, with retries.
 //!
-//! Invariants: one field manager (`issueops`) for every apply; a delete only
-//! ever removes an object that carries the issueops managed-by label.
+//! Invariants: one field manager (`issueops`) for every apply; an apply never
+//! takes over an object that exists without our labels; a delete only ever
+//! removes an object that carries our managed-by and instance labels, and only
+//! the very object (uid) it looked at.
 
 use crate::desired::DesiredObject;
-use issueops_core::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use issueops_core::{
+    DEFAULT_INSTANCE, FIELD_MANAGER, INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::Client;
@@ -64,38 +68,106 @@ where
     }
 }
 
-/// Server-side applies `obj`, taking ownership of the fields it sets.
-pub async fn apply(client: &Client, obj: &DesiredObject) -> Result<DynamicObject, kube::Error> {
+/// Whether `obj` carries the labels of install `instance`. An object from
+/// before instance labels existed counts as the default install's.
+pub fn is_ours(obj: &kube::core::ObjectMeta, instance: &str) -> bool {
+    let labels = obj.labels.as_ref();
+    let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
+    label(MANAGED_BY_LABEL) == Some(MANAGED_BY_VALUE)
+        && label(INSTANCE_LABEL).unwrap_or(DEFAULT_INSTANCE) == instance
+}
+
+/// Why an apply did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    /// The object exists and is not ours: server-side apply with force would
+    /// take it over (and a later removal would delete it), so it is refused.
+    #[error("{reference} already exists and is not managed by this issueops install ({owner}); refusing to take it over")]
+    NotOurs { reference: String, owner: String },
+}
+
+/// Who an existing object seems to belong to, for the refusal message.
+fn owner_of(meta: &kube::core::ObjectMeta) -> String {
+    let label = |k: &str| meta.labels.as_ref().and_then(|l| l.get(k)).cloned();
+    match (label(MANAGED_BY_LABEL), label(INSTANCE_LABEL)) {
+        (Some(m), Some(i)) if m == MANAGED_BY_VALUE => format!("issueops instance {i:?}"),
+        (Some(m), _) => format!("managed by {m:?}"),
+        (None, _) => {
+            let managers: Vec<&str> = meta
+                .managed_fields
+                .iter()
+                .flatten()
+                .filter_map(|f| f.manager.as_deref())
+                .collect();
+            if managers.is_empty() {
+                "no managed-by label".into()
+            } else {
+                format!("no managed-by label; written by {}", managers.join(", "))
+            }
+        }
+    }
+}
+
+/// Server-side applies `obj`, taking ownership of the fields it sets. With
+/// `check_owner` (an object issueops has not applied before) it first makes
+/// sure the object does not already exist as someone else's.
+pub async fn apply(
+    client: &Client,
+    obj: &DesiredObject,
+    instance: &str,
+    check_owner: bool,
+) -> Result<DynamicObject, ApplyError> {
     let api = api(client, obj);
+    if check_owner {
+        if let Some(current) = with_backoff(&obj.reference(), || api.get_opt(&obj.name)).await? {
+            if !is_ours(&current.metadata, instance) {
+                return Err(ApplyError::NotOurs {
+                    reference: obj.reference(),
+                    owner: owner_of(&current.metadata),
+                });
+            }
+        }
+    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut body = obj.object.clone();
     // Server-managed fields never belong in an apply body.
     body.metadata.resource_version = None;
     body.metadata.managed_fields = None;
     let patch = Patch::Apply(&body);
-    with_backoff(&obj.reference(), || api.patch(&obj.name, &params, &patch)).await
+    Ok(with_backoff(&obj.reference(), || api.patch(&obj.name, &params, &patch)).await?)
 }
 
-/// Deletes `obj` if it exists and carries the managed-by label.
-pub async fn delete(client: &Client, obj: &DesiredObject) -> Result<DeleteOutcome, kube::Error> {
+/// Deletes `obj` if it exists and is ours, with the uid it had when we looked
+/// as a precondition: an object re-created meanwhile by someone else survives.
+pub async fn delete(
+    client: &Client,
+    obj: &DesiredObject,
+    instance: &str,
+) -> Result<DeleteOutcome, kube::Error> {
     let api = api(client, obj);
     let current = with_backoff(&obj.reference(), || api.get_opt(&obj.name)).await?;
     let Some(current) = current else {
         return Ok(DeleteOutcome::AlreadyAbsent);
     };
-    let managed = current
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_BY_LABEL))
-        .is_some_and(|v| v == MANAGED_BY_VALUE);
-    if !managed {
+    if !is_ours(&current.metadata, instance) {
         return Ok(DeleteOutcome::NotManaged);
     }
-    let params = DeleteParams::background();
+    let mut params = DeleteParams::background();
+    if let Some(uid) = current.metadata.uid.clone() {
+        params = params.preconditions(kube::api::Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        });
+    }
     match with_backoff(&obj.reference(), || api.delete(&obj.name, &params)).await {
         Ok(_) => Ok(DeleteOutcome::Deleted),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(DeleteOutcome::AlreadyAbsent),
+        // The uid changed: the object we looked at is gone already.
+        Err(kube::Error::Api(s)) if s.code == 409 && s.message.contains("Precondition") => {
+            Ok(DeleteOutcome::AlreadyAbsent)
+        }
         Err(e) => Err(e),
     }
 }

@@ -6,7 +6,7 @@
 use crate::Reconciler;
 use issueops_core::audit::{kind, AuditEvent};
 use issueops_core::store::runs::RunState;
-use issueops_core::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use issueops_core::{FIELD_MANAGER, INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -65,51 +65,7 @@ impl Reconciler {
             if fresh {
                 continue;
             }
-            let token = github
-                .mint_repo_token(&run.repo)
-                .await
-                .map_err(|e| CredentialsError::GitHub(e.to_string()))?;
-            let secret = Secret {
-                metadata: kube::api::ObjectMeta {
-                    name: Some(secret_name.clone()),
-                    namespace: Some(run.namespace.clone()),
-                    labels: Some(BTreeMap::from([
-                        (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
-                        (crate::RUN_LABEL.to_string(), run.run_id.clone()),
-                    ])),
-                    annotations: Some(BTreeMap::from([(
-                        "issueops.dev/expires-at".to_string(),
-                        token.expires_at.to_string(),
-                    )])),
-                    ..Default::default()
-                },
-                type_: Some("Opaque".into()),
-                data: Some(BTreeMap::from([(
-                    "token".to_string(),
-                    ByteString(token.token.into_bytes()),
-                )])),
-                ..Default::default()
-            };
-            let api: Api<Secret> = Api::namespaced(self.client.clone(), &run.namespace);
-            let (params, patch) = (
-                PatchParams::apply(FIELD_MANAGER).force(),
-                Patch::Apply(&secret),
-            );
-            crate::apply::with_backoff("agent Secret", || api.patch(secret_name, &params, &patch))
-                .await
-                .map_err(|source| CredentialsError::Kube {
-                    namespace: run.namespace.clone(),
-                    source,
-                })?;
-            self.store
-                .record_agent_secret(&run.namespace, &run.run_id, token.expires_at)
-                .await?;
-            let audit = AuditEvent::new(kind::CREDENTIALS, "written")
-                .run(run.run_id.clone())
-                .object(format!("Secret/{}/{secret_name}", run.namespace))
-                .detail(json!({ "repo": run.repo, "expires_at": token.expires_at }));
-            self.store.append_audit(&audit).await?;
-            tracing::info!(run_id = %run.run_id, namespace = %run.namespace, expires_at = token.expires_at, "agent token written");
+            self.write_token(github, secret_name, run).await?;
             report.minted.push(run.namespace.clone());
         }
         for (namespace, (run_id, _)) in &written {
@@ -141,5 +97,88 @@ impl Reconciler {
             report.deleted.push(namespace.clone());
         }
         Ok(report)
+    }
+}
+
+impl Reconciler {
+    /// Mints a token for `run`'s repo and writes it as the agent Secret in the
+    /// run's namespace, recorded and audited (expiry only, never the token).
+    async fn write_token(
+        &self,
+        github: &issueops_github::GitHub,
+        secret_name: &str,
+        run: &issueops_core::store::runs::Run,
+    ) -> Result<(), CredentialsError> {
+        let token = github
+            .mint_repo_token(&run.repo)
+            .await
+            .map_err(|e| CredentialsError::GitHub(e.to_string()))?;
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(secret_name.to_string()),
+                namespace: Some(run.namespace.clone()),
+                labels: Some(BTreeMap::from([
+                    (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
+                    (INSTANCE_LABEL.to_string(), self.instance.clone()),
+                    (crate::RUN_LABEL.to_string(), run.run_id.clone()),
+                ])),
+                annotations: Some(BTreeMap::from([(
+                    "issueops.dev/expires-at".to_string(),
+                    token.expires_at.to_string(),
+                )])),
+                ..Default::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some(BTreeMap::from([(
+                "token".to_string(),
+                ByteString(token.token.into_bytes()),
+            )])),
+            ..Default::default()
+        };
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &run.namespace);
+        let (params, patch) = (
+            PatchParams::apply(FIELD_MANAGER).force(),
+            Patch::Apply(&secret),
+        );
+        crate::apply::with_backoff("agent Secret", || api.patch(secret_name, &params, &patch))
+            .await
+            .map_err(|source| CredentialsError::Kube {
+                namespace: run.namespace.clone(),
+                source,
+            })?;
+        self.store
+            .record_agent_secret(&run.namespace, &run.run_id, token.expires_at)
+            .await?;
+        let audit = AuditEvent::new(kind::CREDENTIALS, "written")
+            .run(run.run_id.clone())
+            .object(format!("Secret/{}/{secret_name}", run.namespace))
+            .detail(json!({ "repo": run.repo, "expires_at": token.expires_at }));
+        self.store.append_audit(&audit).await?;
+        tracing::info!(run_id = %run.run_id, namespace = %run.namespace, expires_at = token.expires_at, "agent token written");
+        Ok(())
+    }
+
+    /// Before a run's Job is applied: its token Secret exists, so the pod
+    /// never starts without it. Nothing to do without a GitHub App.
+    pub(crate) async fn token_before_job(&self, run_id: &str) -> Result<(), CredentialsError> {
+        let Some((github, secret_name)) = &self.credentials else {
+            return Ok(());
+        };
+        let Some(run) = self.store.get_run(run_id).await? else {
+            return Ok(());
+        };
+        let now = (issueops_core::now_ms() / 1000) as i64;
+        let fresh = self
+            .store
+            .agent_secrets()
+            .await?
+            .into_iter()
+            .any(|(ns, id, exp)| {
+                ns == run.namespace && id == run.run_id && exp - now > REFRESH_MARGIN_SECS
+            });
+        if fresh {
+            return Ok(());
+        }
+        self.write_token(github, secret_name, &run).await
     }
 }

@@ -205,18 +205,110 @@ pub fn reference_of(kind: &str, namespace: Option<&str>, name: &str) -> String {
 }
 
 /// Whether every field `desired` sets has the same value in `live` (fields the
-/// server adds are ignored). Lists must match element by element.
+/// server adds are ignored). Lists must match element by element. Quantities
+/// compare by value: the API server stores `0.5` as `500m` and `1024Mi` as
+/// `1Gi`, and that is no drift.
 pub fn is_subset(desired: &serde_json::Value, live: &serde_json::Value) -> bool {
+    first_difference(desired, live).is_none()
+}
+
+/// Where `live` first differs from what `desired` sets (`spec.template...`),
+/// by [`is_subset`]'s rules; `None` when it does not. Said in drift audit rows.
+pub fn first_difference(desired: &serde_json::Value, live: &serde_json::Value) -> Option<String> {
     use serde_json::Value;
-    match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => d
-            .iter()
-            .all(|(k, v)| l.get(k).is_some_and(|lv| is_subset(v, lv))),
-        (Value::Array(d), Value::Array(l)) => {
-            d.len() == l.len() && d.iter().zip(l).all(|(a, b)| is_subset(a, b))
+    let join = |k: &str, rest: Option<String>| -> String {
+        match rest.filter(|r| !r.is_empty()) {
+            Some(r) if r.starts_with('[') => format!("{k}{r}"),
+            Some(r) => format!("{k}.{r}"),
+            None => k.to_string(),
         }
-        (d, l) => d == l,
+    };
+    match (desired, live) {
+        (Value::Object(d), Value::Object(l)) => d.iter().find_map(|(k, v)| match l.get(k) {
+            // The API server omits empty values (`ingress: []`) when it stores them.
+            None if v.is_null()
+                || v.as_array().is_some_and(|a| a.is_empty())
+                || v.as_object().is_some_and(|o| o.is_empty()) =>
+            {
+                None
+            }
+            None => Some(join(k, None)),
+            Some(lv) => first_difference(v, lv).map(|r| join(k, Some(r))),
+        }),
+        (Value::Array(d), Value::Array(l)) if d.len() == l.len() => {
+            d.iter().zip(l).enumerate().find_map(|(i, (a, b))| {
+                first_difference(a, b).map(|r| join(&format!("[{i}]"), Some(r)))
+            })
+        }
+        (Value::String(d), Value::String(l)) if d == l || same_quantity(d, l) => None,
+        (Value::Number(d), Value::String(l)) if same_quantity(&d.to_string(), l) => None,
+        (d, l) if d == l => None,
+        _ => Some(String::new()),
     }
+}
+
+/// Whether two strings are the same Kubernetes quantity written two ways.
+fn same_quantity(a: &str, b: &str) -> bool {
+    matches!((quantity_nanos(a), quantity_nanos(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// A Kubernetes quantity (`1.5`, `500m`, `2G`, `1Gi`, `1e3`) in billionths,
+/// rounded up as the API server rounds; `None` when `s` is not one.
+pub fn quantity_nanos(s: &str) -> Option<i128> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(split);
+    let (negative, digits) = match number.as_bytes().first()? {
+        b'-' => (true, &number[1..]),
+        b'+' => (false, &number[1..]),
+        _ => (false, number),
+    };
+    let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if whole.is_empty() && frac.is_empty()
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    // value = mantissa × 10^exp10 × 2^exp2
+    let mut mantissa: i128 = format!("{whole}{frac}").parse().ok()?;
+    let mut exp10: i32 = -(frac.len() as i32);
+    let exp2: u32 = match suffix {
+        "Ki" => 10,
+        "Mi" => 20,
+        "Gi" => 30,
+        "Ti" => 40,
+        "Pi" => 50,
+        "Ei" => 60,
+        _ => 0,
+    };
+    if exp2 == 0 {
+        exp10 += match suffix {
+            "" => 0,
+            "n" => -9,
+            "u" => -6,
+            "m" => -3,
+            "k" => 3,
+            "M" => 6,
+            "G" => 9,
+            "T" => 12,
+            "P" => 15,
+            "E" => 18,
+            e if e.starts_with(['e', 'E']) => e[1..].parse::<i32>().ok()?,
+            _ => return None,
+        };
+    }
+    mantissa = mantissa.checked_mul(1i128.checked_shl(exp2)?)?;
+    let scale = exp10 + 9;
+    let nanos = if scale >= 0 {
+        mantissa.checked_mul(10i128.checked_pow(scale as u32)?)?
+    } else {
+        let div = 10i128.checked_pow(scale.unsigned_abs())?;
+        (mantissa + div - 1) / div
+    };
+    Some(if negative { -nanos } else { nanos })
 }
 
 /// Whether a file of the state repo holds an object (other files, such as a
@@ -289,6 +381,58 @@ mod tests {
         assert!(!is_subset(&desired, &drifted));
         let shorter = serde_json::json!({"spec": {"a": 1, "l": []}});
         assert!(!is_subset(&desired, &shorter));
+        // What the API server leaves out when it stores an object.
+        let empty = serde_json::json!({"spec": {"ingress": [], "podSelector": {}, "x": null}});
+        assert!(is_subset(&empty, &serde_json::json!({"spec": {}})));
+        assert_eq!(
+            first_difference(&desired, &drifted).as_deref(),
+            Some("spec.a")
+        );
+        assert_eq!(
+            first_difference(
+                &desired,
+                &serde_json::json!({"spec": {"a": 1, "l": [{"x": 2}]}})
+            )
+            .as_deref(),
+            Some("spec.l[0].x")
+        );
+    }
+
+    #[test]
+    fn quantities_compare_by_value() {
+        for (a, b) in [
+            ("0.5", "500m"),
+            ("1000m", "1"),
+            ("1024Mi", "1Gi"),
+            ("2G", "2G"),
+            ("2000M", "2G"),
+            ("1e3", "1k"),
+            ("0.1", "100m"),
+        ] {
+            assert_eq!(quantity_nanos(a), quantity_nanos(b), "{a} vs {b}");
+            assert!(
+                is_subset(&serde_json::json!(a), &serde_json::json!(b)),
+                "{a} vs {b}"
+            );
+        }
+        assert!(is_subset(
+            &serde_json::json!(0.5),
+            &serde_json::json!("500m")
+        ));
+        assert!(!is_subset(
+            &serde_json::json!("1Gi"),
+            &serde_json::json!("1G")
+        ));
+        assert!(!is_subset(
+            &serde_json::json!("500m"),
+            &serde_json::json!("1")
+        ));
+        assert!(!is_subset(
+            &serde_json::json!("ALL"),
+            &serde_json::json!("NET_RAW")
+        ));
+        assert_eq!(quantity_nanos("run-abc"), None);
+        assert_eq!(quantity_nanos("1Xi"), None);
     }
 
     #[test]

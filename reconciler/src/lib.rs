@@ -114,6 +114,8 @@ pub struct Reconciler {
     watch_jobs: bool,
     /// GitHub App client and the Secret name for agent tokens.
     credentials: Option<(Arc<issueops_github::GitHub>, String)>,
+    /// This install's name: the `issueops.dev/instance` label it owns.
+    instance: String,
 }
 
 /// One change to make, with the commit that asked for it.
@@ -121,6 +123,9 @@ pub(crate) struct Step {
     pub(crate) object: DesiredObject,
     pub(crate) delete: bool,
     pub(crate) origin: Option<CommitInfo>,
+    /// Not applied by us before (a new file, or missing from the cluster):
+    /// look before applying, so nobody else's object is taken over.
+    pub(crate) check_owner: bool,
 }
 
 fn trailer<'a>(info: Option<&'a CommitInfo>, key: &str) -> Option<&'a str> {
@@ -138,7 +143,18 @@ impl Reconciler {
             safety: PruneSafety::default(),
             watch_jobs: false,
             credentials: None,
+            instance: issueops_core::DEFAULT_INSTANCE.into(),
         }
+    }
+
+    /// Acts only on objects labelled with install `instance` (the config's `instance`).
+    pub fn with_instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = instance.into();
+        self
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// Writes agent token Secrets (named `secret_name`) with this GitHub App.
@@ -175,8 +191,9 @@ impl Reconciler {
     pub async fn run(self, wake: Arc<Notify>, poll: Duration, resync: Duration) {
         let _watch = self.watch_jobs.then(|| {
             let (client, store) = (self.client.clone(), self.store.clone());
+            let instance = self.instance.clone();
             AbortOnDrop(tokio::spawn(async move {
-                if let Err(e) = observe::watch_jobs(client, store).await {
+                if let Err(e) = observe::watch_jobs(client, store, &instance).await {
                     tracing::error!(error = %e, "Job watcher stopped; the periodic list goes on");
                 }
             }))
@@ -190,7 +207,7 @@ impl Reconciler {
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "reconcile cycle failed"),
             }
-            if let Err(e) = observe::observe_jobs(&self.client, &self.store).await {
+            if let Err(e) = observe::observe_jobs(&self.client, &self.store, &self.instance).await {
                 tracing::error!(error = %e, "observing Jobs failed");
             }
             let now = (issueops_core::now_ms() / 1000) as i64;
@@ -297,8 +314,9 @@ impl Reconciler {
             }
         }
         async {
+            let mut refused = Refusals::default();
             for step in &steps {
-                self.execute(step, &head, &mut report).await?;
+                self.execute(step, &head, &mut report, &mut refused).await?;
             }
             if report.converged() {
                 self.store
@@ -337,6 +355,7 @@ impl Reconciler {
         step: &Step,
         head: &str,
         report: &mut CycleReport,
+        refused: &mut Refusals,
     ) -> Result<(), ReconcileError> {
         let obj = &step.object;
         let reference = obj.reference();
@@ -390,20 +409,101 @@ impl Reconciler {
                 }
             }
         }
+        // Everything in a namespace holding someone else's object is refused
+        // with it: the run must not start beside, or with, a stranger's objects.
+        let scope = obj.namespace.clone().unwrap_or_else(|| obj.name.clone());
+        if !step.delete {
+            if let Some(reason) = refused.by_scope.get(&scope) {
+                let reason = format!("not applied: {reason}");
+                report.skipped.push(reference.clone());
+                self.store
+                    .append_audit(
+                        &AuditEvent {
+                            outcome: "refused".into(),
+                            ..audit
+                        }
+                        .detail(json!({ "reason": reason })),
+                    )
+                    .await?;
+                if obj.resource.kind == "Job" {
+                    self.fail_refused_run(run_id.as_deref(), &reason).await?;
+                }
+                return Ok(());
+            }
+        }
+        // The agent's token Secret exists before its Job does, so the pod
+        // never starts without it; no Secret, no Job (retried next cycle).
+        if !step.delete && obj.resource.kind == "Job" {
+            if let Some(run) = &run_id {
+                if let Err(e) = self.token_before_job(run).await {
+                    tracing::error!(object = %reference, error = %e, "agent token not written; Job held back");
+                    report.failed.push(reference.clone());
+                    let audit = AuditEvent {
+                        outcome: "error".into(),
+                        ..audit
+                    }
+                    .detail(json!({ "error": format!("agent token not written: {e}") }));
+                    self.store.append_audit(&audit).await?;
+                    return Ok(());
+                }
+            }
+        }
+        let check_owner = step.check_owner
+            && !(obj
+                .namespace
+                .as_ref()
+                .is_some_and(|ns| refused.created.contains(ns)));
         let span = tracing::info_span!("object", object = %reference, run_id = run_id.as_deref().unwrap_or("-"));
         let outcome = async {
             if step.delete {
-                apply::delete(&self.client, obj).await.map(|o| match o {
-                    DeleteOutcome::Deleted => "deleted",
-                    DeleteOutcome::AlreadyAbsent => "already-absent",
-                    DeleteOutcome::NotManaged => "skipped-not-managed",
-                })
+                apply::delete(&self.client, obj, &self.instance)
+                    .await
+                    .map(|o| match o {
+                        DeleteOutcome::Deleted => "deleted",
+                        DeleteOutcome::AlreadyAbsent => "already-absent",
+                        DeleteOutcome::NotManaged => "skipped-not-managed",
+                    })
+                    .map_err(apply::ApplyError::from)
             } else {
-                apply::apply(&self.client, obj).await.map(|_| "applied")
+                apply::apply(&self.client, obj, &self.instance, check_owner)
+                    .await
+                    .map(|_| "applied")
             }
         }
         .instrument(span)
         .await;
+        if let Err(apply::ApplyError::NotOurs { .. }) = &outcome {
+            let reason = outcome
+                .as_ref()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            tracing::error!(object = %reference, %reason, "refused");
+            report.skipped.push(reference.clone());
+            refused.by_scope.insert(scope, reason.clone());
+            self.store
+                .append_audit(
+                    &AuditEvent {
+                        outcome: "refused-not-ours".into(),
+                        ..audit
+                    }
+                    .detail(json!({ "reason": reason })),
+                )
+                .await?;
+            if obj.resource.kind == "Job" {
+                self.fail_refused_run(run_id.as_deref(), &reason).await?;
+            } else if let Some(ns) = &obj.namespace {
+                self.fail_runs_in(ns, &reason).await?;
+            } else {
+                self.fail_runs_in(&obj.name, &reason).await?;
+            }
+            return Ok(());
+        }
+        // A namespace we just created holds nothing of anyone else's: its other
+        // new objects need no look first (saves a GET per object of a new issue).
+        if outcome.is_ok() && !step.delete && check_owner && obj.resource.kind == "Namespace" {
+            refused.created.insert(obj.name.clone());
+        }
         let audit = match outcome {
             Ok(outcome) => {
                 tracing::info!(object = %reference, outcome, "object reconciled");
@@ -435,6 +535,52 @@ impl Reconciler {
             }
         };
         self.store.append_audit(&audit).await?;
+        Ok(())
+    }
+}
+
+/// What one pass refused, and the namespaces it created, by scope.
+#[derive(Default)]
+pub(crate) struct Refusals {
+    /// Namespace → why its objects are not applied.
+    by_scope: BTreeMap<String, String>,
+    /// Namespaces this pass created (so nothing of anyone else's is inside).
+    created: std::collections::BTreeSet<String>,
+}
+
+impl Reconciler {
+    /// Ends a run whose objects were refused, with the reason, and audits it.
+    async fn fail_refused_run(
+        &self,
+        run_id: Option<&str>,
+        reason: &str,
+    ) -> Result<(), ReconcileError> {
+        let Some(run_id) = run_id else {
+            return Ok(());
+        };
+        if self
+            .store
+            .advance_run(run_id, RunState::Failed, None, Some(reason))
+            .await?
+        {
+            let audit = AuditEvent::new(kind::JOB_STATUS, RunState::Failed.as_str())
+                .run(run_id.to_string())
+                .detail(json!({ "reason": reason }));
+            self.store.append_audit(&audit).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends every active run of the issue in `namespace` (see [`Self::fail_refused_run`]).
+    async fn fail_runs_in(&self, namespace: &str, reason: &str) -> Result<(), ReconcileError> {
+        let runs = self.store.list_runs().await?;
+        for run in runs.iter().filter(|r| {
+            r.namespace == namespace
+                && r.run_state()
+                    .is_some_and(|s| s.is_active() && s >= RunState::Committed)
+        }) {
+            self.fail_refused_run(Some(&run.run_id), reason).await?;
+        }
         Ok(())
     }
 }
@@ -477,9 +623,13 @@ fn plan_cycle(
     };
     let mut steps = Vec::new();
     for delta in &deltas {
-        let (path, content, delete) = match delta {
-            FileDelta::Upsert { path, content } => (path, content, false),
-            FileDelta::Deleted { path, content } => (path, content, true),
+        let (path, content, delete, added) = match delta {
+            FileDelta::Upsert {
+                path,
+                content,
+                added,
+            } => (path, content, false, *added),
+            FileDelta::Deleted { path, content } => (path, content, true, false),
         };
         if !desired::is_manifest(path) {
             continue;
@@ -489,6 +639,7 @@ fn plan_cycle(
                 object,
                 delete,
                 origin: origins.remove(path.as_str()),
+                check_owner: added,
             }),
             Err(e) => {
                 tracing::error!(error = %e, "state repo file refused");

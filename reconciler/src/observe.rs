@@ -11,7 +11,7 @@ use crate::RUN_LABEL;
 use issueops_core::audit::{kind, AuditEvent};
 use issueops_core::store::runs::RunState;
 use issueops_core::store::StoreError;
-use issueops_core::{Store, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use issueops_core::Store;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams};
 use serde_json::json;
@@ -67,10 +67,6 @@ pub struct ObserveReport {
     pub list_calls: usize,
 }
 
-fn selector() -> String {
-    format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
-}
-
 /// Moves the run of `job` to what its status says, auditing the move.
 /// Returns the new state when the run moved.
 pub async fn record_job(
@@ -101,38 +97,89 @@ pub async fn record_job(
     Ok(Some((run_id.clone(), state)))
 }
 
-/// Lists the managed Jobs and moves their runs forward.
+/// Lists the managed Jobs of install `instance` and moves their runs forward.
+/// A run whose Job was applied but is gone (deleted by a person or a tool) is
+/// cancelled with that reason: its Job is never created again, and the issue
+/// is free for the next run.
 pub async fn observe_jobs(
     client: &kube::Client,
     store: &Store,
+    instance: &str,
 ) -> Result<ObserveReport, ObserveError> {
     let api: Api<Job> = Api::all(client.clone());
-    let mut params = ListParams::default().labels(&selector()).limit(PAGE);
+    let mut params = ListParams::default()
+        .labels(&issueops_core::managed_selector(instance))
+        .limit(PAGE);
     let mut report = ObserveReport::default();
+    // Read before listing: a run applied after this read is not judged missing.
+    let expected: Vec<_> = store
+        .list_runs()
+        .await?
+        .into_iter()
+        .filter(|r| matches!(r.run_state(), Some(RunState::Applied | RunState::Running)))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
     loop {
         let page = crate::apply::with_backoff("list Jobs", || api.list(&params)).await?;
         report.list_calls += 1;
         for job in &page.items {
             report.jobs_seen += 1;
+            if let Some(run) = job.metadata.labels.as_ref().and_then(|l| l.get(RUN_LABEL)) {
+                seen.insert(run.clone());
+            }
             if let Some(moved) = record_job(job, store).await? {
                 report.moved.push(moved);
             }
         }
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
-            None => return Ok(report),
+            None => break,
         }
     }
+    for run in expected.iter().filter(|r| !seen.contains(&r.run_id)) {
+        // Not in the list: look it up by name once (a Job labelled before
+        // instance labels existed is still there), and only a 404 means gone.
+        let jobs: Api<Job> = Api::namespaced(client.clone(), &run.namespace);
+        let name = format!("run-{}", run.run_id);
+        if let Some(job) = crate::apply::with_backoff("get Job", || jobs.get_opt(&name)).await? {
+            if let Some(moved) = record_job(&job, store).await? {
+                report.moved.push(moved);
+            }
+            continue;
+        }
+        let reason = format!(
+            "Job {}/{name} was deleted outside issueops; it is not re-created",
+            run.namespace
+        );
+        if store
+            .advance_run(&run.run_id, RunState::Cancelled, None, Some(&reason))
+            .await?
+        {
+            tracing::warn!(run_id = %run.run_id, %reason, "run cancelled");
+            let audit = AuditEvent::new(kind::JOB_STATUS, RunState::Cancelled.as_str())
+                .run(run.run_id.clone())
+                .object(format!("Job/{}/{name}", run.namespace))
+                .detail(json!({ "reason": reason }));
+            store.append_audit(&audit).await?;
+            report.moved.push((run.run_id.clone(), RunState::Cancelled));
+        }
+    }
+    Ok(report)
 }
 
 /// Watches the managed Jobs (kube-runtime watcher, with its backoff) and
 /// moves runs as events arrive. Returns only when the stream ends or a store
 /// error stops it; watch errors are logged and retried by the watcher.
-pub async fn watch_jobs(client: kube::Client, store: Store) -> Result<(), ObserveError> {
+pub async fn watch_jobs(
+    client: kube::Client,
+    store: Store,
+    instance: &str,
+) -> Result<(), ObserveError> {
     use futures::StreamExt;
     use kube::runtime::{watcher, WatchStreamExt};
     let api: Api<Job> = Api::all(client);
-    let stream = watcher(api, watcher::Config::default().labels(&selector()))
+    let selector = issueops_core::managed_selector(instance);
+    let stream = watcher(api, watcher::Config::default().labels(&selector))
         .default_backoff()
         .applied_objects();
     let mut stream = std::pin::pin!(stream);

@@ -10,7 +10,7 @@
 use crate::desired::{self, DesiredObject};
 use crate::{CycleReport, ReconcileError, Reconciler, Step};
 use issueops_core::audit::{kind, AuditEvent};
-use issueops_core::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use issueops_core::store::runs::RunState;
 use kube::api::{Api, ListParams};
 use kube::core::DynamicObject;
 use serde_json::json;
@@ -56,19 +56,48 @@ impl Reconciler {
 
         let mut steps = Vec::new();
         for (reference, want) in &desired {
+            let missing = !live.contains_key(reference);
             let drifted = match live.get(reference) {
                 None => true,
                 Some((_, have)) => {
-                    let want_json = serde_json::to_value(&want.object).unwrap_or_default();
+                    let mut want_json = serde_json::to_value(&want.object).unwrap_or_default();
+                    // LIST items carry no apiVersion and kind: the list says them.
+                    if let Some(o) = want_json.as_object_mut() {
+                        o.remove("apiVersion");
+                        o.remove("kind");
+                    }
                     let have_json = serde_json::to_value(have).unwrap_or_default();
-                    !desired::is_subset(&want_json, &have_json)
+                    match desired::first_difference(&want_json, &have_json) {
+                        Some(at) => {
+                            tracing::info!(object = %reference, field = %at, "drift");
+                            true
+                        }
+                        None => false,
+                    }
                 }
             };
+            // A Job that ran (or runs) and is gone was deleted by someone: the
+            // observer ends its run; a resync never brings it back.
+            if missing && want.resource.kind == "Job" {
+                if let Some(run) = want.label(crate::RUN_LABEL) {
+                    let started = self
+                        .store
+                        .get_run(run)
+                        .await?
+                        .and_then(|r| r.run_state())
+                        .is_some_and(|s| s >= RunState::Applied);
+                    if started {
+                        report.cycle.skipped.push(reference.clone());
+                        continue;
+                    }
+                }
+            }
             if drifted {
                 steps.push(Step {
                     object: want.clone(),
                     delete: false,
                     origin: None,
+                    check_owner: missing,
                 });
             }
         }
@@ -82,6 +111,7 @@ impl Reconciler {
                     object: o,
                     delete: true,
                     origin: None,
+                    check_owner: false,
                 }
             })
             .collect();
@@ -99,8 +129,10 @@ impl Reconciler {
         let mut orphans = orphans;
         orphans.sort_by_key(|s| std::cmp::Reverse(s.object.rank));
         steps.extend(orphans);
+        let mut refused = crate::Refusals::default();
         for step in &steps {
-            self.execute(step, &head, &mut report.cycle).await?;
+            self.execute(step, &head, &mut report.cycle, &mut refused)
+                .await?;
         }
         let audit = AuditEvent::new(kind::RECONCILE, if report.cycle.converged() { "resynced" } else { "resync-incomplete" })
             .commit(head.clone())
@@ -122,7 +154,7 @@ impl Reconciler {
         for (rank, (resource, namespaced)) in desired::managed_resources().into_iter().enumerate() {
             let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
             let mut params = ListParams::default()
-                .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"))
+                .labels(&issueops_core::managed_selector(&self.instance))
                 .limit(PAGE);
             loop {
                 let page = crate::apply::with_backoff("list managed objects", || api.list(&params))

@@ -64,6 +64,7 @@ pub async fn backend(common: &Common, store: &Store, cluster: &ClusterArgs) -> R
     let github = crate::settings::github_from_env(&config)?.map(Arc::new);
     let mut reconciler = Reconciler::new(store.clone(), repo, cluster.client)
         .with_state_key(cluster.state_key)
+        .with_instance(config.instance.clone())
         .with_job_watch(cluster.real)
         .with_safety(PruneSafety::from_config(&config.lifecycle));
     match &github {

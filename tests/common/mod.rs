@@ -169,6 +169,7 @@ impl Harness {
     ) -> Self {
         let (store, pg) = store_for(db, dir.path()).await;
         let safety = issueops_reconciler::PruneSafety::from_config(&config.lifecycle);
+        let config_for_reconciler = config.clone();
         let config = Arc::new(config);
         let app = router(AppState {
             store: store.clone(),
@@ -193,7 +194,8 @@ impl Harness {
                 Templates::embedded(),
             ),
             reconciler: Reconciler::new(store.clone(), repo.clone(), client.clone())
-                .with_safety(safety),
+                .with_safety(safety)
+                .with_instance(config_for_reconciler.instance.clone()),
             url: format!("http://{addr}"),
             http: reqwest::Client::new(),
             dir,
@@ -308,5 +310,110 @@ impl Harness {
             Templates::embedded(),
         )
         .with_github(github);
+    }
+}
+
+/// The real test cluster `scripts/cluster up` started: kube-apiserver and
+/// kube-controller-manager v1.36 built from the Kubernetes module, etcd, and
+/// the node stand-in. Tests that make claims about the cluster run on it.
+pub struct RealCluster {
+    pub kubeconfig: PathBuf,
+    /// Where the node stand-in writes pods' Secret and ConfigMap volumes.
+    pub volumes: PathBuf,
+}
+
+pub fn real_cluster() -> RealCluster {
+    let kubeconfig = std::env::var_os("ISSUEOPS_TEST_KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "ISSUEOPS_TEST_KUBECONFIG is not set: these tests run on the real test cluster. \
+             Run them with scripts/test, or start it with `eval \"$(scripts/cluster up)\"`"
+            )
+        });
+    let volumes = kubeconfig
+        .parent()
+        .expect("the kubeconfig lives in the cluster's state dir")
+        .join("volumes");
+    RealCluster {
+        kubeconfig,
+        volumes,
+    }
+}
+
+pub async fn real_config() -> kube::Config {
+    // As the binary's main does: rustls will not pick between two providers.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cluster = real_cluster();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&cluster.kubeconfig).unwrap();
+    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap()
+}
+
+/// A client of the real test cluster that records every request as `METHOD path`.
+pub async fn counting_client(
+    config: kube::Config,
+) -> (kube::Client, Arc<std::sync::Mutex<Vec<String>>>) {
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = log.clone();
+    let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        seen.lock()
+            .unwrap()
+            .push(format!("{} {}", req.method(), req.uri().path()));
+        req
+    });
+    let client = kube::client::ClientBuilder::try_from(config)
+        .unwrap()
+        .with_layer(&layer)
+        .build();
+    (client, log)
+}
+
+/// The requests in `log` that change something.
+pub fn writes(log: &[String]) -> Vec<String> {
+    log.iter()
+        .filter(|l| !l.starts_with("GET "))
+        .cloned()
+        .collect()
+}
+
+/// An issue number no other test (or earlier run) on the shared cluster uses.
+pub fn unique_issue() -> u64 {
+    rand::random::<u32>() as u64 % 900_000_000 + 100_000_000
+}
+
+/// GitHub's `issues.labeled` example for issue `number`, label renamed.
+pub fn labeled_issue(label: &str, number: u64) -> Vec<u8> {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&fixture("issues/labeled.payload.json")).unwrap();
+    v["label"]["name"] = label.into();
+    v["issue"]["number"] = number.into();
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// A config for a test on the shared real cluster: its own install name, so
+/// its reconciler never sees another test's objects.
+pub fn real_cluster_config() -> Config {
+    Config {
+        instance: format!("test-{}", hex::encode(rand::random::<[u8; 4]>())),
+        ..test_config()
+    }
+}
+
+/// Polls `check` until it holds, for at most a minute: the cluster's
+/// controllers act on their own time.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

@@ -1,0 +1,429 @@
+//! The README's promises about the cluster, on a real API server: Kubernetes
+//! v1.36 built from source (`scripts/cluster`), with its Job, namespace and
+//! garbage-collector controllers, RBAC and admission, and a node stand-in that
+//! moves pods to Running and then Succeeded. Each test has its own install
+//! name and issue number, so the tests share the cluster without meeting.
+
+mod common;
+
+use common::{
+    counting_client, eventually, labeled_issue, real_cluster, real_cluster_config, real_config,
+    unique_issue, writes, Db, Harness, REPO,
+};
+use issueops_core::audit::kind;
+use issueops_core::naming;
+use issueops_reconciler::observe::observe_jobs;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+
+/// A harness whose reconciler talks to the real cluster through a client that
+/// records its requests.
+async fn start(
+    config: issueops_core::Config,
+) -> (Harness, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let (client, log) = counting_client(real_config().await).await;
+    let dir = tempfile::tempdir().unwrap();
+    let repo =
+        issueops_core::state_repo::StateRepo::local(&dir.path().join("state.git"), "main").unwrap();
+    (
+        Harness::start_full(Db::Sqlite, dir, repo, client, config).await,
+        log,
+    )
+}
+
+async fn trigger(h: &Harness, issue: u64, delivery: &str) -> String {
+    let (status, text) = h
+        .post_signed("issues", delivery, &labeled_issue("run:dev", issue))
+        .await;
+    assert_eq!(status, 202, "{text}");
+    h.control_plane.process_pending().await.unwrap();
+    naming::run_id_for_delivery(delivery)
+}
+
+async fn state(h: &Harness, run: &str) -> String {
+    h.store.get_run(run).await.unwrap().unwrap().state
+}
+
+async fn run_reason(h: &Harness, run: &str) -> String {
+    h.store
+        .get_run(run)
+        .await
+        .unwrap()
+        .unwrap()
+        .reason
+        .unwrap_or_default()
+}
+
+/// Observes Jobs until the run is in `want`.
+async fn observe_until(h: &Harness, run: &str, want: &str) {
+    let instance = h.reconciler.instance().to_string();
+    eventually(&format!("run {run} {want}"), || async {
+        observe_jobs(&h.client, &h.store, &instance).await.unwrap();
+        state(h, run).await == want
+    })
+    .await;
+}
+
+async fn run_pod(h: &Harness, namespace: &str, run: &str) -> Pod {
+    let pods: Api<Pod> = Api::namespaced(h.client.clone(), namespace);
+    let selector = format!("batch.kubernetes.io/job-name=run-{run}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let list = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap();
+        if let Some(pod) = list.items.into_iter().next() {
+            return pod;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Job controller made no pod for run {run}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Tells the node stand-in how the run's pod ends.
+async fn finish_pod(h: &Harness, namespace: &str, pod: &Pod, outcome: &str) {
+    let pods: Api<Pod> = Api::namespaced(h.client.clone(), namespace);
+    let patch = serde_json::json!({ "metadata": { "annotations": { "standin.issueops.dev/outcome": outcome } } });
+    pods.patch(
+        pod.metadata.name.as_deref().unwrap(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+}
+
+async fn namespace_gone(client: &kube::Client, namespace: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    eventually(&format!("namespace {namespace} is gone"), || async {
+        api.get_opt(namespace).await.unwrap().is_none()
+    })
+    .await;
+}
+
+/// Removes a test's namespace however the test ended.
+async fn cleanup(client: &kube::Client, namespace: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    match api.delete(namespace, &DeleteParams::background()).await {
+        Ok(_) | Err(kube::Error::Api(_)) => {}
+        Err(e) => panic!("deleting {namespace}: {e}"),
+    }
+    namespace_gone(client, namespace).await;
+}
+
+/// Agent image whose pods the node stand-in keeps Running until told.
+fn holding(mut config: issueops_core::Config) -> issueops_core::Config {
+    config.job.image = "registry.example/issueops/agent:hold".into();
+    config
+}
+
+#[tokio::test]
+async fn a_new_run_applies_eight_objects_and_a_resync_right_after_writes_nothing() {
+    let mut config = holding(real_cluster_config());
+    // Quantities as people write them; the API server stores 500m, 1, 1Gi, 2G.
+    config.job.cpu_request = "0.5".into();
+    config.job.cpu_limit = "1000m".into();
+    config.job.memory_request = "1024Mi".into();
+    config.job.memory_limit = "2G".into();
+    let (h, log) = start(config).await;
+    let issue = unique_issue();
+    let namespace = naming::namespace_for_issue(REPO, issue);
+    let run = trigger(&h, issue, "real-apply-1").await;
+
+    let report = h.reconciler.reconcile_once().await.unwrap();
+    let errors: Vec<_> = h
+        .audit()
+        .await
+        .into_iter()
+        .filter(|r| r.outcome == "error")
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(report.converged(), "{report:?}");
+    assert_eq!(report.applied.len(), 8, "{report:?}");
+    let applied: Vec<String> = writes(&log.lock().unwrap());
+    assert_eq!(
+        applied.iter().filter(|l| l.starts_with("PATCH ")).count(),
+        8,
+        "one server-side apply per object: {applied:?}"
+    );
+    assert_eq!(state(&h, &run).await, "applied");
+
+    // The objects are ours by server-side apply, field manager "issueops".
+    let job = Api::<Job>::namespaced(h.client.clone(), &namespace)
+        .get(&format!("run-{run}"))
+        .await
+        .unwrap();
+    let managers: Vec<(String, String)> = job
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .map(|f| {
+            (
+                f.manager.clone().unwrap_or_default(),
+                f.operation.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(
+        managers.contains(&("issueops".into(), "Apply".into())),
+        "{managers:?}"
+    );
+    let resources = job.spec.unwrap().template.spec.unwrap().containers[0]
+        .resources
+        .clone()
+        .unwrap();
+    assert_eq!(
+        resources.requests.unwrap()["cpu"].0,
+        "500m",
+        "normalised by the API server"
+    );
+
+    // No false drift: a full resync right after makes no write at all.
+    log.lock().unwrap().clear();
+    let resync = h.reconciler.resync(false).await.unwrap();
+    assert!(resync.cycle.converged(), "{resync:?}");
+    assert!(resync.cycle.applied.is_empty(), "{resync:?}");
+    assert!(resync.cycle.deleted.is_empty(), "{resync:?}");
+    assert_eq!(resync.live_objects, 8);
+    assert_eq!(writes(&log.lock().unwrap()), Vec::<String>::new());
+
+    cleanup(&h.client, &namespace).await;
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_run_goes_running_succeeded_then_pruned_job_first_namespace_last() {
+    let mut config = holding(real_cluster_config());
+    config.lifecycle.run_retention_seconds = 0;
+    config.lifecycle.issue_idle_seconds = 0;
+    let (h, log) = start(config).await;
+    let issue = unique_issue();
+    let namespace = naming::namespace_for_issue(REPO, issue);
+    let run = trigger(&h, issue, "real-life-1").await;
+    assert!(h.reconciler.reconcile_once().await.unwrap().converged());
+
+    // The real Job controller creates the pod; the stand-in runs it.
+    let pod = run_pod(&h, &namespace, &run).await;
+    observe_until(&h, &run, "running").await;
+    finish_pod(&h, &namespace, &pod, "succeed").await;
+    observe_until(&h, &run, "succeeded").await;
+
+    let pruned = h
+        .control_plane
+        .prune_due(issueops_core::now_ms() + 1)
+        .await
+        .unwrap();
+    assert_eq!(pruned.len(), 1);
+    log.lock().unwrap().clear();
+    let report = h.reconciler.reconcile_once().await.unwrap();
+    assert!(report.converged(), "{report:?}");
+    assert_eq!(report.deleted.len(), 8, "{report:?}");
+    let deletes: Vec<String> = writes(&log.lock().unwrap())
+        .into_iter()
+        .filter(|l| l.starts_with("DELETE "))
+        .collect();
+    assert!(
+        deletes.first().is_some_and(|d| d.contains("/jobs/")),
+        "the Job first: {deletes:?}"
+    );
+    assert!(
+        deletes
+            .last()
+            .is_some_and(|d| d.ends_with(&format!("/namespaces/{namespace}"))),
+        "the namespace last: {deletes:?}"
+    );
+    // The namespace controller empties it, then it is gone.
+    let ns = Api::<Namespace>::all(h.client.clone())
+        .get_opt(&namespace)
+        .await
+        .unwrap();
+    if let Some(ns) = ns {
+        assert_eq!(
+            ns.status.and_then(|s| s.phase).as_deref(),
+            Some("Terminating")
+        );
+    }
+    namespace_gone(&h.client, &namespace).await;
+
+    let audit = h.audit().await;
+    let deleted: Vec<&str> = audit
+        .iter()
+        .filter(|r| r.kind == kind::DELETE && r.outcome == "deleted")
+        .filter_map(|r| r.object.as_deref())
+        .collect();
+    assert_eq!(deleted.len(), 8, "{deleted:?}");
+    assert_eq!(deleted[0], format!("Job/{namespace}/run-{run}"));
+    assert_eq!(*deleted.last().unwrap(), format!("Namespace/{namespace}"));
+    assert!(audit
+        .iter()
+        .any(|r| r.kind == kind::JOB_STATUS && r.outcome == "succeeded"));
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_job_deleted_by_a_person_is_not_recreated_and_the_issue_is_free_again() {
+    let (h, _log) = start(holding(real_cluster_config())).await;
+    let issue = unique_issue();
+    let namespace = naming::namespace_for_issue(REPO, issue);
+    let run = trigger(&h, issue, "real-deleted-1").await;
+    assert!(h.reconciler.reconcile_once().await.unwrap().converged());
+    run_pod(&h, &namespace, &run).await;
+    observe_until(&h, &run, "running").await;
+
+    // A person deletes the active Job (as `kubectl delete job` does).
+    let jobs: Api<Job> = Api::namespaced(h.client.clone(), &namespace);
+    jobs.delete(&format!("run-{run}"), &DeleteParams::background())
+        .await
+        .unwrap();
+    eventually("the Job is gone", || async {
+        jobs.get_opt(&format!("run-{run}")).await.unwrap().is_none()
+    })
+    .await;
+    observe_until(&h, &run, "cancelled").await;
+    assert!(
+        run_reason(&h, &run)
+            .await
+            .contains("deleted outside issueops"),
+        "{}",
+        run_reason(&h, &run).await
+    );
+
+    // Neither a resync nor a cycle brings it back.
+    let resync = h.reconciler.resync(false).await.unwrap();
+    assert!(resync.cycle.converged(), "{resync:?}");
+    assert!(resync.cycle.applied.is_empty(), "{resync:?}");
+    assert!(jobs.get_opt(&format!("run-{run}")).await.unwrap().is_none());
+
+    // The issue takes a new run.
+    let next = trigger(&h, issue, "real-deleted-2").await;
+    assert_eq!(state(&h, &next).await, "committed");
+    assert!(h.reconciler.reconcile_once().await.unwrap().converged());
+    assert!(jobs
+        .get_opt(&format!("run-{next}"))
+        .await
+        .unwrap()
+        .is_some());
+
+    cleanup(&h.client, &namespace).await;
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn an_existing_object_without_our_labels_is_never_taken_over_nor_deleted() {
+    let mut config = real_cluster_config();
+    config.lifecycle.run_retention_seconds = 0;
+    config.lifecycle.issue_idle_seconds = 0;
+    let (h, _log) = start(config).await;
+    let issue = unique_issue();
+    let namespace = naming::namespace_for_issue(REPO, issue);
+    // Someone made a namespace with our name, and an `agent` ServiceAccount in it.
+    let namespaces: Api<Namespace> = Api::all(h.client.clone());
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(namespace.clone());
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let accounts: Api<ServiceAccount> = Api::namespaced(h.client.clone(), &namespace);
+    let mut sa = ServiceAccount::default();
+    sa.metadata.name = Some("agent".into());
+    accounts.create(&PostParams::default(), &sa).await.unwrap();
+
+    let run = trigger(&h, issue, "real-takeover-1").await;
+    let report = h.reconciler.reconcile_once().await.unwrap();
+    let errors: Vec<_> = h
+        .audit()
+        .await
+        .into_iter()
+        .filter(|r| r.outcome == "error")
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(report.applied.is_empty(), "{report:?}");
+    assert_eq!(state(&h, &run).await, "failed");
+    let reason = run_reason(&h, &run).await;
+    assert!(
+        reason.contains(&format!(
+            "Namespace/{namespace} already exists and is not managed by this issueops install"
+        )),
+        "{reason}"
+    );
+    let audit = h.audit().await;
+    assert!(
+        audit.iter().any(|r| r.outcome == "refused-not-ours"
+            && r.object.as_deref() == Some(&format!("Namespace/{namespace}"))),
+        "{audit:?}"
+    );
+    // Nothing of theirs carries our labels, and no Job was made.
+    let sa = accounts.get("agent").await.unwrap();
+    assert!(sa.metadata.labels.unwrap_or_default().is_empty());
+    let ns = namespaces.get(&namespace).await.unwrap();
+    assert!(!ns
+        .metadata
+        .labels
+        .unwrap_or_default()
+        .contains_key("app.kubernetes.io/managed-by"));
+    assert!(Api::<Job>::namespaced(h.client.clone(), &namespace)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+
+    // Pruning the failed run's issue deletes nothing of theirs.
+    h.control_plane
+        .prune_due(issueops_core::now_ms() + 1)
+        .await
+        .unwrap();
+    let report = h.reconciler.reconcile_once().await.unwrap();
+    assert!(report.converged(), "{report:?}");
+    let deleted: Vec<_> = h
+        .audit()
+        .await
+        .into_iter()
+        .filter(|r| r.kind == kind::DELETE && r.outcome == "deleted")
+        .collect();
+    assert!(deleted.is_empty(), "{deleted:?}");
+    assert!(accounts.get_opt("agent").await.unwrap().is_some());
+    assert!(namespaces.get_opt(&namespace).await.unwrap().is_some());
+
+    cleanup(&h.client, &namespace).await;
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_stranger_in_the_cluster_is_not_an_orphan_of_ours() {
+    // Two installs on one cluster: a resync of one never prunes the other's.
+    let (a, _) = start(holding(real_cluster_config())).await;
+    let (b, _) = start(holding(real_cluster_config())).await;
+    let (issue_a, issue_b) = (unique_issue(), unique_issue());
+    trigger(&a, issue_a, "real-two-a").await;
+    trigger(&b, issue_b, "real-two-b").await;
+    assert!(a.reconciler.reconcile_once().await.unwrap().converged());
+    assert!(b.reconciler.reconcile_once().await.unwrap().converged());
+    let r = a.reconciler.resync(false).await.unwrap();
+    assert!(r.cycle.deleted.is_empty(), "{r:?}");
+    assert_eq!(r.live_objects, 8, "only its own objects are listed");
+    for (h, issue) in [(&a, issue_a), (&b, issue_b)] {
+        cleanup(&h.client, &naming::namespace_for_issue(REPO, issue)).await;
+    }
+    a.finish().await;
+    b.finish().await;
+}
+
+#[tokio::test]
+async fn the_cluster_is_kubernetes_v1_36_built_from_source() {
+    let client = kube::Client::try_from(real_config().await).unwrap();
+    let version = client.apiserver_version().await.unwrap();
+    assert_eq!(
+        (version.major.as_str(), version.minor.as_str()),
+        ("1", "36")
+    );
+    assert!(version.git_version.starts_with("v1.36."), "{version:?}");
+    assert!(real_cluster().volumes.is_absolute());
+}
