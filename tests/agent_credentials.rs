@@ -6,15 +6,11 @@ mod common;
 
 use common::{labeled, set_job_status, Db, Harness, REPO};
 use issueops_core::naming;
-use issueops_github::Credentials;
 use issueops_reconciler::observe::observe_jobs;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use serde_json::json;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use wiremock::matchers::{body_json, method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const TOKEN_ONE: &str = "ghs_FIRSTsecretTOKENvalue0001";
 const TOKEN_TWO: &str = "ghs_SECONDsecretTOKENvalue002";
@@ -35,49 +31,6 @@ impl Write for Logs {
     }
 }
 
-fn rsa_key() -> String {
-    let out = std::process::Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-outform",
-            "PEM",
-        ])
-        .output()
-        .expect("openssl makes the test App key");
-    String::from_utf8(out.stdout).unwrap()
-}
-
-async fn fake_github_app() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path(format!("/repos/{REPO}/installation")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "id": 42, "app_id": 7 })))
-        .mount(&server)
-        .await;
-    // Scoped to the one repository; the first token is about to expire.
-    for (priority, token, expires) in [
-        (1, TOKEN_ONE, "2030-01-01T00:10:00Z"),
-        (2, TOKEN_TWO, "2030-01-01T01:00:00Z"),
-    ] {
-        Mock::given(method("POST"))
-            .and(path("/app/installations/42/access_tokens"))
-            .and(body_json(json!({ "repositories": ["Hello-World"] })))
-            .respond_with(ResponseTemplate::new(201).set_body_json(json!({
-                "token": token, "expires_at": expires, "permissions": { "contents": "write", "pull_requests": "write" },
-                "repository_selection": "selected"
-            })))
-            .up_to_n_times(1)
-            .with_priority(priority)
-            .mount(&server)
-            .await;
-    }
-    server
-}
-
 #[tokio::test]
 async fn the_agent_token_lives_only_in_its_namespace_secret() {
     let logs = Logs::default();
@@ -88,15 +41,12 @@ async fn the_agent_token_lives_only_in_its_namespace_secret() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let server = fake_github_app().await;
-    let github = common::github_client(
-        server.uri(),
-        Credentials::App {
-            app_id: 7,
-            private_key_pem: rsa_key(),
-        },
-        3,
-    );
+    let server = common::fake_github_app(&[
+        (TOKEN_ONE, "2030-01-01T00:10:00Z"),
+        (TOKEN_TWO, "2030-01-01T01:00:00Z"),
+    ])
+    .await;
+    let github = common::github_app_client(&server);
     let mut h = Harness::start(Db::Sqlite).await;
     h.reconciler =
         issueops_reconciler::Reconciler::new(h.store.clone(), h.repo.clone(), h.client.clone())
@@ -115,14 +65,24 @@ async fn the_agent_token_lives_only_in_its_namespace_secret() {
     let token_in_secret =
         |s: Secret| String::from_utf8(s.data.unwrap()["token"].0.clone()).unwrap();
 
-    let first = h.reconciler.refresh_credentials(NOW).await.unwrap();
-    assert_eq!(first.minted, vec![ns.clone()]);
+    // Written before the Job was applied, so the pod never starts without it.
     assert_eq!(
         token_in_secret(secrets.get("issueops-github-token").await.unwrap()),
         TOKEN_ONE
     );
+    let audit = h.audit().await;
+    let position = |kind: &str, object: &str| {
+        audit
+            .iter()
+            .position(|r| {
+                r.kind == kind && r.object.as_deref().is_some_and(|o| o.starts_with(object))
+            })
+            .unwrap_or_else(|| panic!("no {kind} row for {object}"))
+    };
+    assert!(position("credentials", "Secret/") < position("apply", "Job/"));
     // Ten minutes left: refreshed before it expires.
-    h.reconciler.refresh_credentials(NOW).await.unwrap();
+    let refreshed = h.reconciler.refresh_credentials(NOW).await.unwrap();
+    assert_eq!(refreshed.minted, vec![ns.clone()]);
     let secret = secrets.get("issueops-github-token").await.unwrap();
     assert_eq!(
         secret.metadata.labels.as_ref().unwrap()["issueops.dev/run-id"],

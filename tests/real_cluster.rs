@@ -427,3 +427,86 @@ async fn the_cluster_is_kubernetes_v1_36_built_from_source() {
     assert!(version.git_version.starts_with("v1.36."), "{version:?}");
     assert!(real_cluster().volumes.is_absolute());
 }
+
+#[tokio::test]
+async fn the_agent_token_reaches_the_pod_as_a_file_and_a_refresh_shows_in_it() {
+    const FIRST: &str = "ghs_realCLUSTERfirstTOKEN000001";
+    const SECOND: &str = "ghs_realCLUSTERsecondTOKEN00002";
+    let server = common::fake_github_app(&[
+        (FIRST, "2030-01-01T00:10:00Z"),
+        (SECOND, "2030-01-01T01:00:00Z"),
+    ])
+    .await;
+    let config = holding(real_cluster_config());
+    let (mut h, _log) = start(config.clone()).await;
+    h.reconciler =
+        issueops_reconciler::Reconciler::new(h.store.clone(), h.repo.clone(), h.client.clone())
+            .with_instance(config.instance.clone())
+            .with_credentials(common::github_app_client(&server), "issueops-github-token");
+    let issue = unique_issue();
+    let namespace = naming::namespace_for_issue(REPO, issue);
+    let run = trigger(&h, issue, "real-token-1").await;
+    assert!(h.reconciler.reconcile_once().await.unwrap().converged());
+
+    // The Secret is there before the Job, so before any pod of it.
+    let secret =
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(h.client.clone(), &namespace)
+            .get("issueops-github-token")
+            .await
+            .unwrap();
+    let job = Api::<Job>::namespaced(h.client.clone(), &namespace)
+        .get(&format!("run-{run}"))
+        .await
+        .unwrap();
+    let created = |m: &kube::core::ObjectMeta| m.creation_timestamp.clone().unwrap().0;
+    assert!(created(&secret.metadata) <= created(&job.metadata));
+
+    // The pod reads it from a Secret volume, not from an env var frozen at start.
+    let pod = run_pod(&h, &namespace, &run).await;
+    let spec = pod.spec.clone().unwrap();
+    let env = spec.containers[0].env.clone().unwrap_or_default();
+    assert!(env.iter().all(|e| e
+        .value_from
+        .as_ref()
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .is_none()));
+    assert!(env.iter().any(|e| e.name == "GITHUB_TOKEN_FILE"
+        && e.value.as_deref() == Some("/var/run/secrets/issueops/github/token")));
+    let volume = spec
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "github-token")
+        .unwrap();
+    assert_eq!(
+        volume.secret.unwrap().secret_name.as_deref(),
+        Some("issueops-github-token")
+    );
+
+    let file = real_cluster()
+        .volumes
+        .join(&namespace)
+        .join(pod.metadata.name.as_deref().unwrap())
+        .join("github-token/token");
+    let read = || std::fs::read_to_string(&file).unwrap_or_default();
+    eventually("the token file holds the first token", || async {
+        read() == FIRST
+    })
+    .await;
+    observe_until(&h, &run, "running").await;
+
+    // Ten minutes before it expires, the reconciler replaces it; the file follows.
+    let refreshed = h
+        .reconciler
+        .refresh_credentials(1_893_456_000)
+        .await
+        .unwrap();
+    assert_eq!(refreshed.minted, vec![namespace.clone()]);
+    eventually("the token file holds the refreshed token", || async {
+        read() == SECOND
+    })
+    .await;
+
+    cleanup(&h.client, &namespace).await;
+    h.finish().await;
+}

@@ -9,9 +9,12 @@ use issueops_core::state_repo::StateRepo;
 use issueops_core::{AuditRow, Config, Store};
 use issueops_gateway::{router, sign, AppState, Secrets};
 use issueops_reconciler::Reconciler;
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::Notify;
+use wiremock::matchers::{body_json, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 pub const SECRET: &str = "test-webhook-secret";
 pub const REPO: &str = "Codertocat/Hello-World";
@@ -416,4 +419,59 @@ where
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// A fresh RSA key for a test GitHub App.
+pub fn rsa_key() -> String {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-outform",
+            "PEM",
+        ])
+        .output()
+        .expect("openssl makes the test App key");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A local fake of GitHub's App API for `REPO`: the installation, and one
+/// installation token per entry of `tokens` (`(token, expires_at)`), in order.
+pub async fn fake_github_app(tokens: &[(&str, &str)]) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/{REPO}/installation")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "id": 42, "app_id": 7 })))
+        .mount(&server)
+        .await;
+    // Scoped to the one repository; the first token is about to expire.
+    for (priority, (token, expires)) in (1u8..).zip(tokens) {
+        Mock::given(method("POST"))
+            .and(path("/app/installations/42/access_tokens"))
+            .and(body_json(json!({ "repositories": ["Hello-World"] })))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({
+                "token": token, "expires_at": expires, "permissions": { "contents": "write", "pull_requests": "write" },
+                "repository_selection": "selected"
+            })))
+            .up_to_n_times(1)
+            .with_priority(priority)
+            .mount(&server)
+            .await;
+    }
+    server
+}
+
+/// A GitHub App client (app 7) of `server`.
+pub fn github_app_client(server: &MockServer) -> Arc<issueops_github::GitHub> {
+    github_client(
+        server.uri(),
+        issueops_github::Credentials::App {
+            app_id: 7,
+            private_key_pem: rsa_key(),
+        },
+        3,
+    )
 }
