@@ -1,0 +1,805 @@
+//! The regression gate (`scripts/e2e`): the scenario matrix against the real
+//! `issueops serve` binary, through its gateway with signed webhooks, applying
+//! to the real test cluster (`scripts/cluster`), with GitHub played by a local
+//! fake answering GitHub's documented shapes. Scenarios run in order, each
+//! recorded with its evidence (run ids, commit shas, audit ids) in
+//! `target/e2e/report.json` and `report.md`; a failed one fails the gate.
+//!
+//! Not part of `cargo test` (`test = false`): `scripts/e2e` runs it.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use issueops_core::state_repo::StateRepo;
+use issueops_core::{naming, Store};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const APPROVER: &str = "e2e-approver";
+const STRANGER: &str = "e2e-stranger";
+
+struct Env {
+    work: PathBuf,
+    url: String,
+    instance: String,
+    kube: kube::Client,
+    http: reqwest::Client,
+    store: Store,
+    repo: StateRepo,
+    serve: std::sync::Mutex<Child>,
+    _github: MockServer,
+}
+
+type Evidence = serde_json::Map<String, Value>;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_issueops")
+}
+
+impl Env {
+    async fn start(root: &std::path::Path) -> Env {
+        let work = root.join("work");
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).unwrap();
+        let github = fake_github().await;
+        let instance = format!("e2e-{}", hex::encode(rand::random::<[u8; 4]>()));
+        let config = json!({
+            "repos": [common::REPO],
+            "instance": instance,
+            // Pods stay Running until a scenario lets them finish (node stand-in).
+            "job": { "image": "registry.example/issueops/agent:hold" },
+            "lifecycle": { "run_retention_seconds": 0, "issue_idle_seconds": 0, "max_unguarded_deletes": 10 },
+            "github": { "api_url": github.uri(), "catch_up_seconds": 86400, "approvers": [APPROVER] },
+        });
+        std::fs::write(
+            work.join("config.yaml"),
+            serde_yaml::to_string(&config).unwrap(),
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::fs::File::create(root.join("serve.log")).unwrap();
+        let serve = Command::new(bin())
+            .args([
+                "serve",
+                "--cluster",
+                "kube",
+                "--poll-seconds",
+                "1",
+                "--resync-seconds",
+                "5",
+            ])
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("ISSUEOPS_DATA_DIR", &work)
+            .env("ISSUEOPS_CONFIG", work.join("config.yaml"))
+            .env("ISSUEOPS_WEBHOOK_SECRET", common::SECRET)
+            .env("ISSUEOPS_GITHUB_TOKEN", "ghp_e2eFAKEtoken")
+            .env("KUBECONFIG", common::real_cluster().kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("issueops serve starts");
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !http
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "issueops serve never became ready; see target/e2e/serve.log"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let store = Store::connect(&format!("sqlite://{}", work.join("issueops.db").display()))
+            .await
+            .unwrap();
+        let repo = StateRepo::local(&work.join("state.git"), "main").unwrap();
+        Env {
+            work,
+            url,
+            instance,
+            kube: kube::Client::try_from(common::real_config().await).unwrap(),
+            http,
+            store,
+            repo,
+            serve: std::sync::Mutex::new(serve),
+            _github: github,
+        }
+    }
+
+    async fn post(&self, delivery: &str, body: &[u8], signature: Option<String>) -> (u16, String) {
+        let mut req = self
+            .http
+            .post(format!("{}/webhooks/github", self.url))
+            .header("X-GitHub-Event", "issues")
+            .header("X-GitHub-Delivery", delivery)
+            .header("Content-Type", "application/json")
+            .body(body.to_vec());
+        if let Some(s) = signature {
+            req = req.header("X-Hub-Signature-256", s);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    async fn post_signed(&self, delivery: &str, body: &[u8]) -> (u16, String) {
+        self.post(
+            delivery,
+            body,
+            Some(issueops_gateway::sign(common::SECRET.as_bytes(), body)),
+        )
+        .await
+    }
+
+    /// Posts an `issues` event for `issue` and expects it stored (202).
+    async fn label(&self, delivery: &str, issue: u64, label: &str, sender: &str) {
+        let mut v: Value = serde_json::from_slice(&common::labeled_issue(label, issue)).unwrap();
+        v["sender"]["login"] = sender.into();
+        let (status, text) = self
+            .post_signed(delivery, &serde_json::to_vec(&v).unwrap())
+            .await;
+        assert_eq!(status, 202, "{text}");
+    }
+
+    async fn close(&self, delivery: &str, issue: u64) {
+        let mut v: Value =
+            serde_json::from_slice(&common::labeled_issue("run:dev", issue)).unwrap();
+        v["action"] = "closed".into();
+        let (status, text) = self
+            .post_signed(delivery, &serde_json::to_vec(&v).unwrap())
+            .await;
+        assert_eq!(status, 202, "{text}");
+    }
+
+    async fn run_state(&self, run: &str) -> String {
+        self.store
+            .get_run(run)
+            .await
+            .unwrap()
+            .map(|r| r.state)
+            .unwrap_or_default()
+    }
+
+    async fn wait_state(&self, run: &str, want: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let state = self.run_state(run).await;
+            if want.contains(&state.as_str()) {
+                return state;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {run} is {state:?}, never one of {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn wait_until<F, Fut>(&self, what: &str, check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let mut check = check;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !check().await {
+            assert!(Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Polls `find` until it finds something, and returns that.
+    async fn wait_for<T, F, Fut>(&self, what: &str, mut find: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(found) = find().await {
+                return found;
+            }
+            assert!(Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Commits of the state repo naming `run` in their trailers.
+    fn commits_of(&self, run: &str) -> Vec<String> {
+        self.repo
+            .log()
+            .unwrap()
+            .into_iter()
+            .filter(|sha| {
+                self.repo
+                    .commit_info(sha)
+                    .is_ok_and(|i| i.trailers.iter().any(|(k, v)| k == "Run-Id" && v == run))
+            })
+            .collect()
+    }
+
+    async fn audit_ids(&self, run: &str) -> Vec<i64> {
+        self.store
+            .audit_rows_for_run(run)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect()
+    }
+
+    async fn run_evidence(&self, run: &str) -> Evidence {
+        let mut e = Evidence::new();
+        e.insert("run_id".into(), run.into());
+        e.insert("state".into(), self.run_state(run).await.into());
+        e.insert("commits".into(), json!(self.commits_of(run)));
+        e.insert("audit_ids".into(), json!(self.audit_ids(run).await));
+        e
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(bin())
+            .args(args)
+            .env("ISSUEOPS_DATA_DIR", &self.work)
+            .env("ISSUEOPS_CONFIG", self.work.join("config.yaml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "issueops {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits for the run to be Running, then lets its pod succeed.
+    async fn let_succeed(&self, run: &str) {
+        self.wait_state(run, &["running"]).await;
+        let record = self.store.get_run(run).await.unwrap().unwrap();
+        let pods: Api<Pod> = Api::namespaced(self.kube.clone(), &record.namespace);
+        let selector = format!("batch.kubernetes.io/job-name=run-{run}");
+        // Told once the stand-in reports it Running, as a person would act on
+        // a running agent.
+        let pods_of_run = self
+            .wait_for("the run's pod is Running", || async {
+                let list = pods
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .unwrap();
+                let running = list
+                    .items
+                    .iter()
+                    .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
+                running.then_some(list.items)
+            })
+            .await;
+        let patch =
+            json!({ "metadata": { "annotations": { "standin.issueops.dev/outcome": "succeed" } } });
+        for pod in pods_of_run {
+            pods.patch(
+                pod.metadata.name.as_deref().unwrap(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .unwrap();
+        }
+    }
+
+    async fn our_namespaces(&self) -> Vec<String> {
+        Api::<Namespace>::all(self.kube.clone())
+            .list(&ListParams::default().labels(&issueops_core::managed_selector(&self.instance)))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|n| n.metadata.deletion_timestamp.is_none())
+            .filter_map(|n| n.metadata.name)
+            .collect()
+    }
+}
+
+async fn fake_github() -> MockServer {
+    let server = MockServer::start().await;
+    for (login, permission) in [
+        ("Codertocat", "admin"),
+        (APPROVER, "admin"),
+        (STRANGER, "read"),
+    ] {
+        Mock::given(method("GET"))
+            .and(path(format!(
+                "/repos/{}/collaborators/{login}/permission",
+                common::REPO
+            )))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({ "permission": permission, "user": { "login": login } })),
+            )
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/repos/[^/]+/[^/]+/issues/\d+/comments$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .mount(&server)
+        .await;
+    let comment = json!({ "id": 9001, "body": "", "user": { "login": "issueops[bot]" } });
+    Mock::given(method("POST"))
+        .and(path_regex(r"^/repos/[^/]+/[^/]+/issues/\d+/comments$"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(comment.clone()))
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path_regex(r"^/repos/[^/]+/[^/]+/issues/comments/\d+$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(comment))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/repos/[^/]+/[^/]+/pulls$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// Scenario issue numbers: distinct from every other test's on the cluster.
+struct Issues {
+    dev: u64,
+    approval: u64,
+    held: [u64; 3],
+}
+
+async fn dev_run_to_succeeded_and_pruned(env: &Env, issues: &Issues) -> Evidence {
+    env.label("e2e-dev-1", issues.dev, "run:dev", "Codertocat")
+        .await;
+    let run = naming::run_id_for_delivery("e2e-dev-1");
+    let namespace = naming::namespace_for_issue(common::REPO, issues.dev);
+    env.let_succeed(&run).await;
+    env.wait_state(&run, &["pruned"]).await;
+    env.wait_until("the namespace is deleted", || async {
+        !env.our_namespaces().await.contains(&namespace)
+    })
+    .await;
+    let audit = env.store.audit_rows_for_run(&run).await.unwrap();
+    for outcome in ["applied", "running", "succeeded", "deleted"] {
+        assert!(
+            audit.iter().any(|r| r.outcome == outcome),
+            "no {outcome} audit row for {run}"
+        );
+    }
+    let mut e = env.run_evidence(&run).await;
+    e.insert("namespace".into(), namespace.into());
+    e
+}
+
+async fn revise(env: &Env, issues: &Issues) -> Evidence {
+    env.label("e2e-revise-1", issues.dev, "run:dev:revise", "Codertocat")
+        .await;
+    let run = naming::run_id_for_delivery("e2e-revise-1");
+    env.let_succeed(&run).await;
+    env.wait_state(&run, &["succeeded", "pruned"]).await;
+    let record = env.store.get_run(&run).await.unwrap().unwrap();
+    assert_eq!(record.mode, "revise");
+    assert_eq!(
+        record.branch,
+        naming::branch_for_issue(issues.dev),
+        "revises the dev run's branch"
+    );
+    env.run_evidence(&run).await
+}
+
+async fn redelivery_deduped(env: &Env, issues: &Issues) -> Evidence {
+    let mut v: Value =
+        serde_json::from_slice(&common::labeled_issue("run:dev", issues.dev)).unwrap();
+    v["sender"]["login"] = "Codertocat".into();
+    let body = serde_json::to_vec(&v).unwrap();
+    let runs_before = env.store.list_runs().await.unwrap().len();
+    let (status, text) = env.post_signed("e2e-dev-1", &body).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("duplicate"), "{text}");
+    assert_eq!(
+        env.store.list_runs().await.unwrap().len(),
+        runs_before,
+        "no new run"
+    );
+    let mut e = Evidence::new();
+    e.insert("delivery_id".into(), "e2e-dev-1".into());
+    e.insert("status".into(), status.into());
+    e
+}
+
+async fn forged_delivery_refused(env: &Env, issues: &Issues) -> Evidence {
+    let body = common::labeled_issue("run:dev", issues.dev);
+    let forged = issueops_gateway::sign(b"not-the-secret", &body);
+    let (status, _) = env.post("e2e-forged-1", &body, Some(forged)).await;
+    assert_eq!(status, 401);
+    let (unsigned, _) = env.post("e2e-forged-2", &body, None).await;
+    assert_eq!(unsigned, 401);
+    assert!(env
+        .store
+        .get_run(&naming::run_id_for_delivery("e2e-forged-1"))
+        .await
+        .unwrap()
+        .is_none());
+    let mut e = Evidence::new();
+    e.insert("statuses".into(), json!([status, unsigned]));
+    e
+}
+
+async fn untrusted_sender_waits_for_approval(env: &Env, issues: &Issues) -> Evidence {
+    env.label("e2e-approval-1", issues.approval, "run:dev", STRANGER)
+        .await;
+    let pending = env
+        .wait_for("an approval request", || async {
+            env.store
+                .list_approvals()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|a| a.delivery_id == "e2e-approval-1" && a.state == "pending")
+        })
+        .await;
+    let namespace = naming::namespace_for_issue(common::REPO, issues.approval);
+    assert!(
+        !env.our_namespaces().await.contains(&namespace),
+        "nothing runs before the approval"
+    );
+    let mut e = Evidence::new();
+    e.insert("approval_id".into(), pending.id.into());
+    e
+}
+
+async fn approval_then_run(env: &Env, _issues: &Issues) -> Evidence {
+    let approval = env
+        .store
+        .list_approvals()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.delivery_id == "e2e-approval-1")
+        .expect("the previous scenario's approval request");
+    env.cli(&[
+        "approve",
+        &approval.id,
+        "--reason",
+        "e2e: reviewed",
+        "--actor",
+        APPROVER,
+    ]);
+    let run = env
+        .wait_for("the approved run", || async {
+            env.store
+                .list_runs()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|r| r.issue_number == approval.issue_number)
+                .map(|r| r.run_id)
+        })
+        .await;
+    env.let_succeed(&run).await;
+    env.wait_state(&run, &["succeeded", "pruned"]).await;
+    let mut e = env.run_evidence(&run).await;
+    e.insert("approval_id".into(), approval.id.into());
+    e
+}
+
+async fn rollback_does_not_rerun_a_finished_job(env: &Env, issues: &Issues) -> Evidence {
+    let run = naming::run_id_for_delivery("e2e-dev-1");
+    env.wait_state(&run, &["pruned"]).await;
+    // The commit that first brought the run's Job: roll the state repo back to it.
+    let commits = env.commits_of(&run);
+    let with_job = commits.last().expect("the run's first commit").clone();
+    env.cli(&["rollback", &with_job, "--actor", "e2e"]);
+    let namespace = naming::namespace_for_issue(common::REPO, issues.dev);
+    let skipped = env
+        .wait_for("the reconciler skips the finished run's Job", || async {
+            env.store
+                .audit_rows_for_run(&run)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|r| r.outcome == "skipped-finished-run")
+        })
+        .await;
+    let job = Api::<Job>::namespaced(env.kube.clone(), &namespace)
+        .get_opt(&format!("run-{run}"))
+        .await
+        .unwrap();
+    assert!(job.is_none(), "the finished run's Job was created again");
+    let mut e = env.run_evidence(&run).await;
+    e.insert("rolled_back_to".into(), with_job.into());
+    e.insert("skip_audit_id".into(), skipped.id.into());
+    e
+}
+
+async fn emptied_state_repo_trips_the_prune_guard(env: &Env, issues: &Issues) -> Evidence {
+    // Runs that stay Running (the stand-in holds "hold" pods) on three issues.
+    let mut runs = Vec::new();
+    for (i, issue) in issues.held.iter().enumerate() {
+        let delivery = format!("e2e-held-{i}");
+        env.label(&delivery, *issue, "run:dev", "Codertocat").await;
+        let run = naming::run_id_for_delivery(&delivery);
+        env.wait_state(&run, &["running"]).await;
+        runs.push(run);
+    }
+    // Someone empties the state repo (a broken force-push, a bad script).
+    let clone = env.work.join("person-clone");
+    let _ = std::fs::remove_dir_all(&clone);
+    std::fs::create_dir_all(&clone).unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=e2e",
+                "-c",
+                "user.email=e2e@example.invalid",
+            ])
+            .args(args)
+            .current_dir(&clone)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&[
+        "clone",
+        "-q",
+        env.work.join("state.git").to_str().unwrap(),
+        ".",
+    ]);
+    git(&["rm", "-rq", "issues"]);
+    git(&["commit", "-qm", "empty the state repo"]);
+    git(&["push", "-q", "origin", "HEAD:main"]);
+    let blocked = env
+        .wait_for("the prune guard stops the cycle", || async {
+            env.store
+                .audit_rows()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|r| r.outcome == "blocked-prune-safety")
+        })
+        .await;
+    for issue in &issues.held {
+        let namespace = naming::namespace_for_issue(common::REPO, *issue);
+        assert!(
+            env.our_namespaces().await.contains(&namespace),
+            "{namespace} was deleted"
+        );
+    }
+    // Put it back; nothing was lost.
+    git(&["revert", "--no-edit", "HEAD"]);
+    git(&["push", "-q", "origin", "HEAD:main"]);
+    let mut e = Evidence::new();
+    e.insert("run_ids".into(), json!(runs));
+    e.insert("blocked_audit_id".into(), blocked.id.into());
+    e
+}
+
+async fn nothing_left_behind(env: &Env, issues: &Issues) -> Evidence {
+    // Let the held runs finish, and close every issue.
+    for issue in &issues.held {
+        let namespace = naming::namespace_for_issue(common::REPO, *issue);
+        let pods: Api<Pod> = Api::namespaced(env.kube.clone(), &namespace);
+        for pod in pods.list(&ListParams::default()).await.unwrap().items {
+            let patch = json!({ "metadata": { "annotations": { "standin.issueops.dev/outcome": "succeed" } } });
+            pods.patch(
+                pod.metadata.name.as_deref().unwrap(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    // One issue at a time: closing them all at once would delete every object
+    // in one cycle, which the prune guard rightly stops.
+    for (i, issue) in [issues.dev, issues.approval]
+        .iter()
+        .chain(&issues.held)
+        .enumerate()
+    {
+        env.close(&format!("e2e-close-{i}"), *issue).await;
+        let namespace = naming::namespace_for_issue(common::REPO, *issue);
+        env.wait_until(&format!("{namespace} is pruned"), || async {
+            !env.our_namespaces().await.contains(&namespace)
+        })
+        .await;
+    }
+    let selector = issueops_core::managed_selector(&env.instance);
+    let jobs = Api::<Job>::all(env.kube.clone())
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap();
+    let secrets = Api::<Secret>::all(env.kube.clone())
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap();
+    let terminating = Api::<Namespace>::all(env.kube.clone())
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .items
+        .len();
+    env.wait_until("terminating namespaces are gone", || async {
+        Api::<Namespace>::all(env.kube.clone())
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    })
+    .await;
+    assert!(jobs.items.is_empty(), "Jobs left: {}", jobs.items.len());
+    assert!(
+        secrets.items.is_empty(),
+        "Secrets left: {}",
+        secrets.items.len()
+    );
+    let runs = env.store.list_runs().await.unwrap();
+    let active: Vec<_> = runs
+        .iter()
+        .filter(|r| r.run_state().is_some_and(|s| s.is_active()))
+        .collect();
+    assert!(active.is_empty(), "active runs left: {active:?}");
+    let mut e = Evidence::new();
+    e.insert("runs".into(), runs.len().into());
+    e.insert("terminating_at_check".into(), terminating.into());
+    e
+}
+
+type ScenarioFn =
+    for<'a> fn(
+        &'a Env,
+        &'a Issues,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Evidence> + Send + 'a>>;
+
+macro_rules! scenario {
+    ($f:ident) => {
+        (
+            stringify!($f),
+            (|env, issues| Box::pin($f(env, issues))) as ScenarioFn,
+        )
+    };
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("e2e");
+    std::fs::create_dir_all(&root).unwrap();
+    let env = Arc::new(Env::start(&root).await);
+    let version = env.kube.apiserver_version().await.unwrap();
+    let issues = Arc::new(Issues {
+        dev: common::unique_issue(),
+        approval: common::unique_issue(),
+        held: [
+            common::unique_issue(),
+            common::unique_issue(),
+            common::unique_issue(),
+        ],
+    });
+    let scenarios: Vec<(&str, ScenarioFn)> = vec![
+        scenario!(dev_run_to_succeeded_and_pruned),
+        scenario!(revise),
+        scenario!(redelivery_deduped),
+        scenario!(forged_delivery_refused),
+        scenario!(untrusted_sender_waits_for_approval),
+        scenario!(approval_then_run),
+        scenario!(rollback_does_not_rerun_a_finished_job),
+        scenario!(emptied_state_repo_trips_the_prune_guard),
+        scenario!(nothing_left_behind),
+    ];
+    let mut results = Vec::new();
+    for (name, run) in scenarios {
+        let started = Instant::now();
+        let (env2, issues2) = (env.clone(), issues.clone());
+        let outcome = tokio::spawn(async move { run(&env2, &issues2).await }).await;
+        let seconds = started.elapsed().as_secs_f64();
+        let entry = match outcome {
+            Ok(evidence) => {
+                json!({ "name": name, "passed": true, "seconds": seconds, "evidence": evidence })
+            }
+            Err(e) => {
+                let reason = match e.try_into_panic() {
+                    Ok(p) => p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "panicked".into()),
+                    Err(e) => e.to_string(),
+                };
+                json!({ "name": name, "passed": false, "seconds": seconds, "error": reason, "evidence": {} })
+            }
+        };
+        println!(
+            "{} {name} ({seconds:.1} s)",
+            if entry["passed"] == true {
+                "PASS"
+            } else {
+                "FAIL"
+            }
+        );
+        if let Some(error) = entry["error"].as_str() {
+            println!("     {error}");
+        }
+        results.push(entry);
+    }
+    if let Ok(mut child) = env
+        .serve
+        .lock()
+        .map(|mut c| std::mem::replace(&mut *c, Command::new("true").spawn().unwrap()))
+    {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let passed = results.iter().filter(|r| r["passed"] == true).count();
+    let failed = results.len() - passed;
+    let report = json!({
+        "api_server": { "git_version": version.git_version, "platform": version.platform },
+        "instance": env.instance,
+        "scenarios": results,
+        "passed": passed,
+        "failed": failed,
+    });
+    std::fs::write(
+        root.join("report.json"),
+        serde_json::to_string_pretty(&report).unwrap(),
+    )
+    .unwrap();
+    let mut md = format!(
+        "# issueops end-to-end report\n\nAPI server {} ({}), instance `{}`.\n\n| scenario | result | seconds | evidence |\n|---|---|---|---|\n",
+        report["api_server"]["git_version"].as_str().unwrap_or("?"),
+        report["api_server"]["platform"].as_str().unwrap_or("?"),
+        env.instance
+    );
+    for r in report["scenarios"].as_array().unwrap() {
+        let evidence = if r["passed"] == true {
+            r["evidence"].to_string()
+        } else {
+            r["error"].as_str().unwrap_or("").to_string()
+        };
+        md.push_str(&format!(
+            "| {} | {} | {:.1} | `{}` |\n",
+            r["name"].as_str().unwrap(),
+            if r["passed"] == true {
+                "passed"
+            } else {
+                "FAILED"
+            },
+            r["seconds"].as_f64().unwrap_or(0.0),
+            evidence.replace('|', "\\|").replace('\n', " ")
+        ));
+    }
+    std::fs::write(root.join("report.md"), md).unwrap();
+    println!("report: {}", root.join("report.md").display());
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
