@@ -165,6 +165,11 @@ impl Reconciler {
                     let Some(name) = obj.metadata.name.clone() else {
                         continue;
                     };
+                    // Already being deleted (a namespace emptying itself): neither
+                    // drift nor an orphan to delete again.
+                    if obj.metadata.deletion_timestamp.is_some() {
+                        continue;
+                    }
                     let namespace = if namespaced {
                         obj.metadata.namespace.clone()
                     } else {

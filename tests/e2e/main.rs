@@ -56,7 +56,9 @@ impl Env {
             "instance": instance,
             // Pods stay Running until a scenario lets them finish (node stand-in).
             "job": { "image": "registry.example/issueops/agent:hold" },
-            "lifecycle": { "run_retention_seconds": 0, "issue_idle_seconds": 0, "max_unguarded_deletes": 10 },
+            // Issues stay 20 s after their last run: long enough for a rollback to
+            // be applied before the idle issue is pruned again.
+            "lifecycle": { "run_retention_seconds": 0, "issue_idle_seconds": 20, "max_unguarded_deletes": 10 },
             "github": { "api_url": github.uri(), "catch_up_seconds": 86400, "approvers": [APPROVER] },
         });
         std::fs::write(
@@ -351,9 +353,25 @@ async fn fake_github() -> MockServer {
         .respond_with(ResponseTemplate::new(200).set_body_json(comment))
         .mount(&server)
         .await;
+    // Every run's branch has its open pull request (the agent opened it).
     Mock::given(method("GET"))
         .and(path_regex(r"^/repos/[^/]+/[^/]+/pulls$"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .respond_with(|req: &wiremock::Request| {
+            let head = req
+                .url
+                .query_pairs()
+                .find(|(k, _)| k == "head")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            let branch = head
+                .split_once(':')
+                .map(|(_, b)| b.to_string())
+                .unwrap_or(head);
+            ResponseTemplate::new(200).set_body_json(json!([{
+                "number": 7, "html_url": format!("https://github.com/{}/pull/7", common::REPO),
+                "head": { "ref": branch }, "state": "open"
+            }]))
+        })
         .mount(&server)
         .await;
     server
