@@ -73,7 +73,7 @@ pub async fn backend(common: &Common, store: &Store, cluster: &ClusterArgs) -> R
                 reconciler.with_credentials(g.clone(), config.job.github_token_secret.clone())
         }
         Some(_) => tracing::warn!(
-            "agent tokens need a GitHub App; with a personal token the Job gets no GITHUB_TOKEN"
+            "agent tokens need a GitHub App; with a personal token the Job gets no token file (GITHUB_TOKEN_FILE stays empty)"
         ),
         None => {}
     }
