@@ -485,7 +485,10 @@ impl StateRepo {
 
     /// For each path in `paths`, the newest commit in `(from, to]` that changed
     /// it, with that commit's trailers: which intent (run, delivery, actor) an
-    /// applied object comes from. Walks only the commits of the range.
+    /// applied object comes from. Walks only the commits of the range. The
+    /// commits come without `changed_files`: one commit that touched n files
+    /// would otherwise be copied, with its list of n paths, to each of them
+    /// (n² memory: 6.6 GB for a first apply of 1,000 runs).
     pub fn attribute(
         &self,
         from: Option<&str>,
@@ -506,10 +509,11 @@ impl StateRepo {
                 break;
             }
             let sha = commit_id.map_err(self.err("walking history"))?.to_string();
-            let info = self.commit_info(&sha)?;
-            for path in &info.changed_files {
+            let mut info = self.commit_info(&sha)?;
+            let changed = std::mem::take(&mut info.changed_files);
+            for path in changed {
                 if wanted.remove(path.as_str()) {
-                    out.insert(path.clone(), info.clone());
+                    out.insert(path, info.clone());
                 }
             }
         }
