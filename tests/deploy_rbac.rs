@@ -202,13 +202,7 @@ async fn deploy_is_accepted_and_its_service_account_runs_the_reconciler_without_
     h.control_plane.process_pending().await.unwrap();
     let run = naming::run_id_for_delivery("deploy-rbac-1");
     let report = h.reconciler.reconcile_once().await.unwrap();
-    let errors: Vec<_> = h
-        .audit()
-        .await
-        .into_iter()
-        .filter(|r| r.outcome == "error")
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}");
+    h.assert_no_audit_errors().await;
     assert_eq!(report.applied.len(), 8, "{report:?}");
 
     let instance = config.instance.clone();

@@ -15,7 +15,7 @@ use issueops_core::naming;
 use issueops_reconciler::observe::observe_jobs;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
 /// A harness whose reconciler talks to the real cluster through a client that
 /// records its requests.
@@ -87,15 +87,13 @@ async fn run_pod(h: &Harness, namespace: &str, run: &str) -> Pod {
 
 /// Tells the node stand-in how the run's pod ends.
 async fn finish_pod(h: &Harness, namespace: &str, pod: &Pod, outcome: &str) {
-    let pods: Api<Pod> = Api::namespaced(h.client.clone(), namespace);
-    let patch = serde_json::json!({ "metadata": { "annotations": { "standin.issueops.dev/outcome": outcome } } });
-    pods.patch(
+    common::set_pod_outcome(
+        &h.client,
+        namespace,
         pod.metadata.name.as_deref().unwrap(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
+        outcome,
     )
-    .await
-    .unwrap();
+    .await;
 }
 
 async fn namespace_gone(client: &kube::Client, namespace: &str) {
@@ -136,13 +134,7 @@ async fn a_new_run_applies_eight_objects_and_a_resync_right_after_writes_nothing
     let run = trigger(&h, issue, "real-apply-1").await;
 
     let report = h.reconciler.reconcile_once().await.unwrap();
-    let errors: Vec<_> = h
-        .audit()
-        .await
-        .into_iter()
-        .filter(|r| r.outcome == "error")
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}");
+    h.assert_no_audit_errors().await;
     assert!(report.converged(), "{report:?}");
     assert_eq!(report.applied.len(), 8, "{report:?}");
     let applied: Vec<String> = writes(&log.lock().unwrap());
@@ -337,13 +329,7 @@ async fn an_existing_object_without_our_labels_is_never_taken_over_nor_deleted()
 
     let run = trigger(&h, issue, "real-takeover-1").await;
     let report = h.reconciler.reconcile_once().await.unwrap();
-    let errors: Vec<_> = h
-        .audit()
-        .await
-        .into_iter()
-        .filter(|r| r.outcome == "error")
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}");
+    h.assert_no_audit_errors().await;
     assert!(report.applied.is_empty(), "{report:?}");
     assert_eq!(state(&h, &run).await, "failed");
     let reason = run_reason(&h, &run).await;

@@ -475,3 +475,27 @@ pub fn github_app_client(server: &MockServer) -> Arc<issueops_github::GitHub> {
         3,
     )
 }
+
+/// Tells the node stand-in how a pod ends: `succeed`, `fail` or `hold`.
+pub async fn set_pod_outcome(client: &kube::Client, namespace: &str, pod: &str, outcome: &str) {
+    use kube::api::{Api, Patch, PatchParams};
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), namespace);
+    let patch =
+        json!({ "metadata": { "annotations": { "standin.issueops.dev/outcome": outcome } } });
+    pods.patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+impl Harness {
+    /// Fails the test on any audit row saying an object failed.
+    pub async fn assert_no_audit_errors(&self) {
+        let errors: Vec<AuditRow> = self
+            .audit()
+            .await
+            .into_iter()
+            .filter(|r| r.outcome == "error")
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+}

@@ -292,16 +292,14 @@ impl Env {
                 running.then_some(list.items)
             })
             .await;
-        let patch =
-            json!({ "metadata": { "annotations": { "standin.issueops.dev/outcome": "succeed" } } });
         for pod in pods_of_run {
-            pods.patch(
+            common::set_pod_outcome(
+                &self.kube,
+                &record.namespace,
                 pod.metadata.name.as_deref().unwrap(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
+                "succeed",
             )
-            .await
-            .unwrap();
+            .await;
         }
     }
 
@@ -621,14 +619,13 @@ async fn nothing_left_behind(env: &Env, issues: &Issues) -> Evidence {
         let namespace = naming::namespace_for_issue(common::REPO, *issue);
         let pods: Api<Pod> = Api::namespaced(env.kube.clone(), &namespace);
         for pod in pods.list(&ListParams::default()).await.unwrap().items {
-            let patch = json!({ "metadata": { "annotations": { "standin.issueops.dev/outcome": "succeed" } } });
-            pods.patch(
+            common::set_pod_outcome(
+                &env.kube,
+                &namespace,
                 pod.metadata.name.as_deref().unwrap(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
+                "succeed",
             )
-            .await
-            .unwrap();
+            .await;
         }
     }
     // One issue at a time: closing them all at once would delete every object
