@@ -114,6 +114,12 @@ async fn main() -> Result<()> {
         }
     });
     reader.wait_until_ready().await?;
+    // Mounted Secrets and ConfigMaps come from watches too, as a kubelet's do:
+    // re-reading them per pod and tick would load the API server being measured.
+    let secrets = spawn_store::<Secret>(&client);
+    let config_maps = spawn_store::<ConfigMap>(&client);
+    secrets.wait_until_ready().await?;
+    config_maps.wait_until_ready().await?;
 
     let mut kubelet = Kubelet {
         client,
@@ -122,6 +128,8 @@ async fn main() -> Result<()> {
         default,
         run_for: Duration::from_millis(args.run_ms),
         started: HashMap::new(),
+        secrets,
+        config_maps,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
@@ -138,6 +146,35 @@ async fn main() -> Result<()> {
             }
         }
     }
+}
+
+/// A store of every `K` in the cluster, kept current by a watch.
+fn spawn_store<K>(client: &Client) -> reflector::Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store::<K>();
+    let stream = reflector(
+        writer,
+        watcher(Api::<K>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, "watch interrupted; retrying");
+            }
+        }
+    });
+    reader
 }
 
 async fn register_node(client: &Client, name: &str) -> Result<()> {
@@ -183,6 +220,8 @@ struct Kubelet {
     run_for: Duration,
     /// When we reported each pod (by uid) Running.
     started: HashMap<String, Instant>,
+    secrets: reflector::Store<Secret>,
+    config_maps: reflector::Store<ConfigMap>,
 }
 
 impl Kubelet {
@@ -285,9 +324,10 @@ impl Kubelet {
             let (data, optional): (Option<BTreeMap<String, Vec<u8>>>, bool) =
                 if let Some(s) = &volume.secret {
                     let name = s.secret_name.clone().unwrap_or_default();
-                    let got = Api::<Secret>::namespaced(self.client.clone(), ns)
-                        .get_opt(&name)
-                        .await?;
+                    let got = self
+                        .secrets
+                        .get(&reflector::ObjectRef::new(&name).within(ns))
+                        .map(|s| (*s).clone());
                     (
                         got.map(|s| {
                             s.data
@@ -299,9 +339,10 @@ impl Kubelet {
                         s.optional.unwrap_or(false),
                     )
                 } else if let Some(c) = &volume.config_map {
-                    let got = Api::<ConfigMap>::namespaced(self.client.clone(), ns)
-                        .get_opt(&c.name)
-                        .await?;
+                    let got = self
+                        .config_maps
+                        .get(&reflector::ObjectRef::new(&c.name).within(ns))
+                        .map(|c| (*c).clone());
                     (
                         got.map(|c| {
                             c.data
