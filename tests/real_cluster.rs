@@ -68,21 +68,18 @@ async fn observe_until(h: &Harness, run: &str, want: &str) {
 async fn run_pod(h: &Harness, namespace: &str, run: &str) -> Pod {
     let pods: Api<Pod> = Api::namespaced(h.client.clone(), namespace);
     let selector = format!("batch.kubernetes.io/job-name=run-{run}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let list = pods
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .unwrap();
-        if let Some(pod) = list.items.into_iter().next() {
-            return pod;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the Job controller made no pod for run {run}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    common::wait_for(
+        &format!("the Job controller makes a pod for run {run}"),
+        std::time::Duration::from_secs(60),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .unwrap();
+            list.items.into_iter().next()
+        },
+    )
+    .await
 }
 
 /// Tells the node stand-in how the run's pod ends.

@@ -404,21 +404,37 @@ pub fn real_cluster_config() -> Config {
     }
 }
 
-/// Polls `check` until it holds, for at most a minute: the cluster's
-/// controllers act on their own time.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+/// Polls `find` every 100 ms until it finds something, and returns that; fails
+/// the test after `limit`. The cluster's controllers act on their own time.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: std::time::Duration, mut find: F) -> T
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !check().await {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(found) = find().await {
+            return found;
+        }
         assert!(
             std::time::Instant::now() < deadline,
             "timed out waiting for: {what}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// Polls `check` until it holds, for at most a minute.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    wait_for(what, std::time::Duration::from_secs(60), || {
+        let checked = check();
+        async move { checked.await.then_some(()) }
+    })
+    .await
 }
 
 /// A fresh RSA key for a test GitHub App.

@@ -180,47 +180,32 @@ impl Env {
     }
 
     async fn wait_state(&self, run: &str, want: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
+        self.wait_for(&format!("run {run} to be one of {want:?}"), || async {
             let state = self.run_state(run).await;
-            if want.contains(&state.as_str()) {
-                return state;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "run {run} is {state:?}, never one of {want:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            want.contains(&state.as_str()).then_some(state)
+        })
+        .await
     }
 
-    async fn wait_until<F, Fut>(&self, what: &str, check: F)
+    async fn wait_until<F, Fut>(&self, what: &str, mut check: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let mut check = check;
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !check().await {
-            assert!(Instant::now() < deadline, "timed out: {what}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        self.wait_for(what, || {
+            let checked = check();
+            async move { checked.await.then_some(()) }
+        })
+        .await
     }
 
-    /// Polls `find` until it finds something, and returns that.
-    async fn wait_for<T, F, Fut>(&self, what: &str, mut find: F) -> T
+    /// Polls `find` until it finds something (at most 90 s), and returns that.
+    async fn wait_for<T, F, Fut>(&self, what: &str, find: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Some(found) = find().await {
-                return found;
-            }
-            assert!(Instant::now() < deadline, "timed out: {what}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        common::wait_for(what, Duration::from_secs(90), find).await
     }
 
     /// Commits of the state repo naming `run` in their trailers.
