@@ -4,17 +4,18 @@
 //!
 //! Run with `cargo bench --bench label_to_apply`; results go in docs/benchmarks.md.
 
+mod support;
+
 use issueops_control_plane::render::Templates;
 use issueops_control_plane::ControlPlane;
-use issueops_core::state_repo::StateRepo;
-use issueops_core::{Config, Store};
+use issueops_core::Config;
 use issueops_gateway::{router, sign, AppState, Secrets};
 use issueops_reconciler::Reconciler;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SECRET: &[u8] = b"bench-secret";
-const FIXTURE: &str = include_str!("../tests/data/github/issues/labeled.payload.json");
+use support::FIXTURE;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -43,11 +44,7 @@ fn body_for_issue(issue: u64) -> Vec<u8> {
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("b.db").display()))
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    let repo = StateRepo::local(&dir.path().join("state.git"), "main").unwrap();
+    let (store, repo) = support::store_and_repo(dir.path()).await;
     let config = Arc::new(Config {
         repos: vec!["Codertocat/Hello-World".into()],
         ..Config::default()

@@ -9,29 +9,19 @@
 //! Run with `cargo bench --bench scale` (add sizes as arguments to choose:
 //! `cargo bench --bench scale -- 100 1000`). Results go in docs/benchmarks.md.
 
+mod support;
+
 use issueops_control_plane::decide::RunMode;
 use issueops_control_plane::render::Templates;
 use issueops_control_plane::{plan_run, ControlPlane};
-use issueops_core::event::IssuesEvent;
-use issueops_core::state_repo::{Change, CommitRequest, StateRepo};
-use issueops_core::store::inbox::NewDelivery;
+use issueops_core::state_repo::{Change, CommitRequest};
 use issueops_core::store::runs::RunState;
-use issueops_core::{naming, Config, Store};
+use issueops_core::{naming, Config};
 use issueops_reconciler::Reconciler;
 use kube_fake_client::interceptor::Funcs;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-
-const FIXTURE: &str = include_str!("../tests/data/github/issues/labeled.payload.json");
-
-fn event_for(issue: u64) -> (IssuesEvent, String) {
-    let mut v: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
-    v["label"]["name"] = "run:dev".into();
-    v["issue"]["number"] = issue.into();
-    let text = v.to_string();
-    (serde_json::from_str(&text).unwrap(), text)
-}
 
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -67,11 +57,7 @@ fn counting(calls: &Arc<AtomicUsize>) -> Funcs {
 
 async fn scale(n: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("b.db").display()))
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    let repo = StateRepo::local(&dir.path().join("state.git"), "main").unwrap();
+    let (store, repo) = support::store_and_repo(dir.path()).await;
     let config = Config {
         repos: vec!["Codertocat/Hello-World".into()],
         ..Config::default()
@@ -83,7 +69,7 @@ async fn scale(n: u64) {
     let mut changes = Vec::new();
     let mut objects = Vec::new();
     for issue in 1..=n {
-        let (event, _) = event_for(issue);
+        let (event, _) = support::event_for(issue);
         let delivery = format!("setup-{issue}");
         let plan = plan_run(
             &config,
@@ -133,21 +119,7 @@ async fn scale(n: u64) {
 
     // One new run: delivery in the inbox → commit.
     let issue = n + 1;
-    let (_, payload) = event_for(issue);
-    store
-        .insert_delivery(&NewDelivery {
-            delivery_id: "bench-new".into(),
-            event: "issues".into(),
-            action: Some("labeled".into()),
-            repo: Some("Codertocat/Hello-World".into()),
-            sender: Some("Codertocat".into()),
-            payload,
-        })
-        .await
-        .unwrap();
-    let t = Instant::now();
-    assert_eq!(control_plane.process_pending().await.unwrap(), 1);
-    let commit_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let commit_ms = support::commit_new_run(&store, &control_plane, issue).await;
 
     // The cycle's own share (git diff + attribution + database), without the API.
     let t = Instant::now();

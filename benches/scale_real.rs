@@ -11,14 +11,14 @@
 //!
 //! `cargo bench --bench scale_real -- 1000` (default: 100 and 1000).
 
+mod support;
+
 use issueops_control_plane::decide::RunMode;
 use issueops_control_plane::render::Templates;
 use issueops_control_plane::{plan_run, ControlPlane};
-use issueops_core::event::IssuesEvent;
-use issueops_core::state_repo::{Change, CommitRequest, StateRepo};
-use issueops_core::store::inbox::NewDelivery;
+use issueops_core::state_repo::{Change, CommitRequest};
 use issueops_core::store::runs::RunState;
-use issueops_core::{naming, Config, Store};
+use issueops_core::{naming, Config};
 use issueops_reconciler::Reconciler;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -26,16 +26,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-
-const FIXTURE: &str = include_str!("../tests/data/github/issues/labeled.payload.json");
-
-fn event_for(issue: u64) -> (IssuesEvent, String) {
-    let mut v: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
-    v["label"]["name"] = "run:dev".into();
-    v["issue"]["number"] = issue.into();
-    let text = v.to_string();
-    (serde_json::from_str(&text).unwrap(), text)
-}
 
 /// `VmHWM` (peak) or `VmRSS` of a process, in MiB.
 fn memory_mib(pid: &str, field: &str) -> f64 {
@@ -79,11 +69,7 @@ async fn client(kubeconfig: &std::path::Path) -> (kube::Client, Arc<AtomicUsize>
 
 async fn scale(n: u64, kubeconfig: &std::path::Path) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("b.db").display()))
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    let repo = StateRepo::local(&dir.path().join("state.git"), "main").unwrap();
+    let (store, repo) = support::store_and_repo(dir.path()).await;
     let instance = format!("bench-{}", hex::encode(rand::random::<[u8; 4]>()));
     let config = Config {
         repos: vec!["Codertocat/Hello-World".into()],
@@ -101,7 +87,7 @@ async fn scale(n: u64, kubeconfig: &std::path::Path) {
     let setup = Instant::now();
     let mut changes = Vec::new();
     for issue in base_issue..base_issue + n {
-        let (event, _) = event_for(issue);
+        let (event, _) = support::event_for(issue);
         let plan = plan_run(
             &config,
             &templates,
@@ -140,21 +126,7 @@ async fn scale(n: u64, kubeconfig: &std::path::Path) {
 
     // One new run: delivery in the inbox → commit → one incremental cycle.
     let issue = base_issue + n;
-    let (_, payload) = event_for(issue);
-    store
-        .insert_delivery(&NewDelivery {
-            delivery_id: "bench-new".into(),
-            event: "issues".into(),
-            action: Some("labeled".into()),
-            repo: Some("Codertocat/Hello-World".into()),
-            sender: Some("Codertocat".into()),
-            payload,
-        })
-        .await
-        .unwrap();
-    let t = Instant::now();
-    assert_eq!(control_plane.process_pending().await.unwrap(), 1);
-    let commit_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let commit_ms = support::commit_new_run(&store, &control_plane, issue).await;
     calls.store(0, Ordering::Relaxed);
     let t = Instant::now();
     let cycle = reconciler.reconcile_once().await.unwrap();

@@ -370,24 +370,11 @@ impl Kubelet {
 
     async fn set_running(&self, api: &Api<Pod>, pod: &Pod) -> Result<()> {
         let now = k8s_openapi::jiff::Timestamp::now().to_string();
-        let containers: Vec<_> = containers(pod)
-            .map(|(name, image)| json!({
-                "name": name, "image": image, "imageID": "", "ready": true, "restartCount": 0, "started": true,
-                "state": { "running": { "startedAt": now } },
-            }))
-            .collect();
-        let status = json!({ "status": {
+        let state = json!({ "running": { "startedAt": now } });
+        let status = json!({
             "phase": "Running", "startTime": now, "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
-            "conditions": conditions(&now, "True"),
-            "containerStatuses": containers,
-        }});
-        api.patch_status(
-            name_of(pod),
-            &PatchParams::default(),
-            &Patch::Merge(&status),
-        )
-        .await?;
-        Ok(())
+        });
+        patch_status(api, pod, status, state, true, &now).await
     }
 
     async fn set_finished(&self, api: &Api<Pod>, pod: &Pod, succeeded: bool) -> Result<()> {
@@ -398,29 +385,43 @@ impl Kubelet {
             .as_ref()
             .and_then(|a| a.get(MESSAGE_ANNOTATION))
             .cloned();
-        let containers: Vec<_> = containers(pod)
-            .map(|(name, image)| json!({
-                "name": name, "image": image, "imageID": "", "ready": false, "restartCount": 0, "started": false,
-                "state": { "terminated": {
-                    "exitCode": if succeeded { 0 } else { 1 },
-                    "reason": if succeeded { "Completed" } else { "Error" },
-                    "message": message, "finishedAt": now,
-                } },
-            }))
-            .collect();
-        let status = json!({ "status": {
-            "phase": if succeeded { "Succeeded" } else { "Failed" },
-            "conditions": conditions(&now, "False"),
-            "containerStatuses": containers,
-        }});
-        api.patch_status(
-            name_of(pod),
-            &PatchParams::default(),
-            &Patch::Merge(&status),
-        )
-        .await?;
-        Ok(())
+        let state = json!({ "terminated": {
+            "exitCode": if succeeded { 0 } else { 1 },
+            "reason": if succeeded { "Completed" } else { "Error" },
+            "message": message, "finishedAt": now,
+        } });
+        let status = json!({ "phase": if succeeded { "Succeeded" } else { "Failed" } });
+        patch_status(api, pod, status, state, false, &now).await
     }
+}
+
+/// Reports `status` for the pod, with every container in `state` and the
+/// pod's conditions saying whether it is `ready`.
+async fn patch_status(
+    api: &Api<Pod>,
+    pod: &Pod,
+    mut status: serde_json::Value,
+    state: serde_json::Value,
+    ready: bool,
+    now: &str,
+) -> Result<()> {
+    let containers: Vec<_> = containers(pod)
+        .map(|(name, image)| {
+            json!({
+                "name": name, "image": image, "imageID": "", "ready": ready, "restartCount": 0,
+                "started": ready, "state": state,
+            })
+        })
+        .collect();
+    status["containerStatuses"] = json!(containers);
+    status["conditions"] = conditions(now, if ready { "True" } else { "False" });
+    api.patch_status(
+        name_of(pod),
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "status": status })),
+    )
+    .await?;
+    Ok(())
 }
 
 fn name_of(pod: &Pod) -> &str {
