@@ -4,6 +4,18 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// `issueops labels ...`
+#[derive(Debug, Subcommand)]
+pub enum LabelsCommand {
+    /// Create or update the label catalogue (names, colours, descriptions) on
+    /// every configured repo; other labels are left alone.
+    Sync {
+        /// Only print the catalogue; call nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "issueops",
@@ -100,7 +112,12 @@ pub enum Command {
         #[arg(long, env = "USER", default_value = "operator")]
         actor: String,
     },
-    /// List runs.
+    /// Labels issueops gives meaning to, on GitHub.
+    Labels {
+        #[command(subcommand)]
+        command: LabelsCommand,
+    },
+    /// List runs, with what the agent reported (outcome, pull request).
     Runs,
     /// Print the audit trail, oldest first.
     Audit {

@@ -7,7 +7,7 @@ mod settings;
 mod telemetry;
 
 use clap::Parser;
-use cli::{Cli, Command};
+use cli::{Cli, Command, LabelsCommand};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -52,6 +52,9 @@ async fn main() -> std::process::ExitCode {
         Command::Deny { id, reason, actor } => {
             commands::approvals::decide(&cli.common, &id, &actor, false, &reason).await
         }
+        Command::Labels {
+            command: LabelsCommand::Sync { dry_run },
+        } => commands::labels::sync(&cli.common, dry_run).await,
         Command::Runs => commands::ops::runs(&cli.common).await,
         Command::Audit { run } => commands::ops::audit(&cli.common, run.as_deref()).await,
     };

@@ -48,10 +48,12 @@ fn render_prints_every_manifest_as_multi_document_yaml() {
     assert_eq!(
         sorted,
         [
+            "ConfigMap",
             "Job",
             "LimitRange",
             "Namespace",
             "NetworkPolicy",
+            "PersistentVolumeClaim",
             "ResourceQuota",
             "Role",
             "RoleBinding",
@@ -233,7 +235,7 @@ async fn serve_turns_a_signed_delivery_into_an_applied_run() {
     assert_eq!(resp.status().as_u16(), 202);
     let done = wait_for("cycle done");
     let v: serde_json::Value = serde_json::from_str(&done).unwrap();
-    assert_eq!(v["applied"], 8, "{done}");
+    assert_eq!(v["applied"], 10, "{done}");
     assert_eq!(v["failed"], 0, "{done}");
     let _ = child.kill();
     let _ = child.wait();
@@ -274,7 +276,7 @@ async fn plan_and_rollback_from_the_command_line() {
     );
     assert_eq!(
         plan.lines().filter(|l| l.starts_with("apply")).count(),
-        8,
+        10,
         "{plan}"
     );
     assert!(

@@ -203,7 +203,7 @@ async fn deploy_is_accepted_and_its_service_account_runs_the_reconciler_without_
     let run = naming::run_id_for_delivery("deploy-rbac-1");
     let report = h.reconciler.reconcile_once().await.unwrap();
     h.assert_no_audit_errors().await;
-    assert_eq!(report.applied.len(), 8, "{report:?}");
+    assert_eq!(report.applied.len(), 10, "{report:?}");
 
     let instance = config.instance.clone();
     eventually("the run succeeds", || async {
@@ -231,7 +231,7 @@ async fn deploy_is_accepted_and_its_service_account_runs_the_reconciler_without_
         .unwrap();
     let pruned = h.reconciler.reconcile_once().await.unwrap();
     assert!(pruned.converged(), "{pruned:?}");
-    assert_eq!(pruned.deleted.len(), 8, "{pruned:?}");
+    assert_eq!(pruned.deleted.len(), 10, "{pruned:?}");
     let namespaces: Api<Namespace> = Api::all(admin.clone());
     eventually("the run's namespace is gone", || async {
         namespaces.get_opt(&ns).await.unwrap().is_none()

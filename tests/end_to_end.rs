@@ -15,6 +15,7 @@ const DELIVERY: &str = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
 
 fn expected_files(ns: &str, run: &str) -> Vec<String> {
     let mut files: Vec<String> = [
+        "agent-home",
         "limitrange",
         "namespace",
         "networkpolicy",
@@ -27,6 +28,7 @@ fn expected_files(ns: &str, run: &str) -> Vec<String> {
     .map(|f| format!("issues/{ns}/{f}.yaml"))
     .collect();
     files.push(format!("issues/{ns}/runs/{run}/job.yaml"));
+    files.push(format!("issues/{ns}/runs/{run}/prompt.yaml"));
     files.sort();
     files
 }
@@ -73,7 +75,7 @@ async fn labeled_run_is_committed_applied_and_audited(db: Db) {
     // The reconciler applies every object.
     let report = h.reconciler.reconcile_once().await.unwrap();
     assert!(report.converged(), "{report:?}");
-    assert_eq!(report.applied.len(), 8, "{report:?}");
+    assert_eq!(report.applied.len(), 10, "{report:?}");
     assert_eq!(
         report.applied[0],
         format!("Namespace/{ns}"),
@@ -144,7 +146,7 @@ async fn labeled_run_is_committed_applied_and_audited(db: Db) {
         .filter(|r| r.kind == "apply")
         .map(|r| r.object.as_deref().unwrap())
         .collect();
-    assert_eq!(applied.len(), 8);
+    assert_eq!(applied.len(), 10);
     for row in rows.iter().filter(|r| r.kind == "apply") {
         assert_eq!(row.outcome, "applied");
         assert_eq!(row.commit_sha.as_deref(), Some(sha.as_str()));
@@ -228,10 +230,19 @@ async fn second_run_commits_and_applies_only_its_job(db: Db) {
     let ns = naming::namespace_for_issue(REPO, 1);
     assert_eq!(
         info.changed_files,
-        vec![format!("issues/{ns}/runs/{second}/job.yaml")]
+        vec![
+            format!("issues/{ns}/runs/{second}/job.yaml"),
+            format!("issues/{ns}/runs/{second}/prompt.yaml")
+        ]
     );
     let report = h.reconciler.reconcile_once().await.unwrap();
-    assert_eq!(report.applied, vec![format!("Job/{ns}/run-{second}")]);
+    assert_eq!(
+        report.applied,
+        vec![
+            format!("ConfigMap/{ns}/run-{second}-prompt"),
+            format!("Job/{ns}/run-{second}")
+        ]
+    );
     h.finish().await;
 }
 

@@ -61,7 +61,7 @@ fn rendered_manifests_pass_strict_validation_for_kubernetes_1_36() {
             (i == 2).then_some(17),
         )
         .unwrap();
-        assert_eq!(plan.files.len(), 8);
+        assert_eq!(plan.files.len(), 10);
         for (j, f) in plan.files.iter().enumerate() {
             let path = dir.path().join(format!("{i}-{j}.yaml"));
             std::fs::write(&path, &f.content).unwrap();

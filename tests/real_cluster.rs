@@ -118,7 +118,7 @@ fn holding(mut config: issueops_core::Config) -> issueops_core::Config {
 }
 
 #[tokio::test]
-async fn a_new_run_applies_eight_objects_and_a_resync_right_after_writes_nothing() {
+async fn a_new_run_applies_ten_objects_and_a_resync_right_after_writes_nothing() {
     let mut config = holding(real_cluster_config());
     // Quantities as people write them; the API server stores 500m, 1, 1Gi, 2G.
     config.job.cpu_request = "0.5".into();
@@ -133,11 +133,11 @@ async fn a_new_run_applies_eight_objects_and_a_resync_right_after_writes_nothing
     let report = h.reconciler.reconcile_once().await.unwrap();
     h.assert_no_audit_errors().await;
     assert!(report.converged(), "{report:?}");
-    assert_eq!(report.applied.len(), 8, "{report:?}");
+    assert_eq!(report.applied.len(), 10, "{report:?}");
     let applied: Vec<String> = writes(&log.lock().unwrap());
     assert_eq!(
         applied.iter().filter(|l| l.starts_with("PATCH ")).count(),
-        8,
+        10,
         "one server-side apply per object: {applied:?}"
     );
     assert_eq!(state(&h, &run).await, "applied");
@@ -179,7 +179,7 @@ async fn a_new_run_applies_eight_objects_and_a_resync_right_after_writes_nothing
     assert!(resync.cycle.converged(), "{resync:?}");
     assert!(resync.cycle.applied.is_empty(), "{resync:?}");
     assert!(resync.cycle.deleted.is_empty(), "{resync:?}");
-    assert_eq!(resync.live_objects, 8);
+    assert_eq!(resync.live_objects, 10);
     assert_eq!(writes(&log.lock().unwrap()), Vec::<String>::new());
 
     cleanup(&h.client, &namespace).await;
@@ -212,7 +212,7 @@ async fn a_run_goes_running_succeeded_then_pruned_job_first_namespace_last() {
     log.lock().unwrap().clear();
     let report = h.reconciler.reconcile_once().await.unwrap();
     assert!(report.converged(), "{report:?}");
-    assert_eq!(report.deleted.len(), 8, "{report:?}");
+    assert_eq!(report.deleted.len(), 10, "{report:?}");
     let deletes: Vec<String> = writes(&log.lock().unwrap())
         .into_iter()
         .filter(|l| l.starts_with("DELETE "))
@@ -246,7 +246,7 @@ async fn a_run_goes_running_succeeded_then_pruned_job_first_namespace_last() {
         .filter(|r| r.kind == kind::DELETE && r.outcome == "deleted")
         .filter_map(|r| r.object.as_deref())
         .collect();
-    assert_eq!(deleted.len(), 8, "{deleted:?}");
+    assert_eq!(deleted.len(), 10, "{deleted:?}");
     assert_eq!(deleted[0], format!("Job/{namespace}/run-{run}"));
     assert_eq!(*deleted.last().unwrap(), format!("Namespace/{namespace}"));
     assert!(audit
@@ -391,7 +391,7 @@ async fn a_stranger_in_the_cluster_is_not_an_orphan_of_ours() {
     assert!(b.reconciler.reconcile_once().await.unwrap().converged());
     let r = a.reconciler.resync(false).await.unwrap();
     assert!(r.cycle.deleted.is_empty(), "{r:?}");
-    assert_eq!(r.live_objects, 8, "only its own objects are listed");
+    assert_eq!(r.live_objects, 10, "only its own objects are listed");
     for (h, issue) in [(&a, issue_a), (&b, issue_b)] {
         cleanup(&h.client, &naming::namespace_for_issue(REPO, issue)).await;
     }
@@ -489,6 +489,120 @@ async fn the_agent_token_reaches_the_pod_as_a_file_and_a_refresh_shows_in_it() {
         read() == SECOND
     })
     .await;
+
+    cleanup(&h.client, &namespace).await;
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn the_agent_pod_spec_is_accepted_and_its_result_decides_the_run() {
+    let (h, _log) = start(holding(real_cluster_config())).await;
+    let issue = unique_issue();
+    let namespace = naming::namespace_for_issue(REPO, issue);
+    let run = trigger(&h, issue, "real-agent-1").await;
+    let report = h.reconciler.reconcile_once().await.unwrap();
+    assert!(report.converged(), "{report:?}");
+    h.assert_no_audit_errors().await;
+
+    // What the API server stored: the Job's pod spec as the runner needs it.
+    let job = Api::<Job>::namespaced(h.client.clone(), &namespace)
+        .get(&format!("run-{run}"))
+        .await
+        .unwrap();
+    let spec = job.spec.unwrap();
+    let policy = spec.pod_failure_policy.expect("podFailurePolicy kept");
+    let codes = policy.rules[0].on_exit_codes.as_ref().unwrap();
+    assert_eq!(
+        (policy.rules[0].action.as_str(), codes.values.clone()),
+        ("FailJob", vec![1, 2, 3])
+    );
+    let pod = run_pod(&h, &namespace, &run).await;
+    let pod_spec = pod.spec.clone().unwrap();
+    let volume = |name: &str| {
+        pod_spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("volume {name}"))
+    };
+    assert_eq!(
+        volume("github-token")
+            .secret
+            .unwrap()
+            .secret_name
+            .as_deref(),
+        Some("issueops-github-token")
+    );
+    assert_eq!(
+        volume("prompt").config_map.unwrap().name,
+        format!("run-{run}-prompt")
+    );
+    assert_eq!(
+        volume("agent-home")
+            .persistent_volume_claim
+            .unwrap()
+            .claim_name,
+        "agent-home"
+    );
+    let container = &pod_spec.containers[0];
+    assert_eq!(
+        container.termination_message_policy.as_deref(),
+        Some("FallbackToLogsOnError")
+    );
+    let sc = container.security_context.clone().unwrap();
+    assert_eq!(
+        (
+            sc.run_as_non_root,
+            sc.read_only_root_filesystem,
+            sc.allow_privilege_escalation
+        ),
+        (Some(true), Some(true), Some(false))
+    );
+    let claim = Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(
+        h.client.clone(),
+        &namespace,
+    )
+    .get("agent-home")
+    .await
+    .unwrap();
+    assert_eq!(claim.spec.unwrap().access_modes.unwrap(), ["ReadWriteOnce"]);
+    let prompt =
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(h.client.clone(), &namespace)
+            .get(&format!("run-{run}-prompt"))
+            .await
+            .unwrap();
+    assert!(prompt.data.unwrap()["prompt.md"].contains("{{ issue.title }}"));
+
+    // The runner exits 3 ("no changes"): the Job fails at once by its policy,
+    // and the result it left makes the run a success that opened nothing.
+    let message = r#"{"outcome":"no-changes","head_commit":"0123456789abcdef0123","reason":"the agent changed nothing","resumed_session":false}"#;
+    let pods: Api<Pod> = Api::namespaced(h.client.clone(), &namespace);
+    let annotate = serde_json::json!({ "metadata": { "annotations": {
+        "standin.issueops.dev/termination-message": message,
+        "standin.issueops.dev/outcome": "fail",
+    } } });
+    pods.patch(
+        pod.metadata.name.as_deref().unwrap(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&annotate),
+    )
+    .await
+    .unwrap();
+    observe_until(&h, &run, "succeeded").await;
+    let result = h
+        .store
+        .run_result(&run)
+        .await
+        .unwrap()
+        .expect("result recorded");
+    assert_eq!(result.outcome, "no-changes");
+    assert_eq!(result.head_commit.as_deref(), Some("0123456789abcdef0123"));
+    let audit = h.store.audit_rows_for_run(&run).await.unwrap();
+    assert!(audit
+        .iter()
+        .any(|r| r.kind == kind::AGENT_RESULT && r.outcome == "no-changes"));
 
     cleanup(&h.client, &namespace).await;
     h.finish().await;

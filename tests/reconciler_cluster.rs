@@ -21,7 +21,9 @@ async fn flaky_client(
     let seen = calls.clone();
     let client = ClientBuilder::new()
         .with_interceptor_funcs(interceptor::Funcs::new().patch(move |ctx| {
-            if ctx.name.starts_with("run-") && seen.fetch_add(1, Ordering::SeqCst) < failures {
+            // The run's Job (`run-<id>`), not its prompt ConfigMap (`run-<id>-prompt`).
+            let job = ctx.name.starts_with("run-") && !ctx.name.ends_with("-prompt");
+            if job && seen.fetch_add(1, Ordering::SeqCst) < failures {
                 return Err(make_error());
             }
             Ok(None)

@@ -130,7 +130,7 @@ async fn runs_are_pushed_to_the_remote_and_a_rejected_push_is_redone_once() {
         .unwrap();
     assert_eq!(git(&bare, &["rev-parse", "refs/heads/main"]), first);
     let report = h.reconciler.reconcile_once().await.unwrap();
-    assert_eq!(report.applied.len(), 8, "{report:?}");
+    assert_eq!(report.applied.len(), 10, "{report:?}");
 
     // The first run finishes (one run per issue at a time).
     let ns = issueops_core::naming::namespace_for_issue(common::REPO, 1);
@@ -179,9 +179,9 @@ async fn runs_are_pushed_to_the_remote_and_a_rejected_push_is_redone_once() {
     );
     assert!(tree.contains(&format!("runs/{run_b}/job.yaml")));
 
-    // The reconciler reads the remote and applies only the new Job.
+    // The reconciler reads the remote and applies only the new run's objects.
     let report = h.reconciler.reconcile_once().await.unwrap();
-    assert_eq!(report.applied.len(), 1, "{report:?}");
-    assert!(report.applied[0].ends_with(&format!("run-{run_b}")));
+    assert_eq!(report.applied.len(), 2, "{report:?}");
+    assert!(report.applied[1].ends_with(&format!("run-{run_b}")));
     h.finish().await;
 }

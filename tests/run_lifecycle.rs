@@ -97,7 +97,7 @@ async fn run_goes_label_to_pruned_and_rollback_does_not_rerun_it(db: Db) {
     assert_eq!(state(&h, &run).await, "pruned");
     let report = h.reconciler.reconcile_once().await.unwrap();
     assert!(report.converged(), "{report:?}");
-    assert_eq!(report.deleted.len(), 8, "{report:?}");
+    assert_eq!(report.deleted.len(), 10, "{report:?}");
     assert_eq!(
         report.deleted[0],
         format!("Job/{}/run-{run}", ns()),
@@ -153,7 +153,8 @@ async fn run_goes_label_to_pruned_and_rollback_does_not_rerun_it(db: Db) {
         .contains(&("Rollback-To".into(), start_commit.clone())));
     assert_eq!(h.repo.log().unwrap().len(), 3, "history is kept");
     let report = h.reconciler.reconcile_once().await.unwrap();
-    assert_eq!(report.applied.len(), 7, "{report:?}");
+    // The issue's eight objects and the run's prompt; its Job is skipped.
+    assert_eq!(report.applied.len(), 9, "{report:?}");
     assert_eq!(report.skipped, vec![format!("Job/{}/run-{run}", ns())]);
     assert!(Api::<ServiceAccount>::namespaced(h.client.clone(), &ns())
         .get_opt("agent")
@@ -334,7 +335,7 @@ async fn closing_the_issue_cancels_its_run_and_prunes_its_namespace() {
         ("pruned", Some("issue closed"))
     );
     let report = h.reconciler.reconcile_once().await.unwrap();
-    assert_eq!(report.deleted.len(), 8, "{report:?}");
+    assert_eq!(report.deleted.len(), 10, "{report:?}");
     assert!(Api::<Namespace>::all(h.client.clone())
         .get_opt(&ns())
         .await
@@ -451,7 +452,7 @@ async fn an_emptied_state_repo_does_not_wipe_the_cluster_without_force() {
     assert_eq!(blocked.outcome, "blocked-prune-safety");
 
     let forced = h.reconciler.reconcile(true).await.unwrap();
-    assert_eq!(forced.deleted.len(), 40, "{forced:?}");
+    assert_eq!(forced.deleted.len(), 50, "{forced:?}");
     assert!(Api::<Namespace>::all(h.client.clone())
         .get_opt(&ns())
         .await
@@ -513,7 +514,7 @@ async fn resync_repairs_drift_and_deletes_orphans_but_never_unmanaged_objects() 
         r.cycle.deleted,
         vec![format!("ConfigMap/{}/leftover", ns())]
     );
-    assert_eq!(r.list_calls, 9, "one LIST per managed kind");
+    assert_eq!(r.list_calls, 10, "one LIST per managed kind");
     assert!(sa.get_opt("agent").await.unwrap().is_some());
     let quota = quotas.get("issueops-quota").await.unwrap();
     assert_eq!(quota.spec.unwrap().hard.unwrap()["pods"].0, "4");
@@ -572,7 +573,8 @@ async fn a_git_revert_pushed_by_a_person_works_like_a_rollback() {
     git(&["push", "-q", "origin", "main"]);
 
     let report = h.reconciler.reconcile_once().await.unwrap();
-    assert_eq!(report.applied.len(), 7, "{report:?}");
+    // The issue's eight objects and the run's prompt; its Job is skipped.
+    assert_eq!(report.applied.len(), 9, "{report:?}");
     assert_eq!(report.skipped.len(), 1);
     assert!(Api::<Namespace>::all(h.client.clone())
         .get_opt(&ns())

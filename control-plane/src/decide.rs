@@ -5,7 +5,7 @@
 //! earlier run).
 
 use issueops_core::config::ActiveRunPolicy;
-use issueops_core::event::IssuesEvent;
+use issueops_core::event::{IssuesEvent, Label, PullRequestReviewEvent};
 use issueops_core::naming;
 use issueops_core::store::runs::Run;
 use issueops_core::Config;
@@ -22,8 +22,86 @@ pub enum Decision {
     /// The approval label was added: approve the issue's pending requests if
     /// the sender is an approver.
     ApproveByLabel { event: IssuesEvent },
+    /// The debug label was added: keep the issue's namespace after its runs.
+    Hold { event: IssuesEvent },
+    /// The debug label was removed: prune the issue as usual again.
+    Release { event: IssuesEvent },
+    /// A trigger refused before any run exists (conflicting labels), with
+    /// the reason, said on the issue.
+    RefuseTrigger { event: IssuesEvent, reason: String },
     /// Record and do nothing else, with the reason.
     Ignore { reason: String },
+}
+
+/// The agent's model and reasoning level for a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentChoice {
+    pub model: String,
+    pub reasoning: String,
+}
+
+/// The model and reasoning the issue's labels choose, else the config's
+/// defaults. Two labels of one group, or a value outside the catalogue, is an
+/// error saying what to fix.
+pub fn agent_choice(config: &Config, labels: &[Label]) -> Result<AgentChoice, String> {
+    let pick = |prefix: &str, allowed: &[String], default: &str, what: &str| {
+        let chosen: Vec<&str> = labels
+            .iter()
+            .filter_map(|l| l.name.strip_prefix(prefix))
+            .collect();
+        match chosen.as_slice() {
+            [] => Ok(default.to_string()),
+            [one] if allowed.iter().any(|a| a == one) => Ok(one.to_string()),
+            [one] => Err(format!(
+                "label {prefix}{one} names no known {what}; use one of: {}",
+                allowed
+                    .iter()
+                    .map(|a| format!("{prefix}{a}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            many => Err(format!(
+                "the issue has {} {what} labels ({}); keep one",
+                many.len(),
+                many.iter()
+                    .map(|m| format!("{prefix}{m}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    };
+    let a = &config.agent;
+    Ok(AgentChoice {
+        model: pick(
+            &config.labels.model_prefix,
+            &a.models,
+            &a.default_model,
+            "model",
+        )?,
+        reasoning: pick(
+            &config.labels.reasoning_prefix,
+            &a.reasoning_levels,
+            &a.default_reasoning,
+            "reasoning",
+        )?,
+    })
+}
+
+/// Why a trigger on an issue with these labels must be refused, if it must:
+/// more than one run label, or conflicting model or reasoning labels.
+pub fn label_conflict(config: &Config, labels: &[Label]) -> Option<String> {
+    let run_labels: Vec<&str> = labels
+        .iter()
+        .map(|l| l.name.as_str())
+        .filter(|n| config.run_labels().contains(n))
+        .collect();
+    if run_labels.len() > 1 {
+        return Some(format!(
+            "only one run label may be on an issue at a time, and it has {}; remove all but one",
+            run_labels.join(" and ")
+        ));
+    }
+    agent_choice(config, labels).err()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +137,9 @@ fn ignore(reason: impl Into<String>) -> Decision {
 /// `check_repo` is false for offline rendering (`issueops render`), which
 /// renders whatever repo the payload names.
 pub fn decide(config: &Config, event: &str, payload: &str, check_repo: bool) -> Decision {
+    if event == "pull_request_review" {
+        return decide_review(config, payload, check_repo);
+    }
     if event != "issues" {
         return ignore(format!("event {event:?} is not acted on"));
     }
@@ -74,17 +155,21 @@ pub fn decide(config: &Config, event: &str, payload: &str, check_repo: bool) -> 
     }
     let label = parsed.label.as_ref().map(|l| l.name.clone());
     let label = label.as_deref();
+    let start = |event: IssuesEvent, mode| match label_conflict(config, &event.issue.labels) {
+        Some(reason) => Decision::RefuseTrigger { event, reason },
+        None => Decision::StartRun { event, mode },
+    };
     match parsed.action.as_str() {
-        "labeled" if label == Some(config.trigger_label.as_str()) => Decision::StartRun {
-            event: parsed,
-            mode: RunMode::Dev,
-        },
-        "labeled" if label == Some(config.revise_label.as_str()) => Decision::StartRun {
-            event: parsed,
-            mode: RunMode::Revise,
-        },
+        "labeled" if label == Some(config.trigger_label.as_str()) => start(parsed, RunMode::Dev),
+        "labeled" if label == Some(config.revise_label.as_str()) => start(parsed, RunMode::Revise),
         "labeled" if label == Some(config.github.approval_label.as_str()) => {
             Decision::ApproveByLabel { event: parsed }
+        }
+        "labeled" if label == Some(config.labels.debug.as_str()) => {
+            Decision::Hold { event: parsed }
+        }
+        "unlabeled" if label == Some(config.labels.debug.as_str()) => {
+            Decision::Release { event: parsed }
         }
         "labeled" => ignore(format!("label {:?} is not a trigger", label.unwrap_or(""))),
         "closed" => Decision::CloseIssue { event: parsed },
@@ -97,6 +182,61 @@ pub fn decide(config: &Config, event: &str, payload: &str, check_repo: bool) -> 
         }
         "reopened" => ignore("issue reopened; new triggers start runs again"),
         action => ignore(format!("issues.{action} is not acted on")),
+    }
+}
+
+/// A review asking for changes on a run's pull request starts a revise run
+/// of its issue, when the config allows it. The trigger is the reviewer's,
+/// weighed like a label added by them.
+fn decide_review(config: &Config, payload: &str, check_repo: bool) -> Decision {
+    let review: PullRequestReviewEvent = match serde_json::from_str(payload) {
+        Ok(r) => r,
+        Err(e) => {
+            return ignore(format!(
+                "payload is not a valid pull_request_review event: {e}"
+            ))
+        }
+    };
+    if check_repo && !config.watches(&review.repository.full_name) {
+        return ignore(format!(
+            "repo {} is not configured (add it to `repos` in the config)",
+            review.repository.full_name
+        ));
+    }
+    if review.action != "submitted" || review.review.state != "changes_requested" {
+        return ignore(format!(
+            "pull_request_review.{} ({}) is not acted on",
+            review.action, review.review.state
+        ));
+    }
+    let Some(issue) = naming::issue_for_branch(&review.pull_request.head.ref_) else {
+        return ignore(format!(
+            "pull request #{} is not from a run branch",
+            review.pull_request.number
+        ));
+    };
+    if !config.labels.revise_on_changes_requested {
+        return ignore(
+            "changes requested on a run's pull request; labels.revise_on_changes_requested is off",
+        );
+    }
+    let event = IssuesEvent {
+        action: "labeled".into(),
+        issue: issueops_core::event::Issue {
+            number: issue,
+            title: review.pull_request.title,
+            state: None,
+            labels: Vec::new(),
+        },
+        label: Some(Label {
+            name: config.revise_label.clone(),
+        }),
+        repository: review.repository,
+        sender: review.sender,
+    };
+    Decision::StartRun {
+        event,
+        mode: RunMode::Revise,
     }
 }
 
@@ -269,6 +409,135 @@ mod tests {
         assert!(matches!(
             decide(&config(), "issues", "{\"action\":1}", true),
             Decision::Ignore { .. }
+        ));
+    }
+
+    fn with_labels(label: &str, on_issue: &[&str]) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(&with("labeled", label)).unwrap();
+        v["issue"]["labels"] = on_issue
+            .iter()
+            .map(|n| serde_json::json!({ "name": n, "color": "ededed" }))
+            .collect();
+        v.to_string()
+    }
+
+    #[test]
+    fn a_second_run_label_refuses_the_trigger() {
+        let d = decide(
+            &config(),
+            "issues",
+            &with_labels("run:dev:revise", &["run:dev", "run:dev:revise", "bug"]),
+            true,
+        );
+        assert!(
+            matches!(d, Decision::RefuseTrigger { ref reason, .. } if reason.contains("only one run label")),
+            "{d:?}"
+        );
+        let d = decide(
+            &config(),
+            "issues",
+            &with_labels("run:dev", &["run:dev", "run:debug"]),
+            true,
+        );
+        assert!(matches!(d, Decision::StartRun { .. }), "{d:?}");
+    }
+
+    #[test]
+    fn model_and_reasoning_come_from_labels_within_the_catalogue() {
+        let c = config();
+        let labels = |names: &[&str]| -> Vec<Label> {
+            names
+                .iter()
+                .map(|n| Label {
+                    name: n.to_string(),
+                })
+                .collect()
+        };
+        assert_eq!(
+            agent_choice(&c, &labels(&["bug"])).unwrap(),
+            AgentChoice {
+                model: c.agent.default_model.clone(),
+                reasoning: c.agent.default_reasoning.clone()
+            }
+        );
+        let chosen = agent_choice(
+            &c,
+            &labels(&["ai-model:gpt-5.1-codex-mini", "ai-reasoning:high"]),
+        )
+        .unwrap();
+        assert_eq!(
+            (chosen.model.as_str(), chosen.reasoning.as_str()),
+            ("gpt-5.1-codex-mini", "high")
+        );
+        let two = agent_choice(
+            &c,
+            &labels(&["ai-model:gpt-5.1-codex-mini", "ai-model:gpt-5.1-codex"]),
+        );
+        assert!(two.unwrap_err().contains("2 model labels"));
+        let unknown = agent_choice(&c, &labels(&["ai-reasoning:extreme"])).unwrap_err();
+        assert!(unknown.contains("ai-reasoning:low"), "{unknown}");
+        let d = decide(
+            &c,
+            "issues",
+            &with_labels("run:dev", &["run:dev", "ai-reasoning:extreme"]),
+            true,
+        );
+        assert!(matches!(d, Decision::RefuseTrigger { .. }), "{d:?}");
+    }
+
+    /// GitHub's `pull_request_review.submitted` shape: the pull request object
+    /// of the `pull_request` example, plus the review.
+    fn review(state: &str, head: &str) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(include_str!(
+            "../../tests/data/github/pull_request/opened.payload.json"
+        ))
+        .unwrap();
+        v["action"] = "submitted".into();
+        v["pull_request"]["head"]["ref"] = head.into();
+        v["review"] = serde_json::json!({
+            "id": 1, "user": { "login": "reviewer" }, "body": "please rename", "state": state,
+            "html_url": "https://github.com/Codertocat/Hello-World/pull/2#pullrequestreview-1",
+        });
+        v.to_string()
+    }
+
+    #[test]
+    fn changes_requested_on_a_run_pull_request_starts_a_revise_when_allowed() {
+        let mut c = config();
+        let payload = review("changes_requested", "issueops/issue-42");
+        assert!(matches!(
+            decide(&c, "pull_request_review", &payload, true),
+            Decision::Ignore { ref reason } if reason.contains("revise_on_changes_requested")
+        ));
+        c.labels.revise_on_changes_requested = true;
+        match decide(&c, "pull_request_review", &payload, true) {
+            Decision::StartRun { event, mode } => {
+                assert_eq!(mode, RunMode::Revise);
+                assert_eq!(event.issue.number, 42);
+                assert_eq!(event.label.unwrap().name, "run:dev:revise");
+            }
+            d => panic!("{d:?}"),
+        }
+        for (state, head) in [
+            ("approved", "issueops/issue-42"),
+            ("changes_requested", "feature/x"),
+        ] {
+            assert!(matches!(
+                decide(&c, "pull_request_review", &review(state, head), true),
+                Decision::Ignore { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn the_debug_label_holds_and_releases() {
+        assert!(matches!(
+            decide(&config(), "issues", &with("labeled", "run:debug"), true),
+            Decision::Hold { .. }
+        ));
+        assert!(matches!(
+            decide(&config(), "issues", &with("unlabeled", "run:debug"), true),
+            Decision::Release { .. }
         ));
     }
 

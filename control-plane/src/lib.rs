@@ -11,6 +11,7 @@
 pub mod approval;
 pub mod catch_up;
 pub mod decide;
+pub mod labels;
 pub mod lifecycle;
 pub mod render;
 pub mod report;
@@ -81,11 +82,19 @@ pub fn plan_run(
     let repo = event.repository.full_name.clone();
     let number = event.issue.number;
     let namespace = naming::namespace_for_issue(&repo, number);
+    // Conflicting labels were refused before a run was planned; here the
+    // defaults stand in for anything unreadable.
+    let choice = decide::agent_choice(config, &event.issue.labels).unwrap_or(decide::AgentChoice {
+        model: config.agent.default_model.clone(),
+        reasoning: config.agent.default_reasoning.clone(),
+    });
     let run_ctx = RunContext {
         id: naming::run_id_for_delivery(delivery_id),
         mode: mode.as_str().into(),
         branch: branch.into(),
         pull_request: pull_request.map(|n| n.to_string()),
+        model: choice.model,
+        reasoning: choice.reasoning,
     };
     let issue_ctx = IssueContext {
         repo: repo.clone(),
@@ -193,6 +202,9 @@ impl ControlPlane {
                 if let Err(e) = self.report_pass().await {
                     tracing::warn!(error = %e, "reporting to GitHub failed; will retry");
                 }
+                if let Err(e) = self.remove_trigger_labels().await {
+                    tracing::warn!(error = %e, "removing trigger labels failed; will retry");
+                }
                 Ok::<_, ControlPlaneError>(n + pruned.len())
             };
             match pass.await {
@@ -229,6 +241,9 @@ impl ControlPlane {
             Decision::StartRun { event, mode } => {
                 self.trigger(&row.delivery_id, &event, mode).await?
             }
+            Decision::RefuseTrigger { event, reason } => {
+                self.refuse(&row.delivery_id, &event, None, &reason).await?
+            }
             Decision::CloseIssue { event } => self.close_issue(&row.delivery_id, &event).await?,
             Decision::CancelActive { event } => {
                 self.cancel_active(&row.delivery_id, &event).await?
@@ -236,6 +251,8 @@ impl ControlPlane {
             Decision::ApproveByLabel { event } => {
                 self.approve_by_label(&row.delivery_id, &event).await?
             }
+            Decision::Hold { event } => self.hold(&row.delivery_id, &event).await?,
+            Decision::Release { event } => self.release(&row.delivery_id, &event).await?,
         };
         self.store.mark_processed(row.seq, &outcome).await?;
         Ok(())
@@ -269,6 +286,14 @@ impl ControlPlane {
                     .await;
             }
             return Ok(format!("run {run_id} queued"));
+        }
+        if event
+            .issue
+            .labels
+            .iter()
+            .any(|l| l.name == self.config.labels.debug)
+        {
+            self.hold(delivery_id, event).await?;
         }
         match self.authorize(event).await? {
             approval::Authorization::NeedsApproval { permission } => {
@@ -314,19 +339,7 @@ impl ControlPlane {
                 }
             }
             Admission::Refuse { reason } => {
-                tracing::info!(%reason, "trigger refused");
-                self.notify(
-                    delivery_id,
-                    &event.repository.full_name,
-                    event.issue.number as i64,
-                    &format!("this trigger was refused: {reason}."),
-                )
-                .await?;
-                let audit = self
-                    .decision_audit(delivery_id, event, "refused")
-                    .detail(json!({ "issue": issue_ref, "mode": mode.as_str(), "reason": reason }));
-                self.store.append_audit(&audit).await?;
-                Ok(format!("refused: {reason}"))
+                self.refuse(delivery_id, event, Some(mode), &reason).await
             }
             Admission::Queue { active_run } => {
                 let namespace =
@@ -357,6 +370,30 @@ impl ControlPlane {
                 Ok(format!("run {run_id} queued behind {active_run}"))
             }
         }
+    }
+
+    /// Refuses a trigger: says why on the issue, and audits it.
+    async fn refuse(
+        &self,
+        delivery_id: &str,
+        event: &IssuesEvent,
+        mode: Option<RunMode>,
+        reason: &str,
+    ) -> Result<String, ControlPlaneError> {
+        tracing::info!(%reason, "trigger refused");
+        let issue_ref = format!("{}#{}", event.repository.full_name, event.issue.number);
+        self.notify(
+            delivery_id,
+            &event.repository.full_name,
+            event.issue.number as i64,
+            &format!("this trigger was refused: {reason}."),
+        )
+        .await?;
+        let audit = self.decision_audit(delivery_id, event, "refused").detail(
+            json!({ "issue": issue_ref, "mode": mode.map(RunMode::as_str), "reason": reason }),
+        );
+        self.store.append_audit(&audit).await?;
+        Ok(format!("refused: {reason}"))
     }
 
     /// Starts, in arrival order, the queued runs whose issue has no active run.

@@ -72,6 +72,10 @@ impl ControlPlane {
                 .advance_run(&run.run_id, RunState::Pruned, None, None)
                 .await?;
         }
+        // Closing is explicit: a debug hold does not outlive the issue.
+        self.store
+            .release_issue(repo, event.issue.number as i64, &self.config.labels.debug)
+            .await?;
         let mut audit = AuditEvent::new(kind::PRUNE, "issue-closed")
             .delivery(delivery_id)
             .actor(event.sender.login.clone())
@@ -142,14 +146,98 @@ impl ControlPlane {
         Ok(format!("run {} cancelled", active.run_id))
     }
 
+    /// The debug label was added: the issue's namespace and runs stay after
+    /// the runs end, until the label goes or `labels.debug_max_seconds` pass.
+    pub(crate) async fn hold(
+        &self,
+        delivery_id: &str,
+        event: &IssuesEvent,
+    ) -> Result<String, ControlPlaneError> {
+        let repo = &event.repository.full_name;
+        let issue = event.issue.number as i64;
+        self.store
+            .hold_issue(repo, issue, &self.config.labels.debug)
+            .await?;
+        let audit = AuditEvent::new(kind::DECISION, "debug-hold")
+            .delivery(delivery_id)
+            .actor(event.sender.login.clone())
+            .detail(json!({
+                "issue": format!("{repo}#{issue}"),
+                "label": self.config.labels.debug,
+                "max_seconds": self.config.labels.debug_max_seconds,
+                "reason": "pruning of this issue's namespace and runs is skipped while the label is on",
+            }));
+        self.store.append_audit(&audit).await?;
+        Ok(format!("{repo}#{issue} held for debugging"))
+    }
+
+    /// The debug label was removed: the issue is pruned as usual again.
+    pub(crate) async fn release(
+        &self,
+        delivery_id: &str,
+        event: &IssuesEvent,
+    ) -> Result<String, ControlPlaneError> {
+        let repo = &event.repository.full_name;
+        let issue = event.issue.number as i64;
+        if !self
+            .store
+            .release_issue(repo, issue, &self.config.labels.debug)
+            .await?
+        {
+            return Ok(format!("{repo}#{issue} was not held"));
+        }
+        let audit = AuditEvent::new(kind::DECISION, "debug-released")
+            .delivery(delivery_id)
+            .actor(event.sender.login.clone())
+            .detail(json!({ "issue": format!("{repo}#{issue}"), "reason": "label removed" }));
+        self.store.append_audit(&audit).await?;
+        Ok(format!("{repo}#{issue} released"))
+    }
+
+    /// Issues held by the debug label at `now_ms`; holds past their bound are
+    /// released (and audited) here.
+    async fn held_issues(
+        &self,
+        now_ms: i64,
+    ) -> Result<std::collections::HashSet<(String, i64)>, ControlPlaneError> {
+        let max_ms = (self.config.labels.debug_max_seconds as i64).saturating_mul(1000);
+        let mut held = std::collections::HashSet::new();
+        for (repo, issue, since) in self.store.issue_holds().await? {
+            if since.saturating_add(max_ms) > now_ms {
+                held.insert((repo, issue));
+                continue;
+            }
+            if self
+                .store
+                .release_issue(&repo, issue, &self.config.labels.debug)
+                .await?
+            {
+                let audit = AuditEvent::new(kind::DECISION, "debug-released")
+                    .actor(SYSTEM_ACTOR)
+                    .detail(json!({
+                        "issue": format!("{repo}#{issue}"),
+                        "reason": format!("held longer than labels.debug_max_seconds ({} s)", self.config.labels.debug_max_seconds),
+                    }));
+                self.store.append_audit(&audit).await?;
+            }
+        }
+        Ok(held)
+    }
+
     /// Prunes runs that finished more than the retention ago, and the folder of
-    /// any issue idle for longer than the idle time. Returns the commits made.
+    /// any issue idle for longer than the idle time, except issues held by the
+    /// debug label. Returns the commits made.
     pub async fn prune_due(&self, now_ms: i64) -> Result<Vec<String>, ControlPlaneError> {
         let lifecycle = &self.config.lifecycle;
         let retention_ms = (lifecycle.run_retention_seconds as i64).saturating_mul(1000);
         let idle_ms = (lifecycle.issue_idle_seconds as i64).saturating_mul(1000);
+        let held = self.held_issues(now_ms).await?;
+        let is_held = |repo: &str, issue: i64| held.contains(&(repo.to_ascii_lowercase(), issue));
         let mut commits = Vec::new();
         for run in self.store.runs_due_for_prune(now_ms - retention_ms).await? {
+            if is_held(&run.repo, run.issue_number) {
+                continue;
+            }
             let runs = self
                 .store
                 .runs_for_issue(&run.repo, run.issue_number)
@@ -161,6 +249,9 @@ impl ControlPlane {
         }
         // Issues whose runs were pruned before the issue went idle.
         for (namespace, repo, issue) in self.store.idle_issue_namespaces(now_ms - idle_ms).await? {
+            if is_held(&repo, issue) {
+                continue;
+            }
             let dir = issue_dir(&namespace);
             let state_repo = self.repo.clone();
             let exists = tokio::task::spawn_blocking(move || state_repo.path_exists(&dir))

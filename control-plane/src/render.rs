@@ -42,8 +42,29 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../manifests-templates/issue/networkpolicy.yaml"),
     ),
     (
+        "issue/agent-home.yaml",
+        include_str!("../../manifests-templates/issue/agent-home.yaml"),
+    ),
+    (
         "run/job.yaml",
         include_str!("../../manifests-templates/run/job.yaml"),
+    ),
+    (
+        "run/prompt.yaml",
+        include_str!("../../manifests-templates/run/prompt.yaml"),
+    ),
+];
+
+/// The agent's prompt templates, one per run mode: data for `run/prompt.yaml`,
+/// not manifests. A templates dir without its own keeps these.
+const EMBEDDED_PROMPTS: &[(&str, &str)] = &[
+    (
+        "dev",
+        include_str!("../../manifests-templates/prompts/dev.md"),
+    ),
+    (
+        "revise",
+        include_str!("../../manifests-templates/prompts/revise.md"),
     ),
 ];
 
@@ -70,12 +91,16 @@ pub enum RenderError {
     Output { name: String, reason: String },
     #[error("no templates found under {0}: expected issue/*.yaml and run/*.yaml")]
     Empty(String),
+    #[error("no prompt template for {0} runs: add prompts/{0}.md to the templates")]
+    NoPrompt(String),
 }
 
 /// The loaded templates, by relative name (`issue/namespace.yaml`).
 #[derive(Debug, Clone)]
 pub struct Templates {
     sources: BTreeMap<String, String>,
+    /// Prompt templates by run mode (`dev`, `revise`).
+    prompts: BTreeMap<String, String>,
 }
 
 /// Everything a rendering depends on.
@@ -94,6 +119,9 @@ pub struct RunContext {
     pub branch: String,
     /// The pull request a revision run continues (its number).
     pub pull_request: Option<String>,
+    /// The agent's model and reasoning level (labels, else the config's defaults).
+    pub model: String,
+    pub reasoning: String,
 }
 
 /// One rendered file: its path in the state repo and its bytes.
@@ -105,12 +133,21 @@ pub struct RenderedFile {
 
 impl Templates {
     pub fn embedded() -> Self {
-        Self {
-            sources: EMBEDDED
+        let owned = |pairs: &[(&str, &str)]| {
+            pairs
                 .iter()
                 .map(|(n, s)| (n.to_string(), s.to_string()))
-                .collect(),
+                .collect()
+        };
+        Self {
+            sources: owned(EMBEDDED),
+            prompts: owned(EMBEDDED_PROMPTS),
         }
+    }
+
+    /// The prompt template of `mode`.
+    pub fn prompt(&self, mode: &str) -> Option<&str> {
+        self.prompts.get(mode).map(String::as_str)
     }
 
     /// Loads `issue/*.yaml` and `run/*.yaml` from a directory.
@@ -141,7 +178,24 @@ impl Templates {
         if sources.is_empty() {
             return Err(RenderError::Empty(dir.display().to_string()));
         }
-        Ok(Self { sources })
+        let mut prompts: BTreeMap<String, String> = Self::embedded().prompts;
+        let prompt_dir = dir.join("prompts");
+        for (mode, _) in EMBEDDED_PROMPTS {
+            let path = prompt_dir.join(format!("{mode}.md"));
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    prompts.insert(mode.to_string(), text);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(RenderError::Read {
+                        path: path.display().to_string(),
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(Self { sources, prompts })
     }
 
     fn env(&self) -> Result<Environment<'_>, RenderError> {
@@ -184,14 +238,31 @@ impl Templates {
                 issue.title.chars().take(MAX_TITLE_CHARS).collect(),
             ),
         ]);
-        let run_value = run.map(|r| {
-            let mut run_labels = labels.clone();
-            run_labels.insert(RUN_LABEL.to_string(), r.id.clone());
-            minijinja::context! {
-                id => r.id, mode => r.mode, branch => r.branch, pull_request => r.pull_request,
-                job_name => format!("run-{}", r.id), labels => run_labels,
+        let run_value = match run {
+            Some(r) => {
+                let mut run_labels = labels.clone();
+                run_labels.insert(RUN_LABEL.to_string(), r.id.clone());
+                let command = match r.mode.as_str() {
+                    "revise" => &config.agent.command_revise,
+                    _ => &config.agent.command_dev,
+                };
+                let prompt = self
+                    .prompt(&r.mode)
+                    .ok_or_else(|| RenderError::NoPrompt(r.mode.clone()))?;
+                Some(minijinja::context! {
+                    id => r.id, mode => r.mode, branch => r.branch, pull_request => r.pull_request,
+                    job_name => format!("run-{}", r.id), labels => run_labels,
+                    prompt_config_map => format!("run-{}-prompt", r.id),
+                    model => r.model, reasoning => r.reasoning,
+                    // Strings: environment values must not render as YAML lists or numbers.
+                    agent_command => serde_json::to_string(command).unwrap_or_default(),
+                    agent_timeout_seconds => config.agent.timeout_seconds.to_string(),
+                    git_url => config.agent.git_url.replace("{repo}", &issue.repo),
+                    prompt_template => prompt,
+                })
             }
-        });
+            None => None,
+        };
         let ctx = minijinja::context! {
             namespace => issue.namespace, repo => issue.repo,
             issue_number => issue.issue_number.to_string(),
@@ -277,6 +348,8 @@ mod tests {
             mode: "dev".into(),
             branch: "issueops/issue-1".into(),
             pull_request: None,
+            model: "gpt-5.1-codex".into(),
+            reasoning: "medium".into(),
         }
     }
 
@@ -290,7 +363,7 @@ mod tests {
             .render(&Config::default(), &issue("t"), Some(&run()))
             .unwrap();
         assert_eq!(a, b);
-        assert_eq!(a.len(), 8);
+        assert_eq!(a.len(), 10);
         assert!(a
             .iter()
             .any(|f| f.path == "issues/codertocat-hello-world-1-abc/runs/r1/job.yaml"));
@@ -335,6 +408,70 @@ mod tests {
         let c = &v["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(c["image"].as_str(), Some("example.org/agent:7"));
         assert_eq!(c["resources"]["limits"]["memory"].as_str(), Some("3Gi"));
+    }
+
+    #[test]
+    fn the_job_tells_the_runner_everything_as_strings() {
+        let mut config = Config::default();
+        config.agent.command_dev = vec!["agent".into(), "--model".into(), "{model}".into()];
+        config.agent.git_url = "https://git.example/{repo}.git".into();
+        let files = Templates::embedded()
+            .render(&config, &issue("t"), Some(&run()))
+            .unwrap();
+        let job = files.iter().find(|f| f.path.ends_with("job.yaml")).unwrap();
+        let v: serde_yaml::Value = serde_yaml::from_str(&job.content).unwrap();
+        let env = &v["spec"]["template"]["spec"]["containers"][0]["env"];
+        let get = |name: &str| {
+            env.as_sequence()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"].as_str() == Some(name))
+                .and_then(|e| e["value"].as_str())
+                .map(str::to_string)
+        };
+        assert_eq!(
+            get("ISSUEOPS_AGENT_COMMAND").as_deref(),
+            Some(r#"["agent","--model","{model}"]"#)
+        );
+        assert_eq!(
+            get("ISSUEOPS_GIT_URL").as_deref(),
+            Some("https://git.example/Codertocat/Hello-World.git")
+        );
+        assert_eq!(
+            get("ISSUEOPS_AGENT_TIMEOUT_SECONDS").as_deref(),
+            Some("2700")
+        );
+        assert_eq!(get("ISSUEOPS_MODEL").as_deref(), Some("gpt-5.1-codex"));
+        let prompt = files
+            .iter()
+            .find(|f| f.path.ends_with("runs/r1/prompt.yaml"))
+            .unwrap();
+        let v: serde_yaml::Value = serde_yaml::from_str(&prompt.content).unwrap();
+        assert_eq!(
+            v["data"]["prompt.md"].as_str(),
+            Templates::embedded().prompt("dev")
+        );
+    }
+
+    #[test]
+    fn a_templates_dir_may_override_a_prompt() {
+        let dir = tempfile::tempdir().unwrap();
+        for group in ["issue", "run", "prompts"] {
+            std::fs::create_dir_all(dir.path().join(group)).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("prompts/revise.md"),
+            "Fix {{ issue.title }}",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("run/prompt.yaml"),
+            include_str!("../../manifests-templates/run/prompt.yaml"),
+        )
+        .unwrap();
+        let t = Templates::from_dir(dir.path()).unwrap();
+        assert_eq!(t.prompt("revise"), Some("Fix {{ issue.title }}"));
+        assert_eq!(t.prompt("dev"), Templates::embedded().prompt("dev"));
     }
 
     #[test]

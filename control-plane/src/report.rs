@@ -8,6 +8,7 @@
 
 use crate::{ControlPlane, ControlPlaneError};
 use issueops_core::store::reports::Report;
+use issueops_core::store::results::RunResult;
 use issueops_core::store::runs::{Run, RunState};
 use issueops_github::{GitHub, Method};
 use serde_json::{json, Value};
@@ -30,8 +31,34 @@ pub fn notice_body(subject: &str, text: &str) -> String {
     with_marker(subject, &format!("**issueops**: {text}"))
 }
 
-/// The status comment of a run, from its row. Pure.
-pub fn run_body(run: &Run, commit_url: Option<&str>, pull_request: Option<&str>) -> String {
+/// What a succeeded run did, from the runner's result when there is one,
+/// else the pull request found for its branch.
+fn success_line(result: Option<&RunResult>, pull_request: Option<&str>) -> String {
+    let pr = |verb: &str, r: &RunResult| match (&r.pr_number, &r.pr_url) {
+        (Some(n), Some(url)) => format!("succeeded and {verb} pull request #{n}: {url}"),
+        (Some(n), None) => format!("succeeded and {verb} pull request #{n}"),
+        _ => format!("succeeded and {verb} its pull request"),
+    };
+    match result {
+        Some(r) if r.outcome == "pr-opened" => pr("opened", r),
+        Some(r) if r.outcome == "pr-updated" => pr("updated", r),
+        Some(r) if r.outcome == "no-changes" => {
+            "finished without changes; no pull request was opened or updated".into()
+        }
+        _ => match pull_request {
+            Some(pr) => format!("succeeded: {pr}"),
+            None => "succeeded".into(),
+        },
+    }
+}
+
+/// The status comment of a run, from its row and the runner's result. Pure.
+pub fn run_body(
+    run: &Run,
+    result: Option<&RunResult>,
+    commit_url: Option<&str>,
+    pull_request: Option<&str>,
+) -> String {
     let commit = match (&run.commit_sha, commit_url) {
         (Some(sha), Some(url)) => format!(
             "[`{}`]({})",
@@ -49,10 +76,7 @@ pub fn run_body(run: &Run, commit_url: Option<&str>, pull_request: Option<&str>)
         }
         Some(RunState::Applied) => "is applied; its Job is starting".into(),
         Some(RunState::Running) => "is running".into(),
-        Some(RunState::Succeeded) => match pull_request {
-            Some(pr) => format!("succeeded: {pr}"),
-            None => "succeeded".into(),
-        },
+        Some(RunState::Succeeded) => success_line(result, pull_request),
         Some(RunState::Failed) => format!(
             "failed: {}",
             run.reason.as_deref().unwrap_or("no reason given")
@@ -66,10 +90,26 @@ pub fn run_body(run: &Run, commit_url: Option<&str>, pull_request: Option<&str>)
         }
         None => format!("is {}", run.state),
     };
+    let agent = match result {
+        Some(r) => {
+            let head = r
+                .head_commit
+                .as_deref()
+                .map(|c| format!(" · head commit `{}`", &c[..12.min(c.len())]))
+                .unwrap_or_default();
+            let session = if r.resumed_session {
+                " · resumed the agent's earlier session"
+            } else {
+                ""
+            };
+            format!("{head}{session}")
+        }
+        None => String::new(),
+    };
     with_marker(
         &run.delivery_id,
         &format!(
-            "**issueops** {} run `{}` {headline}.\n\nNamespace `{}` · branch `{}` · state repo commit {commit}",
+            "**issueops** {} run `{}` {headline}.\n\nNamespace `{}` · branch `{}` · state repo commit {commit}{agent}",
             run.mode, run.run_id, run.namespace, run.branch
         ),
     )
@@ -101,25 +141,29 @@ impl ControlPlane {
     pub async fn report_pass(&self) -> Result<usize, ControlPlaneError> {
         let commit_url = self.config.github.commit_url.as_deref();
         let wanted = self.store.report_bodies().await?;
+        let results = self.store.run_results().await?;
         for run in self.store.list_runs().await? {
             let current = wanted.get(&run.delivery_id);
-            let pr = match (&self.github, run.run_state()) {
-                // The pull request is looked up once, when the run succeeds,
-                // not on every pass.
-                (Some(_), Some(RunState::Succeeded))
+            let result = results.get(&run.run_id);
+            let pr = match (&self.github, run.run_state(), result) {
+                // The runner said what it did: no lookup.
+                (_, _, Some(_)) => None,
+                // Otherwise the pull request is looked up once, when the run
+                // succeeds, not on every pass.
+                (Some(_), Some(RunState::Succeeded), None)
                     if current.is_some_and(|b| {
                         b.contains(&format!("run `{}` succeeded", run.run_id))
                     }) =>
                 {
                     continue
                 }
-                (Some(github), Some(RunState::Succeeded)) => self
+                (Some(github), Some(RunState::Succeeded), None) => self
                     .pull_request_for(github, &run.repo, &run.branch)
                     .await?
                     .map(|(_, url)| url),
                 _ => None,
             };
-            let body = run_body(&run, commit_url, pr.as_deref());
+            let body = run_body(&run, result, commit_url, pr.as_deref());
             if current != Some(&body) {
                 self.store
                     .set_report(&run.delivery_id, &run.repo, run.issue_number, &body)
@@ -260,12 +304,13 @@ mod tests {
 
     #[test]
     fn bodies_carry_the_marker_and_the_state() {
-        let b = run_body(&run("running"), None, None);
+        let b = run_body(&run("running"), None, None, None);
         assert!(b.starts_with("<!-- issueops:subject=d1 -->"));
         assert!(b.contains("is running") && b.contains("`0123456789ab`"));
-        assert!(run_body(&run("failed"), None, None).contains("failed: DeadlineExceeded"));
+        assert!(run_body(&run("failed"), None, None, None).contains("failed: DeadlineExceeded"));
         let done = run_body(
             &run("succeeded"),
+            None,
             Some("https://x/commit/{sha}"),
             Some("https://github.com/o/r/pull/9"),
         );
@@ -273,5 +318,34 @@ mod tests {
             done.contains("https://github.com/o/r/pull/9")
                 && done.contains("https://x/commit/0123456789abcdef")
         );
+    }
+
+    #[test]
+    fn the_runners_result_names_the_pull_request_and_commit() {
+        let mut result = RunResult {
+            run_id: "r1".into(),
+            outcome: "pr-opened".into(),
+            pr_number: Some(12),
+            pr_url: Some("https://github.com/o/r/pull/12".into()),
+            head_commit: Some("fedcba9876543210".into()),
+            reason: None,
+            resumed_session: false,
+        };
+        let b = run_body(&run("succeeded"), Some(&result), None, None);
+        assert!(
+            b.contains("succeeded and opened pull request #12: https://github.com/o/r/pull/12")
+                && b.contains("head commit `fedcba987654`"),
+            "{b}"
+        );
+        result.outcome = "pr-updated".into();
+        result.resumed_session = true;
+        let b = run_body(&run("succeeded"), Some(&result), None, None);
+        assert!(
+            b.contains("updated pull request #12")
+                && b.contains("resumed the agent's earlier session")
+        );
+        result.outcome = "no-changes".into();
+        let b = run_body(&run("succeeded"), Some(&result), None, None);
+        assert!(b.contains("without changes; no pull request"), "{b}");
     }
 }

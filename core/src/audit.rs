@@ -24,6 +24,10 @@ pub mod kind {
     pub const ROLLBACK: &str = "rollback";
     pub const APPROVAL: &str = "approval";
     pub const CREDENTIALS: &str = "credentials";
+    /// What the agent runner reported: outcome, pull request, head commit.
+    pub const AGENT_RESULT: &str = "agent.result";
+    /// Labels issueops changed on GitHub (trigger removed, catalogue synced).
+    pub const LABELS: &str = "labels";
 }
 
 /// One audit row to append. Build with [`AuditEvent::new`] and the `with_*` methods.

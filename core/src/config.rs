@@ -38,6 +38,8 @@ pub struct Config {
     pub limit_range: LimitRangeConfig,
     pub lifecycle: LifecycleConfig,
     pub github: GitHubConfig,
+    pub agent: AgentConfig,
+    pub labels: LabelsConfig,
     /// Names this install: every object it renders carries it in the
     /// `issueops.dev/instance` label, and its reconciler lists, observes and
     /// prunes only objects with the same value, so two installs (or two test
@@ -95,6 +97,110 @@ impl GitHubConfig {
 
     pub fn is_approver(&self, login: &str) -> bool {
         self.approvers.iter().any(|l| l.eq_ignore_ascii_case(login))
+    }
+}
+
+/// What the agent Job runs and how it reaches the code. Rendered into the
+/// Job's environment; the runner (`runner/`) reads nothing else.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The agent's argv for a dev run. Never run through a shell; `{model}`,
+    /// `{reasoning}` and `{prompt_file}` are replaced inside each argument.
+    /// The prompt also arrives on the agent's standard input.
+    pub command_dev: Vec<String>,
+    /// The agent's argv for a revise run (resumes the saved session).
+    pub command_revise: Vec<String>,
+    /// How long the agent may run before the runner stops it.
+    pub timeout_seconds: u64,
+    /// Clone URL of a repo, `{repo}` replaced by `owner/name`.
+    pub git_url: String,
+    /// Model names an `ai-model:<name>` label may choose.
+    pub models: Vec<String>,
+    pub default_model: String,
+    /// Levels an `ai-reasoning:<level>` label may choose.
+    pub reasoning_levels: Vec<String>,
+    pub default_reasoning: String,
+    /// Size of the per-issue PersistentVolumeClaim that keeps the agent's home
+    /// (its session) from the dev run to the revise runs of the same issue.
+    pub home_size: String,
+    /// StorageClass of that claim; the cluster's default when absent.
+    pub home_storage_class: Option<String>,
+    /// The variable the agent reads its model API key from; the key comes from
+    /// the agent Secret (key `agent-api-key`) when the reconciler has one.
+    pub api_key_env: String,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        // The pod is the sandbox (non-root, no capabilities, read-only root,
+        // egress limited to DNS and HTTPS), so Codex's own sandbox, which needs
+        // kernel features a restricted pod lacks, is turned off.
+        let base = [
+            "codex",
+            "exec",
+            "--skip-git-repo-check",
+            "--sandbox",
+            "danger-full-access",
+            "--model",
+            "{model}",
+            "--config",
+            "model_reasoning_effort={reasoning}",
+        ];
+        let argv = |tail: &[&str]| {
+            base.iter()
+                .chain(tail)
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+        };
+        Self {
+            command_dev: argv(&["-"]),
+            command_revise: argv(&["resume", "--last", "-"]),
+            timeout_seconds: 2700,
+            git_url: "https://github.com/{repo}.git".into(),
+            models: vec!["gpt-5.1-codex".into(), "gpt-5.1-codex-mini".into()],
+            default_model: "gpt-5.1-codex".into(),
+            reasoning_levels: vec!["low".into(), "medium".into(), "high".into()],
+            default_reasoning: "medium".into(),
+            home_size: "1Gi".into(),
+            home_storage_class: None,
+            api_key_env: "OPENAI_API_KEY".into(),
+        }
+    }
+}
+
+/// Labels besides the triggers: their names, and what they mean.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LabelsConfig {
+    /// Prefix of the labels that choose the agent's model (`ai-model:<name>`).
+    pub model_prefix: String,
+    /// Prefix of the labels that choose the reasoning level.
+    pub reasoning_prefix: String,
+    /// Keeps an issue's namespace after its run ends, until removed...
+    pub debug: String,
+    /// ...or until this long after the run ended.
+    pub debug_max_seconds: u64,
+    /// The runner puts this on the pull request it opened or updated.
+    pub in_review: String,
+    /// Remove the trigger label from the issue when its run ends.
+    pub remove_trigger_when_done: bool,
+    /// A review with "changes requested" on a run's pull request starts a
+    /// revise run (the reviewer must be allowed to trigger, as for labels).
+    pub revise_on_changes_requested: bool,
+}
+
+impl Default for LabelsConfig {
+    fn default() -> Self {
+        Self {
+            model_prefix: "ai-model:".into(),
+            reasoning_prefix: "ai-reasoning:".into(),
+            debug: "run:debug".into(),
+            debug_max_seconds: 3 * 86_400,
+            in_review: "state:in-review".into(),
+            remove_trigger_when_done: true,
+            revise_on_changes_requested: false,
+        }
     }
 }
 
@@ -185,6 +291,8 @@ impl Default for Config {
             limit_range: LimitRangeConfig::default(),
             lifecycle: LifecycleConfig::default(),
             github: GitHubConfig::default(),
+            agent: AgentConfig::default(),
+            labels: LabelsConfig::default(),
             instance: crate::DEFAULT_INSTANCE.into(),
         }
     }
@@ -281,7 +389,45 @@ impl Config {
                 "trigger labels must not be empty".into(),
             ));
         }
+        self.validate_agent()
+    }
+
+    fn validate_agent(&self) -> Result<(), ConfigError> {
+        let a = &self.agent;
+        if a.command_dev.is_empty() || a.command_revise.is_empty() {
+            return Err(ConfigError::Invalid(
+                "agent.command_dev and agent.command_revise must name a program".into(),
+            ));
+        }
+        if !a.git_url.contains("{repo}") {
+            return Err(ConfigError::Invalid(format!(
+                "agent.git_url {:?} must contain {{repo}}",
+                a.git_url
+            )));
+        }
+        if !a.models.contains(&a.default_model) {
+            return Err(ConfigError::Invalid(format!(
+                "agent.default_model {:?} is not in agent.models {:?}",
+                a.default_model, a.models
+            )));
+        }
+        if !a.reasoning_levels.contains(&a.default_reasoning) {
+            return Err(ConfigError::Invalid(format!(
+                "agent.default_reasoning {:?} is not in agent.reasoning_levels {:?}",
+                a.default_reasoning, a.reasoning_levels
+            )));
+        }
+        if a.timeout_seconds == 0 {
+            return Err(ConfigError::Invalid(
+                "agent.timeout_seconds must be more than 0".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The labels that start runs; only one may be on an issue at a time.
+    pub fn run_labels(&self) -> [&str; 2] {
+        [self.trigger_label.as_str(), self.revise_label.as_str()]
     }
 
     /// Whether events from `repo` may trigger runs (GitHub names are case-insensitive).

@@ -29,6 +29,9 @@ pub struct Issue {
     pub title: String,
     #[serde(default)]
     pub state: Option<String>,
+    /// The issue's labels after the event (GitHub sends them all).
+    #[serde(default)]
+    pub labels: Vec<Label>,
 }
 
 /// An `issues` event (`labeled`, `unlabeled`, `closed`, ...).
@@ -40,6 +43,36 @@ pub struct IssuesEvent {
     pub label: Option<Label>,
     pub repository: Repository,
     pub sender: User,
+}
+
+/// A `pull_request_review` event: only what a review-triggered revise needs.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct PullRequestReviewEvent {
+    pub action: String,
+    pub review: Review,
+    pub pull_request: PullRequestRef,
+    pub repository: Repository,
+    pub sender: User,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Review {
+    /// `approved`, `changes_requested`, `commented` (GitHub sends lower case).
+    pub state: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct PullRequestRef {
+    pub number: u64,
+    #[serde(default)]
+    pub title: String,
+    pub head: BranchRef,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct BranchRef {
+    #[serde(rename = "ref")]
+    pub ref_: String,
 }
 
 /// Fields the gateway records beside every delivery so operators can query the

@@ -57,6 +57,15 @@ pub fn branch_for_issue(issue: u64) -> String {
     format!("issueops/issue-{issue}")
 }
 
+/// The issue a run branch belongs to (`issueops/issue-<n>`), if it is one.
+pub fn issue_for_branch(branch: &str) -> Option<u64> {
+    let n = branch.strip_prefix("issueops/issue-")?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || n.starts_with('0') {
+        return None;
+    }
+    n.parse().ok()
+}
+
 /// True when `name` is a valid DNS-1123 label.
 pub fn is_dns1123_label(name: &str) -> bool {
     let bytes = name.as_bytes();

@@ -83,6 +83,8 @@ pub enum Method {
     Get,
     Post,
     Patch,
+    Put,
+    Delete,
 }
 
 /// A final answer: status and JSON body (`null` when empty).
@@ -211,6 +213,8 @@ impl GitHub {
                 Method::Get => client._get(uri).await,
                 Method::Post => client._post(uri, body).await,
                 Method::Patch => client._patch(uri, body).await,
+                Method::Put => client._put(uri, body).await,
+                Method::Delete => client._delete(uri, body).await,
             };
             let wait = match sent {
                 Ok(response) => {
@@ -329,7 +333,9 @@ impl GitHub {
     }
 
     /// Mints an installation token limited to `repo` (GitHub App auth only),
-    /// for an agent working on that one repository.
+    /// for an agent working on that one repository, with only what the agent
+    /// runner needs: push its branch, open or update its pull request, and
+    /// label and comment (issues write).
     pub async fn mint_repo_token(&self, repo: &str) -> Result<RepoToken, GitHubError> {
         if !self.can_mint_tokens() {
             return Err(GitHubError::Build(
@@ -339,7 +345,13 @@ impl GitHub {
         let what = format!("token for {repo}");
         let id = self.installation_id(repo).await?;
         let name = repo.split_once('/').map(|(_, n)| n).unwrap_or(repo);
-        let body = serde_json::json!({ "repositories": [name] });
+        let body = serde_json::json!({
+            "repositories": [name],
+            "permissions": AGENT_TOKEN_PERMISSIONS
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::from(*v)))
+                .collect::<serde_json::Map<_, _>>(),
+        });
         let answer = self
             .send(
                 &self.root,
@@ -367,6 +379,14 @@ impl GitHub {
         }
     }
 }
+
+/// What an agent's token may do (GitHub's installation-token permissions):
+/// `metadata: read` comes with every token and is not asked for.
+pub const AGENT_TOKEN_PERMISSIONS: [(&str, &str); 3] = [
+    ("contents", "write"),
+    ("pull_requests", "write"),
+    ("issues", "write"),
+];
 
 /// Whether a permission lets its holder start runs.
 pub fn may_trigger(permission: &str) -> bool {

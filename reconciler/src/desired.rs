@@ -77,6 +77,12 @@ const KINDS: &[KnownKind] = &[
     },
     KnownKind {
         api_version: "v1",
+        kind: "PersistentVolumeClaim",
+        plural: "persistentvolumeclaims",
+        namespaced: true,
+    },
+    KnownKind {
+        api_version: "v1",
         kind: "ConfigMap",
         plural: "configmaps",
         namespaced: true,

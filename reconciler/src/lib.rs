@@ -7,6 +7,7 @@
 //! carry the managed-by label. The last applied commit moves only when every
 //! object of the cycle succeeded, so a failure is retried next cycle.
 
+pub mod agent_result;
 pub mod apply;
 pub mod credentials;
 pub mod desired;

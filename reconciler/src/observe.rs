@@ -7,7 +7,7 @@
 //! per Job) that runs everywhere as the fallback and in tests. Run states only
 //! move forward, so a late, repeated or doubled observation changes nothing.
 
-use crate::RUN_LABEL;
+use crate::{agent_result, RUN_LABEL};
 use issueops_core::audit::{kind, AuditEvent};
 use issueops_core::store::runs::RunState;
 use issueops_core::store::StoreError;
@@ -67,20 +67,32 @@ pub struct ObserveReport {
     pub list_calls: usize,
 }
 
-/// Moves the run of `job` to what its status says, auditing the move.
+/// Moves the run of `job` to what its status says, auditing the move. When
+/// the Job has ended, the agent runner's result (the pod's termination
+/// message) is recorded and decides success or failure.
 /// Returns the new state when the run moved.
 pub async fn record_job(
+    client: &kube::Client,
     job: &Job,
     store: &Store,
 ) -> Result<Option<(String, RunState)>, StoreError> {
     let Some(run_id) = job.metadata.labels.as_ref().and_then(|l| l.get(RUN_LABEL)) else {
         return Ok(None);
     };
-    let (state, reason) = job_phase(job);
-    if state <= RunState::Applied
-        || !store
-            .advance_run(run_id, state, None, reason.as_deref())
-            .await?
+    let (mut state, mut reason) = job_phase(job);
+    if state <= RunState::Applied {
+        return Ok(None);
+    }
+    if state.is_finished() {
+        let current = store.get_run(run_id).await?;
+        if current.is_some_and(|r| r.run_state().is_some_and(|s| s.is_finished())) {
+            return Ok(None); // already recorded: no second pod read
+        }
+        (state, reason) = record_result(client, job, run_id, state, reason, store).await?;
+    }
+    if !store
+        .advance_run(run_id, state, None, reason.as_deref())
+        .await?
     {
         return Ok(None);
     }
@@ -95,6 +107,45 @@ pub async fn record_job(
         .detail(json!({ "reason": reason }));
     store.append_audit(&audit).await?;
     Ok(Some((run_id.clone(), state)))
+}
+
+/// Reads and records the runner's result for an ended Job; returns the run's
+/// end state and reason. Without a readable result the Job's verdict stands.
+async fn record_result(
+    client: &kube::Client,
+    job: &Job,
+    run_id: &str,
+    state: RunState,
+    reason: Option<String>,
+    store: &Store,
+) -> Result<(RunState, Option<String>), StoreError> {
+    let namespace = job.metadata.namespace.as_deref().unwrap_or_default();
+    let name = job.metadata.name.as_deref().unwrap_or_default();
+    let message = match agent_result::read(client, namespace, name).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(run_id, error = %e, "cannot read the agent's result; the Job's verdict stands");
+            None
+        }
+    };
+    if let Some(result) = message
+        .as_ref()
+        .and_then(|m| agent_result::record(run_id, m))
+    {
+        if store.record_run_result(&result).await? {
+            let audit = AuditEvent::new(kind::AGENT_RESULT, &result.outcome)
+                .run(run_id.to_string())
+                .object(format!("Job/{namespace}/{name}"))
+                .detail(json!({
+                    "pr_number": result.pr_number, "pr_url": result.pr_url,
+                    "head_commit": result.head_commit, "reason": result.reason,
+                    "resumed_session": result.resumed_session,
+                }));
+            store.append_audit(&audit).await?;
+            tracing::info!(run_id, outcome = %result.outcome, pr = ?result.pr_number, "agent result recorded");
+        }
+    }
+    Ok(agent_result::verdict(state, reason, message.as_ref()))
 }
 
 /// Lists the managed Jobs of install `instance` and moves their runs forward.
@@ -127,7 +178,7 @@ pub async fn observe_jobs(
             if let Some(run) = job.metadata.labels.as_ref().and_then(|l| l.get(RUN_LABEL)) {
                 seen.insert(run.clone());
             }
-            if let Some(moved) = record_job(job, store).await? {
+            if let Some(moved) = record_job(client, job, store).await? {
                 report.moved.push(moved);
             }
         }
@@ -142,7 +193,7 @@ pub async fn observe_jobs(
         let jobs: Api<Job> = Api::namespaced(client.clone(), &run.namespace);
         let name = format!("run-{}", run.run_id);
         if let Some(job) = crate::apply::with_backoff("get Job", || jobs.get_opt(&name)).await? {
-            if let Some(moved) = record_job(&job, store).await? {
+            if let Some(moved) = record_job(client, &job, store).await? {
                 report.moved.push(moved);
             }
             continue;
@@ -177,7 +228,7 @@ pub async fn watch_jobs(
 ) -> Result<(), ObserveError> {
     use futures::StreamExt;
     use kube::runtime::{watcher, WatchStreamExt};
-    let api: Api<Job> = Api::all(client);
+    let api: Api<Job> = Api::all(client.clone());
     let selector = issueops_core::managed_selector(instance);
     let stream = watcher(api, watcher::Config::default().labels(&selector))
         .default_backoff()
@@ -186,7 +237,7 @@ pub async fn watch_jobs(
     while let Some(event) = stream.next().await {
         match event {
             Ok(job) => {
-                record_job(&job, &store).await?;
+                record_job(&client, &job, &store).await?;
             }
             Err(e) => tracing::warn!(error = %e, "Job watch interrupted; the watcher retries"),
         }

@@ -3,6 +3,7 @@
 
 pub mod approvals;
 pub mod demo;
+pub mod labels;
 pub mod ops;
 pub mod render;
 pub mod serve;

@@ -18,19 +18,35 @@ pub async fn runs(common: &Common) -> Result<()> {
     let store = common.store().await?;
     store.ensure_migrated().await?;
     let runs = store.list_runs().await?;
+    let results = store.run_results().await?;
     if runs.is_empty() {
         println!("no runs yet");
     }
     for r in runs {
+        let agent = match results.get(&r.run_id) {
+            Some(res) => format!(
+                "  outcome={} pr={} head={}",
+                res.outcome,
+                res.pr_url.as_deref().unwrap_or("-"),
+                res.head_commit
+                    .as_deref()
+                    .map_or("-", |c| &c[..12.min(c.len())])
+            ),
+            None => String::new(),
+        };
         println!(
-            "{}  {}#{}  {}  {}  ns={}  commit={}",
+            "{}  {}#{}  {}  {}  ns={}  commit={}{agent}{}",
             r.run_id,
             r.repo,
             r.issue_number,
             r.mode,
             r.state,
             r.namespace,
-            r.commit_sha.as_deref().unwrap_or("-")
+            r.commit_sha.as_deref().unwrap_or("-"),
+            r.reason
+                .as_deref()
+                .map(|why| format!("  reason={why}"))
+                .unwrap_or_default()
         );
     }
     Ok(())

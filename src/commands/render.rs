@@ -30,7 +30,12 @@ pub fn render(
             }
             Ok(())
         }
-        Decision::CloseIssue { .. } | Decision::CancelActive { .. } | Decision::ApproveByLabel { .. } => bail!(
+        Decision::RefuseTrigger { reason, .. } => bail!("this trigger would be refused: {reason}"),
+        Decision::CloseIssue { .. }
+        | Decision::CancelActive { .. }
+        | Decision::ApproveByLabel { .. }
+        | Decision::Hold { .. }
+        | Decision::Release { .. } => bail!(
             "nothing to render: this event renders no manifests. Use --label {} to render as a trigger",
             config.trigger_label
         ),

@@ -463,11 +463,15 @@ pub async fn fake_github_app(tokens: &[(&str, &str)]) -> MockServer {
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "id": 42, "app_id": 7 })))
         .mount(&server)
         .await;
-    // Scoped to the one repository; the first token is about to expire.
+    // Scoped to the one repository and to what the runner needs; the first
+    // token is about to expire.
     for (priority, (token, expires)) in (1u8..).zip(tokens) {
         Mock::given(method("POST"))
             .and(path("/app/installations/42/access_tokens"))
-            .and(body_json(json!({ "repositories": ["Hello-World"] })))
+            .and(body_json(json!({
+                "repositories": ["Hello-World"],
+                "permissions": { "contents": "write", "pull_requests": "write", "issues": "write" },
+            })))
             .respond_with(ResponseTemplate::new(201).set_body_json(json!({
                 "token": token, "expires_at": expires, "permissions": { "contents": "write", "pull_requests": "write" },
                 "repository_selection": "selected"

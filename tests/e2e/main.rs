@@ -9,6 +9,10 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../common/fake_repo_api.rs"]
+mod fake_repo_api;
+#[path = "../common/git_http.rs"]
+mod git_http;
 
 use issueops_core::state_repo::StateRepo;
 use issueops_core::{naming, Store};
@@ -25,6 +29,14 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const APPROVER: &str = "e2e-approver";
 const STRANGER: &str = "e2e-stranger";
+/// The installation token the fake GitHub App mints for every agent run; the
+/// git server accepts only it.
+const AGENT_TOKEN: &str = "ghs_e2eAGENTinstallationTOKEN01";
+/// The stand-in agent; its first argument (the model label) says what it does.
+const FAKE_AGENT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/agent/fake-agent.sh"
+);
 
 struct Env {
     work: PathBuf,
@@ -35,6 +47,10 @@ struct Env {
     store: Store,
     repo: StateRepo,
     serve: std::sync::Mutex<Child>,
+    /// The repo's side of GitHub (issues, pull requests, labels), with state.
+    api: fake_repo_api::FakeRepoApi,
+    /// The code repository the agent clones and pushes to, over smart HTTP.
+    git: git_http::GitHttp,
     _github: MockServer,
 }
 
@@ -50,15 +66,30 @@ impl Env {
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).unwrap();
         let github = fake_github().await;
+        let api = fake_repo_api::FakeRepoApi::mount(&github, common::REPO).await;
+        let git = git_http::GitHttp::start(&work.join("git"), AGENT_TOKEN).await;
+        git.create_repo(common::REPO, "main", &[("README.md", "# Hello World\n")]);
+        std::fs::write(work.join("app.pem"), common::rsa_key()).unwrap();
         let instance = format!("e2e-{}", hex::encode(rand::random::<[u8; 4]>()));
+        let agent_argv = |_mode: &str| ["sh", FAKE_AGENT, "{model}", "{model}", "{reasoning}"];
         let config = json!({
             "repos": [common::REPO],
             "instance": instance,
-            // Pods stay Running until a scenario lets them finish (node stand-in).
-            "job": { "image": "registry.example/issueops/agent:hold" },
+            // The node stand-in runs the agent image's entrypoint (the real
+            // runner) for `exec` images; the stand-in agent's model label says
+            // what it does, and by default it holds until a scenario decides.
+            "job": { "image": "registry.example/issueops/agent:exec" },
+            "agent": {
+                "command_dev": agent_argv("dev"),
+                "command_revise": agent_argv("revise"),
+                "git_url": format!("{}/{{repo}}.git", git.base),
+                "models": ["hold", "edit", "nothing", "fail"],
+                "default_model": "hold",
+                "timeout_seconds": 600,
+            },
             // Issues stay 20 s after their last run: long enough for a rollback to
             // be applied before the idle issue is pruned again.
-            "lifecycle": { "run_retention_seconds": 0, "issue_idle_seconds": 20, "max_unguarded_deletes": 10 },
+            "lifecycle": { "run_retention_seconds": 0, "issue_idle_seconds": 20, "max_unguarded_deletes": 15 },
             "github": { "api_url": github.uri(), "catch_up_seconds": 86400, "approvers": [APPROVER] },
         });
         std::fs::write(
@@ -87,7 +118,8 @@ impl Env {
             .env("ISSUEOPS_DATA_DIR", &work)
             .env("ISSUEOPS_CONFIG", work.join("config.yaml"))
             .env("ISSUEOPS_WEBHOOK_SECRET", common::SECRET)
-            .env("ISSUEOPS_GITHUB_TOKEN", "ghp_e2eFAKEtoken")
+            .env("ISSUEOPS_GITHUB_APP_ID", "7")
+            .env("ISSUEOPS_GITHUB_APP_KEY_FILE", work.join("app.pem"))
             .env("KUBECONFIG", common::real_cluster().kubeconfig)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -122,6 +154,8 @@ impl Env {
             store,
             repo,
             serve: std::sync::Mutex::new(serve),
+            api,
+            git,
             _github: github,
         }
     }
@@ -152,8 +186,30 @@ impl Env {
 
     /// Posts an `issues` event for `issue` and expects it stored (202).
     async fn label(&self, delivery: &str, issue: u64, label: &str, sender: &str) {
+        self.label_with(delivery, issue, label, sender, &[label])
+            .await
+    }
+
+    /// Like [`Env::label`], the issue carrying `on_issue` after the event.
+    async fn label_with(
+        &self,
+        delivery: &str,
+        issue: u64,
+        label: &str,
+        sender: &str,
+        on_issue: &[&str],
+    ) {
         let mut v: Value = serde_json::from_slice(&common::labeled_issue(label, issue)).unwrap();
         v["sender"]["login"] = sender.into();
+        v["issue"]["labels"] = on_issue
+            .iter()
+            .map(|n| json!({ "name": n, "color": "ededed", "default": false }))
+            .collect();
+        if !self.api.state.lock().unwrap().issues.contains_key(&issue) {
+            let title = v["issue"]["title"].as_str().unwrap_or_default().to_string();
+            let body = v["issue"]["body"].as_str().unwrap_or_default().to_string();
+            self.api.add_issue(issue, &title, &body);
+        }
         let (status, text) = self
             .post_signed(delivery, &serde_json::to_vec(&v).unwrap())
             .await;
@@ -320,9 +376,20 @@ async fn fake_github() -> MockServer {
             .mount(&server)
             .await;
     }
+    // A GitHub App: its installation on the repo, and installation tokens
+    // (the control plane's, and the repo-scoped ones for agents).
     Mock::given(method("GET"))
-        .and(path_regex(r"^/repos/[^/]+/[^/]+/issues/\d+/comments$"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .and(path(format!("/repos/{}/installation", common::REPO)))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "id": 42, "app_id": 7 })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/app/installations/42/access_tokens"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({
+            "token": AGENT_TOKEN, "expires_at": "2099-01-01T00:00:00Z",
+            "permissions": { "contents": "write", "pull_requests": "write", "issues": "write" },
+            "repository_selection": "selected"
+        })))
         .mount(&server)
         .await;
     let comment = json!({ "id": 9001, "body": "", "user": { "login": "issueops[bot]" } });
@@ -336,33 +403,13 @@ async fn fake_github() -> MockServer {
         .respond_with(ResponseTemplate::new(200).set_body_json(comment))
         .mount(&server)
         .await;
-    // Every run's branch has its open pull request (the agent opened it).
-    Mock::given(method("GET"))
-        .and(path_regex(r"^/repos/[^/]+/[^/]+/pulls$"))
-        .respond_with(|req: &wiremock::Request| {
-            let head = req
-                .url
-                .query_pairs()
-                .find(|(k, _)| k == "head")
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default();
-            let branch = head
-                .split_once(':')
-                .map(|(_, b)| b.to_string())
-                .unwrap_or(head);
-            ResponseTemplate::new(200).set_body_json(json!([{
-                "number": 7, "html_url": format!("https://github.com/{}/pull/7", common::REPO),
-                "head": { "ref": branch }, "state": "open"
-            }]))
-        })
-        .mount(&server)
-        .await;
     server
 }
 
 /// Scenario issue numbers: distinct from every other test's on the cluster.
 struct Issues {
     dev: u64,
+    agent: u64,
     approval: u64,
     held: [u64; 3],
 }
@@ -390,20 +437,198 @@ async fn dev_run_to_succeeded_and_pruned(env: &Env, issues: &Issues) -> Evidence
     e
 }
 
-async fn revise(env: &Env, issues: &Issues) -> Evidence {
-    env.label("e2e-revise-1", issues.dev, "run:dev:revise", "Codertocat")
+/// The agent's run, once it has ended: its record, the runner's result, and
+/// the head of its branch in the code repository.
+async fn agent_run(env: &Env, run: &str) -> (issueops_core::store::results::RunResult, String) {
+    let state = env
+        .wait_state(run, &["succeeded", "failed", "cancelled"])
         .await;
-    let run = naming::run_id_for_delivery("e2e-revise-1");
-    env.let_succeed(&run).await;
-    env.wait_state(&run, &["succeeded", "pruned"]).await;
-    let record = env.store.get_run(&run).await.unwrap().unwrap();
-    assert_eq!(record.mode, "revise");
+    let record = env.store.get_run(run).await.unwrap().unwrap();
+    assert_eq!(state, "succeeded", "run {run}: {:?}", record.reason);
+    let result = env
+        .store
+        .run_result(run)
+        .await
+        .unwrap()
+        .expect("the runner's result was recorded");
+    let bare = env.git.root.join(format!("{}.git", common::REPO));
+    let head = git_http::git(
+        &bare,
+        &["rev-parse", &format!("refs/heads/{}", record.branch)],
+    )
+    .trim()
+    .to_string();
+    (result, head)
+}
+
+/// The status comment issueops wants on the issue for `delivery`.
+async fn status_comment(env: &Env, delivery: &str, wanted: &str) -> String {
+    env.wait_for(&format!("the status comment says {wanted:?}"), || async {
+        env.store
+            .report_bodies()
+            .await
+            .unwrap()
+            .get(delivery)
+            .filter(|b| b.contains(wanted))
+            .cloned()
+    })
+    .await
+}
+
+async fn agent_dev_opens_a_pull_request(env: &Env, issues: &Issues) -> Evidence {
+    // run:debug keeps the namespace (and the agent's home) for the revise.
+    env.label_with(
+        "e2e-agent-dev",
+        issues.agent,
+        "run:dev",
+        "Codertocat",
+        &["run:dev", "ai-model:edit", "run:debug"],
+    )
+    .await;
+    let run = naming::run_id_for_delivery("e2e-agent-dev");
+    let (result, head) = agent_run(env, &run).await;
+    let branch = naming::branch_for_issue(issues.agent);
+    assert_eq!(result.outcome, "pr-opened");
     assert_eq!(
-        record.branch,
-        naming::branch_for_issue(issues.dev),
-        "revises the dev run's branch"
+        result.head_commit.as_deref(),
+        Some(head.as_str()),
+        "the pushed commit is the reported one"
     );
-    env.run_evidence(&run).await
+    let bare = env.git.root.join(format!("{}.git", common::REPO));
+    let message = git_http::git(&bare, &["log", "-1", "--format=%B", &head]);
+    assert!(message.contains(&format!("Run-Id: {run}")), "{message}");
+    let changes = git_http::git(&bare, &["show", &format!("{head}:CHANGES.md")]);
+    assert!(
+        changes.contains(&format!("run {run} (dev, edit/medium): new session")),
+        "{changes}"
+    );
+    let pulls = env.api.pulls();
+    let pr = pulls
+        .iter()
+        .find(|p| p.head == branch)
+        .expect("a pull request from the run's branch");
+    assert_eq!(result.pr_number, Some(pr.number as i64));
+    assert!(
+        pr.body.starts_with(&format!("Closes #{}", issues.agent)),
+        "{}",
+        pr.body
+    );
+    assert_eq!(pr.labels, ["state:in-review"]);
+    let comment = status_comment(
+        env,
+        "e2e-agent-dev",
+        &format!("opened pull request #{}", pr.number),
+    )
+    .await;
+    let audit = env.store.audit_rows_for_run(&run).await.unwrap();
+    let reported = audit
+        .iter()
+        .find(|r| r.kind == "agent.result" && r.outcome == "pr-opened")
+        .expect("an agent.result audit row");
+    let label_removed = env
+        .wait_for("the trigger label is removed from the issue", || async {
+            env.store
+                .audit_rows_for_run(&run)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|r| r.kind == "labels" && r.outcome == "trigger-removed")
+        })
+        .await;
+    let removed = env.api.state.lock().unwrap().removed_labels.clone();
+    assert!(
+        removed.contains(&(issues.agent, "run:dev".to_string())),
+        "GitHub was asked to remove run:dev: {removed:?}"
+    );
+    let mut e = env.run_evidence(&run).await;
+    e.insert("pr_number".into(), pr.number.into());
+    e.insert("branch".into(), branch.into());
+    e.insert("head_commit".into(), head.into());
+    e.insert("agent_result_audit_id".into(), reported.id.into());
+    e.insert("label_removed_audit_id".into(), label_removed.id.into());
+    e.insert("status_comment".into(), comment.into());
+    e
+}
+
+async fn agent_revise_updates_the_pull_request(env: &Env, issues: &Issues) -> Evidence {
+    let branch = naming::branch_for_issue(issues.agent);
+    let pr = env
+        .api
+        .pulls()
+        .into_iter()
+        .find(|p| p.head == branch)
+        .expect("the dev scenario's pull request");
+    let dev_run = naming::run_id_for_delivery("e2e-agent-dev");
+    let dev_head = env
+        .store
+        .run_result(&dev_run)
+        .await
+        .unwrap()
+        .unwrap()
+        .head_commit
+        .unwrap();
+    env.api.review(
+        pr.number,
+        "e2e-reviewer",
+        "Say which model ran.",
+        "CHANGES.md",
+        1,
+    );
+    env.label_with(
+        "e2e-agent-revise",
+        issues.agent,
+        "run:dev:revise",
+        "Codertocat",
+        &["run:dev:revise", "ai-model:edit", "run:debug"],
+    )
+    .await;
+    let run = naming::run_id_for_delivery("e2e-agent-revise");
+    let (result, head) = agent_run(env, &run).await;
+    let record = env.store.get_run(&run).await.unwrap().unwrap();
+    assert_eq!(
+        (record.mode.as_str(), record.branch.as_str()),
+        ("revise", branch.as_str())
+    );
+    assert_eq!(result.outcome, "pr-updated");
+    assert_eq!(
+        result.pr_number,
+        Some(pr.number as i64),
+        "the same pull request"
+    );
+    assert!(
+        result.resumed_session,
+        "the agent's home held the dev run's session"
+    );
+    assert_eq!(env.api.pulls().len(), 1, "no second pull request");
+    let bare = env.git.root.join(format!("{}.git", common::REPO));
+    let parent = git_http::git(&bare, &["rev-parse", &format!("{head}^")]);
+    assert_eq!(
+        parent.trim(),
+        dev_head,
+        "the revise commit follows the dev commit"
+    );
+    let changes = git_http::git(&bare, &["show", &format!("{head}:CHANGES.md")]);
+    assert!(
+        changes.contains(&format!(
+            "run {run} (revise, edit/medium): resumed session {dev_run}"
+        )),
+        "{changes}"
+    );
+    let comment = status_comment(
+        env,
+        "e2e-agent-revise",
+        &format!("updated pull request #{}", pr.number),
+    )
+    .await;
+    assert!(
+        comment.contains("resumed the agent's earlier session"),
+        "{comment}"
+    );
+    let mut e = env.run_evidence(&run).await;
+    e.insert("pr_number".into(), pr.number.into());
+    e.insert("head_commit".into(), head.into());
+    e.insert("status_comment".into(), comment.into());
+    e
 }
 
 async fn redelivery_deduped(env: &Env, issues: &Issues) -> Evidence {
@@ -505,6 +730,17 @@ async fn approval_then_run(env: &Env, _issues: &Issues) -> Evidence {
 async fn rollback_does_not_rerun_a_finished_job(env: &Env, issues: &Issues) -> Evidence {
     let run = naming::run_id_for_delivery("e2e-dev-1");
     env.wait_state(&run, &["pruned"]).await;
+    // run:debug holds the idle issue, so the restored folder is not pruned
+    // again before the reconciler has applied the rollback.
+    env.label("e2e-debug-hold", issues.dev, "run:debug", "Codertocat")
+        .await;
+    let hold = env
+        .wait_for("the debug hold is recorded", || async {
+            env.store.audit_rows().await.unwrap().into_iter().find(|r| {
+                r.delivery_id.as_deref() == Some("e2e-debug-hold") && r.outcome == "debug-hold"
+            })
+        })
+        .await;
     // The commit that first brought the run's Job: roll the state repo back to it.
     let commits = env.commits_of(&run);
     let with_job = commits.last().expect("the run's first commit").clone();
@@ -527,6 +763,7 @@ async fn rollback_does_not_rerun_a_finished_job(env: &Env, issues: &Issues) -> E
     assert!(job.is_none(), "the finished run's Job was created again");
     let mut e = env.run_evidence(&run).await;
     e.insert("rolled_back_to".into(), with_job.into());
+    e.insert("debug_hold_audit_id".into(), hold.id.into());
     e.insert("skip_audit_id".into(), skipped.id.into());
     e
 }
@@ -615,7 +852,7 @@ async fn nothing_left_behind(env: &Env, issues: &Issues) -> Evidence {
     }
     // One issue at a time: closing them all at once would delete every object
     // in one cycle, which the prune guard rightly stops.
-    for (i, issue) in [issues.dev, issues.approval]
+    for (i, issue) in [issues.dev, issues.agent, issues.approval]
         .iter()
         .chain(&issues.held)
         .enumerate()
@@ -695,6 +932,7 @@ async fn main() -> std::process::ExitCode {
     let version = env.kube.apiserver_version().await.unwrap();
     let issues = Arc::new(Issues {
         dev: common::unique_issue(),
+        agent: common::unique_issue(),
         approval: common::unique_issue(),
         held: [
             common::unique_issue(),
@@ -704,12 +942,13 @@ async fn main() -> std::process::ExitCode {
     });
     let scenarios: Vec<(&str, ScenarioFn)> = vec![
         scenario!(dev_run_to_succeeded_and_pruned),
-        scenario!(revise),
         scenario!(redelivery_deduped),
         scenario!(forged_delivery_refused),
         scenario!(untrusted_sender_waits_for_approval),
         scenario!(approval_then_run),
         scenario!(rollback_does_not_rerun_a_finished_job),
+        scenario!(agent_dev_opens_a_pull_request),
+        scenario!(agent_revise_updates_the_pull_request),
         scenario!(emptied_state_repo_trips_the_prune_guard),
         scenario!(nothing_left_behind),
     ];

@@ -9,6 +9,7 @@ pub mod approvals;
 pub mod inbox;
 pub mod reconciler_state;
 pub mod reports;
+pub mod results;
 pub mod runs;
 
 use sqlx::any::{install_default_drivers, AnyPoolOptions};

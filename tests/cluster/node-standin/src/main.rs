@@ -9,11 +9,21 @@
 //! their containers stop, so namespaces can finish terminating.
 //!
 //! A pod's outcome: its annotation `standin.issueops.dev/outcome`
-//! (`succeed`, `fail`, `hold`), else its first container's image tag when that
-//! is one of those words (`agent:fail`), else `--default-outcome`. `hold`
-//! stays Running until the annotation says otherwise. The annotation
+//! (`succeed`, `fail`, `hold`, `exec`), else its first container's image tag
+//! when that is one of those words (`agent:fail`), else `--default-outcome`.
+//! `hold` stays Running until the annotation says otherwise. The annotation
 //! `standin.issueops.dev/termination-message` becomes the container's
 //! termination message.
+//!
+//! `exec` runs the container for real, as a local process: the program is the
+//! agent image's entrypoint, `issueops-runner`, found beside this binary (or
+//! `--exec-program`). It gets the container's env (literal values), its
+//! working directory, and its volume mounts as local directories — Secret and
+//! ConfigMap volumes as projected above, emptyDirs per pod, a
+//! PersistentVolumeClaim as one directory per claim that outlives the pod —
+//! with every env value that names a mount path rewritten to the local
+//! directory. Its exit code and its termination message file become the
+//! container's terminated state, as a kubelet reports them.
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -30,6 +40,8 @@ use std::time::{Duration, Instant};
 const OUTCOME_ANNOTATION: &str = "standin.issueops.dev/outcome";
 const MESSAGE_ANNOTATION: &str = "standin.issueops.dev/termination-message";
 const MANAGER: &str = "issueops-node-standin";
+/// Longest one pod's sync may take before the loop moves on.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Parser)]
 struct Args {
@@ -45,6 +57,9 @@ struct Args {
     /// How long a pod stays Running before it finishes.
     #[arg(long, default_value_t = 1000)]
     run_ms: u64,
+    /// The program `exec` pods run; default: `issueops-runner` beside this binary.
+    #[arg(long)]
+    exec_program: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -52,6 +67,7 @@ enum Outcome {
     Succeed,
     Fail,
     Hold,
+    Exec,
 }
 
 fn parse_outcome(s: &str) -> Option<Outcome> {
@@ -59,6 +75,7 @@ fn parse_outcome(s: &str) -> Option<Outcome> {
         "succeed" => Some(Outcome::Succeed),
         "fail" => Some(Outcome::Fail),
         "hold" => Some(Outcome::Hold),
+        "exec" => Some(Outcome::Exec),
         _ => None,
     }
 }
@@ -121,7 +138,16 @@ async fn main() -> Result<()> {
     secrets.wait_until_ready().await?;
     config_maps.wait_until_ready().await?;
 
+    let exec_program = match args.exec_program {
+        Some(p) => p,
+        None => std::env::current_exe()?
+            .parent()
+            .map(|d| d.join("issueops-runner"))
+            .context("locating issueops-runner beside the stand-in")?,
+    };
     let mut kubelet = Kubelet {
+        exec_program,
+        processes: HashMap::new(),
         client,
         node: args.node,
         volumes_dir: args.volumes_dir,
@@ -140,9 +166,15 @@ async fn main() -> Result<()> {
             .filter_map(|p| p.metadata.uid.clone())
             .collect();
         kubelet.started.retain(|uid, _| live.contains(uid));
+        kubelet.processes.retain(|uid, _| live.contains(uid));
         for pod in state {
-            if let Err(e) = kubelet.sync(&pod).await {
-                tracing::warn!(pod = %pod_ref(&pod), error = %e, "pod sync failed; retrying");
+            // One request that never answers must not stall the whole node.
+            match tokio::time::timeout(SYNC_TIMEOUT, kubelet.sync(&pod)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(pod = %pod_ref(&pod), error = %e, "pod sync failed; retrying")
+                }
+                Err(_) => tracing::warn!(pod = %pod_ref(&pod), "pod sync timed out; retrying"),
             }
         }
     }
@@ -213,6 +245,9 @@ fn pod_ref(pod: &Pod) -> String {
 }
 
 struct Kubelet {
+    /// What `exec` pods run, and the processes running now (by pod uid).
+    exec_program: PathBuf,
+    processes: HashMap<String, Running>,
     client: Client,
     node: String,
     volumes_dir: PathBuf,
@@ -240,7 +275,15 @@ impl Kubelet {
             return Ok(());
         }
         if pod.metadata.deletion_timestamp.is_some() {
-            // The containers "stopped": confirm the deletion as a kubelet does.
+            // The containers "stopped": report them terminated, as a kubelet
+            // does before the pod goes (a Job with a podFailurePolicy keeps its
+            // pod's finalizer until the pod is terminal), then confirm the
+            // deletion.
+            self.processes.remove(uid);
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            if bound.is_some() && !matches!(phase, Some("Succeeded" | "Failed")) {
+                set_finished(&api, pod, 137, Some("the pod was deleted".into())).await?;
+            }
             if bound.is_some() {
                 let _ = std::fs::remove_dir_all(self.volumes_dir.join(ns).join(name));
                 let params = DeleteParams {
@@ -290,6 +333,12 @@ impl Kubelet {
                 if !self.project_volumes(ns, name, &spec).await? {
                     return Ok(()); // waits, like ContainerCreating, for what it mounts
                 }
+                if outcome_of(pod, self.default) == Outcome::Exec
+                    && !self.processes.contains_key(uid)
+                {
+                    let running = self.exec(ns, name, &spec)?;
+                    self.processes.insert(uid.to_string(), running);
+                }
                 self.set_running(&api, pod).await?;
                 self.started.insert(uid.to_string(), Instant::now());
                 tracing::info!(pod = %pod_ref(pod), "running");
@@ -301,9 +350,35 @@ impl Kubelet {
                     .entry(uid.to_string())
                     .or_insert_with(Instant::now);
                 let outcome = outcome_of(pod, self.default);
+                if outcome != Outcome::Exec {
+                    // An annotation overrides a running process: stop it.
+                    self.processes.remove(uid);
+                }
+                if outcome == Outcome::Exec {
+                    let Some(running) = self.processes.get_mut(uid) else {
+                        // Started by an earlier stand-in: its process is gone.
+                        set_finished(&api, pod, 137, Some("the stand-in restarted".into())).await?;
+                        return Ok(());
+                    };
+                    if let Some(status) = running.child.try_wait()? {
+                        let code = status.code().unwrap_or(137);
+                        let message = std::fs::read(&running.message_file)
+                            .ok()
+                            .map(|m| String::from_utf8_lossy(&m[..m.len().min(4096)]).into_owned());
+                        set_finished(&api, pod, code, message).await?;
+                        tracing::info!(pod = %pod_ref(pod), code, "process exited");
+                    }
+                    return Ok(());
+                }
                 if outcome != Outcome::Hold && started.elapsed() >= self.run_for {
-                    self.set_finished(&api, pod, outcome == Outcome::Succeed)
-                        .await?;
+                    let message = pod
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(MESSAGE_ANNOTATION))
+                        .cloned();
+                    let code = if outcome == Outcome::Succeed { 0 } else { 1 };
+                    set_finished(&api, pod, code, message).await?;
                     tracing::info!(pod = %pod_ref(pod), ?outcome, "finished");
                 }
             }
@@ -377,22 +452,109 @@ impl Kubelet {
         patch_status(api, pod, status, state, true, &now).await
     }
 
-    async fn set_finished(&self, api: &Api<Pod>, pod: &Pod, succeeded: bool) -> Result<()> {
-        let now = k8s_openapi::jiff::Timestamp::now().to_string();
-        let message = pod
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(MESSAGE_ANNOTATION))
-            .cloned();
-        let state = json!({ "terminated": {
-            "exitCode": if succeeded { 0 } else { 1 },
-            "reason": if succeeded { "Completed" } else { "Error" },
-            "message": message, "finishedAt": now,
-        } });
-        let status = json!({ "phase": if succeeded { "Succeeded" } else { "Failed" } });
-        patch_status(api, pod, status, state, false, &now).await
+    /// Starts the first container of an `exec` pod as a local process.
+    fn exec(
+        &self,
+        ns: &str,
+        pod: &str,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+    ) -> Result<Running> {
+        let container = spec
+            .containers
+            .first()
+            .context("the pod has no container")?;
+        let pod_dir = self.volumes_dir.join(ns).join(pod);
+        let mut mounts: Vec<(String, PathBuf)> = Vec::new();
+        for m in container.volume_mounts.iter().flatten() {
+            let volume = spec
+                .volumes
+                .iter()
+                .flatten()
+                .find(|v| v.name == m.name)
+                .with_context(|| format!("mount {} names no volume", m.name))?;
+            let local = match &volume.persistent_volume_claim {
+                Some(claim) => self
+                    .volumes_dir
+                    .join(ns)
+                    .join("_claims")
+                    .join(&claim.claim_name),
+                None => pod_dir.join(&volume.name),
+            };
+            std::fs::create_dir_all(&local)?;
+            mounts.push((m.mount_path.clone(), local));
+        }
+        let message_path = container
+            .termination_message_path
+            .clone()
+            .unwrap_or_else(|| "/dev/termination-log".into());
+        let message_file = pod_dir.join("termination-log");
+        mounts.push((message_path, message_file.clone()));
+        // Longest mount path first, so /a/b wins over /a.
+        mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+        let local_path = |value: &str| -> String {
+            for (path, local) in &mounts {
+                if value == path {
+                    return local.display().to_string();
+                }
+                if let Some(rest) = value.strip_prefix(&format!("{path}/")) {
+                    return local.join(rest).display().to_string();
+                }
+            }
+            value.to_string()
+        };
+        let env: Vec<(String, String)> = container
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|e| e.value.as_ref().map(|v| (e.name.clone(), local_path(v))))
+            .collect();
+        let cwd = local_path(container.working_dir.as_deref().unwrap_or("/"));
+        let log = std::fs::File::create(pod_dir.join("container.log"))?;
+        let child = std::process::Command::new(&self.exec_program)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env)
+            .current_dir(&cwd)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.exec_program.display()))?;
+        tracing::info!(pod = %format!("{ns}/{pod}"), program = %self.exec_program.display(), "process started");
+        Ok(Running {
+            child,
+            message_file,
+        })
     }
+}
+
+/// A container the stand-in runs as a local process; stopped when dropped
+/// (its pod deleted, or an annotation deciding its outcome).
+struct Running {
+    child: std::process::Child,
+    message_file: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Reports the pod's container terminated with `code` and `message`.
+async fn set_finished(api: &Api<Pod>, pod: &Pod, code: i32, message: Option<String>) -> Result<()> {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let succeeded = code == 0;
+    let state = json!({ "terminated": {
+        "exitCode": code,
+        "reason": if succeeded { "Completed" } else { "Error" },
+        "message": message, "finishedAt": now,
+    } });
+    let status = json!({ "phase": if succeeded { "Succeeded" } else { "Failed" } });
+    patch_status(api, pod, status, state, false, &now).await
 }
 
 /// Reports `status` for the pod, with every container in `state` and the

@@ -1,0 +1,182 @@
+//! The agent runner's result, read from the termination message of the
+//! run's pod when its Job ends, and what it means for the run.
+//!
+//! The message is a JSON document written by `issueops-runner` (the format is
+//! documented in `agent/README.md`). A pod that died before the runner could
+//! write it (OOM, image pull, node loss) has no such document: the Job's own
+//! verdict stands, and any text the kubelet kept (the log tail, under
+//! `FallbackToLogsOnError`) joins the reason.
+
+use issueops_core::store::results::RunResult;
+use issueops_core::store::runs::RunState;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use serde::Deserialize;
+
+/// The container the runner runs in (the Job template names it).
+pub const AGENT_CONTAINER: &str = "agent";
+/// Longest reason kept from free text.
+const MAX_REASON_CHARS: usize = 1000;
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Reported {
+    pub outcome: String,
+    pub pr_number: Option<i64>,
+    pub pr_url: Option<String>,
+    pub head_commit: Option<String>,
+    pub reason: Option<String>,
+    pub log_tail: Option<String>,
+    #[serde(default)]
+    pub resumed_session: bool,
+}
+
+/// What a terminated agent container left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Result(Reported),
+    /// Not the runner's document: the kubelet's fallback (log tail) or other text.
+    Text(String),
+}
+
+pub fn parse(message: &str) -> Option<Message> {
+    let trimmed = message.trim();
+    if trimmed.is_empty() {
+        return None;
+    }
+    match serde_json::from_str::<Reported>(trimmed) {
+        Ok(r)
+            if matches!(
+                r.outcome.as_str(),
+                "pr-opened" | "pr-updated" | "no-changes" | "failed"
+            ) =>
+        {
+            Some(Message::Result(r))
+        }
+        _ => Some(Message::Text(
+            trimmed.chars().take(MAX_REASON_CHARS).collect(),
+        )),
+    }
+}
+
+/// The run's end state and reason, from the Job's verdict and the message.
+/// The runner knows best: `no-changes` is a success even though its exit
+/// code failed the Job (so it is not retried).
+pub fn verdict(
+    job_state: RunState,
+    job_reason: Option<String>,
+    message: Option<&Message>,
+) -> (RunState, Option<String>) {
+    match message {
+        Some(Message::Result(r)) => match r.outcome.as_str() {
+            "failed" => {
+                let reason = r
+                    .reason
+                    .clone()
+                    .or(job_reason)
+                    .unwrap_or_else(|| "the agent run failed".into());
+                (RunState::Failed, Some(reason))
+            }
+            _ => (RunState::Succeeded, None),
+        },
+        Some(Message::Text(text)) if job_state == RunState::Failed => {
+            let reason = match job_reason {
+                Some(r) => format!("{r}; last output: {text}"),
+                None => format!("last output: {text}"),
+            };
+            (RunState::Failed, Some(reason))
+        }
+        _ => (job_state, job_reason),
+    }
+}
+
+/// The record to store for `run_id`, when the message is the runner's.
+pub fn record(run_id: &str, message: &Message) -> Option<RunResult> {
+    let Message::Result(r) = message else {
+        return None;
+    };
+    Some(RunResult {
+        run_id: run_id.to_string(),
+        outcome: r.outcome.clone(),
+        pr_number: r.pr_number,
+        pr_url: r.pr_url.clone(),
+        head_commit: r.head_commit.clone(),
+        reason: r.reason.clone(),
+        resumed_session: r.resumed_session,
+    })
+}
+
+/// The termination message of the newest terminated agent container of the
+/// Job's pods: one LIST by the Job's label, only when a Job has ended.
+pub async fn read(
+    client: &kube::Client,
+    namespace: &str,
+    job_name: &str,
+) -> Result<Option<Message>, kube::Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let params = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job_name}"));
+    let list = crate::apply::with_backoff("list the run's pods", || pods.list(&params)).await?;
+    let newest = list
+        .items
+        .iter()
+        .flat_map(|p| {
+            p.status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+        })
+        .filter(|c| c.name == AGENT_CONTAINER)
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
+        .max_by_key(|t| t.finished_at.as_ref().map(|f| f.0));
+    Ok(newest.and_then(|t| t.message.as_deref()).and_then(parse))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runners_document_decides_the_run() {
+        let msg = parse(r#"{"outcome":"no-changes","head_commit":"abc","resumed_session":false}"#)
+            .unwrap();
+        assert_eq!(
+            verdict(
+                RunState::Failed,
+                Some("PodFailurePolicy".into()),
+                Some(&msg)
+            ),
+            (RunState::Succeeded, None)
+        );
+        let msg = parse(r#"{"outcome":"failed","reason":"the agent exited with status 7","resumed_session":false}"#)
+            .unwrap();
+        assert_eq!(
+            verdict(RunState::Failed, None, Some(&msg)).1.as_deref(),
+            Some("the agent exited with status 7")
+        );
+        let opened =
+            parse(r#"{"outcome":"pr-opened","pr_number":4,"pr_url":"u","resumed_session":true}"#)
+                .unwrap();
+        let rec = record("r", &opened).unwrap();
+        assert_eq!((rec.pr_number, rec.resumed_session), (Some(4), true));
+    }
+
+    #[test]
+    fn other_text_joins_the_jobs_reason() {
+        let msg = parse("panic: out of memory\n").unwrap();
+        assert_eq!(msg, Message::Text("panic: out of memory".into()));
+        assert_eq!(
+            verdict(
+                RunState::Failed,
+                Some("BackoffLimitExceeded".into()),
+                Some(&msg)
+            )
+            .1
+            .as_deref(),
+            Some("BackoffLimitExceeded; last output: panic: out of memory")
+        );
+        assert!(record("r", &msg).is_none());
+        assert_eq!(parse("  "), None);
+        assert!(matches!(
+            parse(r#"{"outcome":"exploded"}"#),
+            Some(Message::Text(_))
+        ));
+    }
+}

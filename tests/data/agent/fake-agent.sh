@@ -1,0 +1,53 @@
+#!/bin/sh
+# A stand-in for the coding agent in tests. Like Codex it reads the prompt on
+# standard input and keeps its session under $HOME; it acts as its first
+# argument says and never evaluates its input:
+#   edit [WAIT_DIR]  append a line to CHANGES.md naming the run, its model and
+#                    whether it resumed a session; with WAIT_DIR, touch
+#                    WAIT_DIR/started and wait for WAIT_DIR/go first
+#   nothing          change nothing
+#   fail             print to both streams and exit 7
+#   sleep            sleep past any sensible timeout
+#   hold             run until the runner that started it is gone
+# Arguments 2 and 3 are the model and reasoning level the runner passes.
+set -eu
+action="$1"
+model="${2:-}"
+reasoning="${3:-}"
+mkdir -p "$HOME/session"
+cat > "$HOME/session/last-prompt.md"
+case "$action" in
+  edit)
+    if [ -n "${4:-}" ]; then
+      touch "$4/started"
+      while [ ! -e "$4/go" ]; do sleep 0.05; done
+    fi
+    if [ -f "$HOME/session/id" ]; then
+      session="resumed session $(cat "$HOME/session/id")"
+    else
+      echo "$ISSUEOPS_RUN_ID" > "$HOME/session/id"
+      session="new session"
+    fi
+    echo "run $ISSUEOPS_RUN_ID ($ISSUEOPS_MODE, $model/$reasoning): $session" >> CHANGES.md
+    echo "agent: edited CHANGES.md"
+    ;;
+  nothing)
+    echo "agent: nothing to change"
+    ;;
+  fail)
+    echo "agent: reading the repository"
+    echo "agent: something broke" >&2
+    exit 7
+    ;;
+  sleep)
+    sleep 600
+    ;;
+  hold)
+    while kill -0 "$PPID" 2>/dev/null; do sleep 0.2; done
+    exit 1
+    ;;
+  *)
+    echo "fake-agent: unknown action $action" >&2
+    exit 64
+    ;;
+esac
