@@ -83,6 +83,27 @@ impl Common {
     }
 }
 
+/// The agents' model API key, from the file `ISSUEOPS_AGENT_API_KEY_FILE`
+/// (never a flag or an environment value of its own: those show in process
+/// listings and crash dumps).
+pub fn agent_api_key_from_env() -> Result<Option<issueops_reconciler::credentials::AgentApiKey>> {
+    let Some(path) = std::env::var("ISSUEOPS_AGENT_API_KEY_FILE")
+        .ok()
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(None);
+    };
+    let key = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the agent API key file {path}"))?;
+    let key = key.trim();
+    if key.is_empty() {
+        bail!("the agent API key file {path} is empty");
+    }
+    Ok(Some(issueops_reconciler::credentials::AgentApiKey(
+        key.to_string(),
+    )))
+}
+
 /// GitHub credentials from the environment (never from flags or files that
 /// get committed): a token, or an App id with its private key file.
 pub fn github_from_env(config: &Config) -> Result<Option<GitHub>> {

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 
 const TOKEN_ONE: &str = "ghs_FIRSTsecretTOKENvalue0001";
 const TOKEN_TWO: &str = "ghs_SECONDsecretTOKENvalue002";
+/// The agents' model API key, handed to the reconciler by the operator.
+const API_KEY: &str = "sk-agentMODELapiKEYvalue0003";
 /// 2030-01-01T00:00:00Z
 const NOW: i64 = 1_893_456_000;
 
@@ -50,7 +52,10 @@ async fn the_agent_token_lives_only_in_its_namespace_secret() {
     let mut h = Harness::start(Db::Sqlite).await;
     h.reconciler =
         issueops_reconciler::Reconciler::new(h.store.clone(), h.repo.clone(), h.client.clone())
-            .with_credentials(github, "issueops-github-token");
+            .with_credentials(github, "issueops-github-token")
+            .with_agent_api_key(issueops_reconciler::credentials::AgentApiKey(
+                API_KEY.into(),
+            ));
     h.post_signed(
         "issues",
         "cred-1",
@@ -65,11 +70,15 @@ async fn the_agent_token_lives_only_in_its_namespace_secret() {
     let token_in_secret =
         |s: Secret| String::from_utf8(s.data.unwrap()["token"].0.clone()).unwrap();
 
-    // Written before the Job was applied, so the pod never starts without it.
+    // Written before the Job was applied, so the pod never starts without it;
+    // the model API key rides along for the agent (the runner's
+    // ISSUEOPS_AGENT_API_KEY_FILE).
+    let written = secrets.get("issueops-github-token").await.unwrap();
     assert_eq!(
-        token_in_secret(secrets.get("issueops-github-token").await.unwrap()),
-        TOKEN_ONE
+        written.data.as_ref().unwrap()["agent-api-key"].0,
+        API_KEY.as_bytes()
     );
+    assert_eq!(token_in_secret(written), TOKEN_ONE);
     let audit = h.audit().await;
     let position = |kind: &str, object: &str| {
         audit
@@ -119,7 +128,7 @@ async fn the_agent_token_lives_only_in_its_namespace_secret() {
         for content in h.repo.files_at(&sha).unwrap().values() {
             text.push_str(&String::from_utf8_lossy(content));
         }
-        for token in [TOKEN_ONE, TOKEN_TWO] {
+        for token in [TOKEN_ONE, TOKEN_TWO, API_KEY] {
             assert!(!text.contains(token), "token in state repo commit {sha}");
         }
         assert!(
@@ -139,7 +148,7 @@ async fn the_agent_token_lives_only_in_its_namespace_secret() {
         logs_text.contains("agent token written"),
         "logs were captured"
     );
-    for token in [TOKEN_ONE, TOKEN_TWO] {
+    for token in [TOKEN_ONE, TOKEN_TWO, API_KEY] {
         assert!(!audit.contains(token), "token in the audit table");
         assert!(!logs_text.contains(token), "token in the logs");
     }

@@ -13,6 +13,16 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use std::collections::BTreeMap;
 
+/// The agent's model API key (say OpenAI's); `Debug` never shows it.
+#[derive(Clone)]
+pub struct AgentApiKey(pub String);
+
+impl std::fmt::Debug for AgentApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AgentApiKey(***)")
+    }
+}
+
 /// A token is replaced when it has less than this left (GitHub's last one hour).
 const REFRESH_MARGIN_SECS: i64 = 15 * 60;
 
@@ -129,10 +139,17 @@ impl Reconciler {
                 ..Default::default()
             },
             type_: Some("Opaque".into()),
-            data: Some(BTreeMap::from([(
-                "token".to_string(),
-                ByteString(token.token.into_bytes()),
-            )])),
+            data: Some({
+                let mut data =
+                    BTreeMap::from([("token".to_string(), ByteString(token.token.into_bytes()))]);
+                if let Some(key) = &self.agent_api_key {
+                    data.insert(
+                        "agent-api-key".to_string(),
+                        ByteString(key.0.clone().into_bytes()),
+                    );
+                }
+                data
+            }),
             ..Default::default()
         };
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &run.namespace);

@@ -117,6 +117,9 @@ pub struct Reconciler {
     credentials: Option<(Arc<issueops_github::GitHub>, String)>,
     /// This install's name: the `issueops.dev/instance` label it owns.
     instance: String,
+    /// The agent's model API key, written beside the GitHub token (key
+    /// `agent-api-key`); never logged, audited or committed.
+    agent_api_key: Option<credentials::AgentApiKey>,
 }
 
 /// One change to make, with the commit that asked for it.
@@ -145,6 +148,7 @@ impl Reconciler {
             watch_jobs: false,
             credentials: None,
             instance: issueops_core::DEFAULT_INSTANCE.into(),
+            agent_api_key: None,
         }
     }
 
@@ -165,6 +169,12 @@ impl Reconciler {
         secret_name: impl Into<String>,
     ) -> Self {
         self.credentials = Some((github, secret_name.into()));
+        self
+    }
+
+    /// Also give agents this model API key, in their token Secret.
+    pub fn with_agent_api_key(mut self, key: credentials::AgentApiKey) -> Self {
+        self.agent_api_key = Some(key);
         self
     }
 

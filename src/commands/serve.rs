@@ -67,6 +67,9 @@ pub async fn backend(common: &Common, store: &Store, cluster: &ClusterArgs) -> R
         .with_instance(config.instance.clone())
         .with_job_watch(cluster.real)
         .with_safety(PruneSafety::from_config(&config.lifecycle));
+    if let Some(key) = crate::settings::agent_api_key_from_env()? {
+        reconciler = reconciler.with_agent_api_key(key);
+    }
     match &github {
         Some(g) if g.can_mint_tokens() => {
             reconciler =
