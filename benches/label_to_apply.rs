@@ -88,7 +88,7 @@ async fn main() {
         assert_eq!(control_plane.process_pending().await.unwrap(), 1);
         let t2 = Instant::now();
         let r = reconciler.reconcile_once().await.unwrap();
-        assert!(r.converged() && r.applied.len() == 8);
+        assert!(r.converged() && r.applied.len() == support::OBJECTS_PER_NEW_ISSUE);
         let t3 = Instant::now();
         answer.push(t1 - t0);
         commit.push(t2 - t1);
@@ -100,7 +100,7 @@ async fn main() {
     );
     report("  gateway answer (verify + store + 202)", answer);
     report("  control plane (decide + render + commit)", commit);
-    report("  reconciler (diff + 8 server-side applies)", apply);
+    report("  reconciler (diff + 10 server-side applies)", apply);
     report("  total, label to applied Job", total);
 
     // 2. Gateway alone, 8 concurrent senders (deliveries are stored, not processed).

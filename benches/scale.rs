@@ -125,14 +125,21 @@ async fn scale(n: u64) {
     let t = Instant::now();
     let planned = reconciler.plan().await.unwrap();
     let plan_ms = t.elapsed().as_secs_f64() * 1000.0;
-    assert_eq!(planned.len(), 9, "{planned:?}");
+    assert_eq!(
+        planned.len(),
+        support::OBJECTS_PER_NEW_ISSUE + 1,
+        "{planned:?}"
+    );
 
     calls.store(0, Ordering::Relaxed);
     let t = Instant::now();
     let cycle = reconciler.reconcile_once().await.unwrap();
     let cycle_ms = t.elapsed().as_secs_f64() * 1000.0;
     let cycle_calls = calls.load(Ordering::Relaxed);
-    assert!(cycle.converged() && cycle.applied.len() == 8, "{cycle:?}");
+    assert!(
+        cycle.converged() && cycle.applied.len() == support::OBJECTS_PER_NEW_ISSUE,
+        "{cycle:?}"
+    );
 
     calls.store(0, Ordering::Relaxed);
     let t = Instant::now();
@@ -140,7 +147,10 @@ async fn scale(n: u64) {
     let resync_ms = t.elapsed().as_secs_f64() * 1000.0;
     let resync_calls = calls.load(Ordering::Relaxed);
     assert!(resync.cycle.converged(), "{:?}", resync.cycle);
-    assert_eq!(resync.live_objects as u64, (n + 1) * 8);
+    assert_eq!(
+        resync.live_objects as u64,
+        (n + 1) * support::OBJECTS_PER_NEW_ISSUE as u64
+    );
 
     println!(
         "| {n:>6} | {commit_ms:>8.1} ms | {cycle_calls:>3} calls, {cycle_ms:>7.1} ms (git+db {plan_ms:.1} ms) | {resync_calls:>3} calls ({} LIST), {resync_ms:>9.1} ms | {:>7.0} MiB | (setup {setup_secs:.1} s)",

@@ -5,7 +5,7 @@
 //! For each size N: N issues with one active run each are committed, applied
 //! by the reconciler itself (setup), and their pods run; then one new run goes
 //! through the control plane and one incremental cycle, and one full resync
-//! compares all (N+1)×8 objects. API calls are counted on the client; the
+//! compares all (N+1)×10 objects. API calls are counted on the client; the
 //! process's peak RSS is issueops' own (the API server is another process,
 //! reported apart). Everything is deleted afterwards.
 //!
@@ -121,7 +121,10 @@ async fn scale(n: u64, kubeconfig: &std::path::Path) {
         Reconciler::new(store.clone(), repo.clone(), client.clone()).with_instance(&instance);
     let applied = reconciler.reconcile_once().await.unwrap();
     assert!(applied.converged(), "setup: {:?}", applied.failed);
-    assert_eq!(applied.applied.len() as u64, n * 8);
+    assert_eq!(
+        applied.applied.len() as u64,
+        n * support::OBJECTS_PER_NEW_ISSUE as u64
+    );
     let setup_secs = setup.elapsed().as_secs_f64();
 
     // One new run: delivery in the inbox → commit → one incremental cycle.
@@ -132,7 +135,10 @@ async fn scale(n: u64, kubeconfig: &std::path::Path) {
     let cycle = reconciler.reconcile_once().await.unwrap();
     let cycle_ms = t.elapsed().as_secs_f64() * 1000.0;
     let cycle_calls = calls.load(Ordering::Relaxed);
-    assert!(cycle.converged() && cycle.applied.len() == 8, "{cycle:?}");
+    assert!(
+        cycle.converged() && cycle.applied.len() == support::OBJECTS_PER_NEW_ISSUE,
+        "{cycle:?}"
+    );
 
     calls.store(0, Ordering::Relaxed);
     let t = Instant::now();
@@ -145,7 +151,10 @@ async fn scale(n: u64, kubeconfig: &std::path::Path) {
         "false drift: {:?}",
         &resync.cycle.applied[..resync.cycle.applied.len().min(5)]
     );
-    assert_eq!(resync.live_objects as u64, (n + 1) * 8);
+    assert_eq!(
+        resync.live_objects as u64,
+        (n + 1) * support::OBJECTS_PER_NEW_ISSUE as u64
+    );
 
     let pid = apiserver_pid(kubeconfig);
     println!(
@@ -154,7 +163,7 @@ async fn scale(n: u64, kubeconfig: &std::path::Path) {
         resync_ms / 1000.0,
         memory_mib("self", "VmHWM:"),
         memory_mib(&pid, "VmRSS:"),
-        n * 8,
+        n * support::OBJECTS_PER_NEW_ISSUE as u64,
     );
 
     // Leave the cluster empty again.

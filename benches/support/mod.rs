@@ -49,3 +49,8 @@ pub async fn commit_new_run(store: &Store, control_plane: &ControlPlane, issue: 
     assert_eq!(control_plane.process_pending().await.unwrap(), 1);
     t.elapsed().as_secs_f64() * 1000.0
 }
+
+/// Objects a new issue with its first run renders: the issue's eight
+/// (namespace, RBAC, quota, limits, network policy, agent-home claim) and the
+/// run's two (Job, prompt ConfigMap).
+pub const OBJECTS_PER_NEW_ISSUE: usize = 10;

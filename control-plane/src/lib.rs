@@ -10,6 +10,7 @@
 
 pub mod approval;
 pub mod catch_up;
+pub mod debug_hold;
 pub mod decide;
 pub mod labels;
 pub mod lifecycle;

@@ -20,3 +20,7 @@ CREATE TABLE issue_holds (
 );
 -- Runs whose trigger label was removed from the issue after they ended.
 ALTER TABLE runs ADD COLUMN label_removed_at BIGINT;
+-- Runs that ended before this release are not revisited (no burst of label
+-- removals for history on upgrade).
+UPDATE runs SET label_removed_at = 0
+ WHERE state IN ('succeeded', 'failed', 'cancelled', 'pruned');

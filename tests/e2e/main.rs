@@ -782,24 +782,7 @@ async fn emptied_state_repo_trips_the_prune_guard(env: &Env, issues: &Issues) ->
     let clone = env.work.join("person-clone");
     let _ = std::fs::remove_dir_all(&clone);
     std::fs::create_dir_all(&clone).unwrap();
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args([
-                "-c",
-                "user.name=e2e",
-                "-c",
-                "user.email=e2e@example.invalid",
-            ])
-            .args(args)
-            .current_dir(&clone)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let git = |args: &[&str]| git_http::git(&clone, args);
     git(&[
         "clone",
         "-q",

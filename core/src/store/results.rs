@@ -93,9 +93,15 @@ impl Store {
             .collect())
     }
 
-    /// Holds the issue's namespace under `label` (idempotent: keeps the first `since`).
-    pub async fn hold_issue(&self, repo: &str, issue: i64, label: &str) -> Result<(), StoreError> {
-        sqlx::query(
+    /// Holds the issue's namespace under `label`. Idempotent: keeps the
+    /// first `since`; returns whether the hold is new.
+    pub async fn hold_issue(
+        &self,
+        repo: &str,
+        issue: i64,
+        label: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
             "INSERT INTO issue_holds (repo, issue_number, label, since) VALUES ($1, $2, $3, $4)
              ON CONFLICT (repo, issue_number, label) DO NOTHING",
         )
@@ -106,7 +112,7 @@ impl Store {
         .execute(self.pool())
         .await
         .map_err(sql("holding an issue"))?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     pub async fn release_issue(
