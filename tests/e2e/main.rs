@@ -852,10 +852,12 @@ async fn nothing_left_behind(env: &Env, issues: &Issues) -> Evidence {
         .list(&ListParams::default().labels(&selector))
         .await
         .unwrap();
-    let secrets = Api::<Secret>::all(env.kube.clone())
+    let secrets_at_check = Api::<Secret>::all(env.kube.clone())
         .list(&ListParams::default().labels(&selector))
         .await
-        .unwrap();
+        .unwrap()
+        .items
+        .len();
     let terminating = Api::<Namespace>::all(env.kube.clone())
         .list(&ListParams::default().labels(&selector))
         .await
@@ -872,11 +874,17 @@ async fn nothing_left_behind(env: &Env, issues: &Issues) -> Evidence {
     })
     .await;
     assert!(jobs.items.is_empty(), "Jobs left: {}", jobs.items.len());
-    assert!(
-        secrets.items.is_empty(),
-        "Secrets left: {}",
-        secrets.items.len()
-    );
+    // Agent token Secrets go with their run (the credentials pass) or with the
+    // namespace, a moment after the namespace starts terminating.
+    env.wait_until("no agent token Secret is left", || async {
+        Api::<Secret>::all(env.kube.clone())
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    })
+    .await;
     let runs = env.store.list_runs().await.unwrap();
     let active: Vec<_> = runs
         .iter()
@@ -886,6 +894,7 @@ async fn nothing_left_behind(env: &Env, issues: &Issues) -> Evidence {
     let mut e = Evidence::new();
     e.insert("runs".into(), runs.len().into());
     e.insert("terminating_at_check".into(), terminating.into());
+    e.insert("secrets_at_check".into(), secrets_at_check.into());
     e
 }
 
