@@ -534,7 +534,6 @@ async fn resync_repairs_drift_and_deletes_orphans_but_never_unmanaged_objects() 
 
 #[tokio::test]
 async fn a_git_revert_pushed_by_a_person_works_like_a_rollback() {
-    use std::process::Command;
     let h = Harness::start_configured(Db::Sqlite, lifecycle_config(0, 0)).await;
     let run = trigger(&h, "revert-1", "run:dev").await;
     h.reconciler.reconcile_once().await.unwrap();
@@ -551,22 +550,7 @@ async fn a_git_revert_pushed_by_a_person_works_like_a_rollback() {
     let work = tempfile::tempdir().unwrap();
     let bare = h.dir.path().join("state.git");
     let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args([
-                "-c",
-                "user.name=Person",
-                "-c",
-                "user.email=person@example.org",
-            ])
-            .args(args)
-            .current_dir(work.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::git_http::git(work.path(), args);
     };
     git(&["clone", "-q", bare.to_str().unwrap(), "."]);
     git(&["revert", "--no-edit", "HEAD"]);

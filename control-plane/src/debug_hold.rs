@@ -17,26 +17,7 @@ impl ControlPlane {
         delivery_id: &str,
         event: &IssuesEvent,
     ) -> Result<String, ControlPlaneError> {
-        let repo = &event.repository.full_name;
-        let issue = event.issue.number as i64;
-        if !self
-            .store
-            .hold_issue(repo, issue, &self.config.labels.debug)
-            .await?
-        {
-            return Ok(format!("{repo}#{issue} is already held"));
-        }
-        let audit = AuditEvent::new(kind::DECISION, "debug-hold")
-            .delivery(delivery_id)
-            .actor(event.sender.login.clone())
-            .detail(json!({
-                "issue": format!("{repo}#{issue}"),
-                "label": self.config.labels.debug,
-                "max_seconds": self.config.labels.debug_max_seconds,
-                "reason": "pruning of this issue's namespace and runs is skipped while the label is on",
-            }));
-        self.store.append_audit(&audit).await?;
-        Ok(format!("{repo}#{issue} held for debugging"))
+        self.change_hold(delivery_id, event, true).await
     }
 
     /// The debug label was removed: the issue is pruned as usual again.
@@ -45,21 +26,55 @@ impl ControlPlane {
         delivery_id: &str,
         event: &IssuesEvent,
     ) -> Result<String, ControlPlaneError> {
+        self.change_hold(delivery_id, event, false).await
+    }
+
+    /// Starts or ends the issue's hold; audits only a change.
+    async fn change_hold(
+        &self,
+        delivery_id: &str,
+        event: &IssuesEvent,
+        hold: bool,
+    ) -> Result<String, ControlPlaneError> {
         let repo = &event.repository.full_name;
         let issue = event.issue.number as i64;
-        if !self
-            .store
-            .release_issue(repo, issue, &self.config.labels.debug)
-            .await?
-        {
-            return Ok(format!("{repo}#{issue} was not held"));
+        let label = &self.config.labels.debug;
+        let changed = if hold {
+            self.store.hold_issue(repo, issue, label).await?
+        } else {
+            self.store.release_issue(repo, issue, label).await?
+        };
+        let issue_ref = format!("{repo}#{issue}");
+        if !changed {
+            return Ok(format!(
+                "{issue_ref} {}",
+                if hold {
+                    "is already held"
+                } else {
+                    "was not held"
+                }
+            ));
         }
-        let audit = AuditEvent::new(kind::DECISION, "debug-released")
+        let (outcome, detail) = if hold {
+            let reason =
+                "pruning of this issue's namespace and runs is skipped while the label is on";
+            let detail = json!({
+                "issue": issue_ref, "label": label, "reason": reason,
+                "max_seconds": self.config.labels.debug_max_seconds,
+            });
+            ("debug-hold", detail)
+        } else {
+            (
+                "debug-released",
+                json!({ "issue": issue_ref, "reason": "label removed" }),
+            )
+        };
+        let audit = AuditEvent::new(kind::DECISION, outcome)
             .delivery(delivery_id)
             .actor(event.sender.login.clone())
-            .detail(json!({ "issue": format!("{repo}#{issue}"), "reason": "label removed" }));
+            .detail(detail);
         self.store.append_audit(&audit).await?;
-        Ok(format!("{repo}#{issue} released"))
+        Ok(format!("{issue_ref} {outcome}"))
     }
 
     /// Issues held by the debug label at `now_ms`; holds past their bound are

@@ -3,6 +3,9 @@
 //! cluster side on kube-fake-client.
 #![allow(dead_code)]
 
+pub mod fake_repo_api;
+pub mod git_http;
+
 use issueops_control_plane::render::Templates;
 use issueops_control_plane::ControlPlane;
 use issueops_core::state_repo::StateRepo;

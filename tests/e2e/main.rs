@@ -9,11 +9,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
-#[path = "../common/fake_repo_api.rs"]
-mod fake_repo_api;
-#[path = "../common/git_http.rs"]
-mod git_http;
 
+use common::{fake_repo_api, git_http};
 use issueops_core::state_repo::StateRepo;
 use issueops_core::{naming, Store};
 use k8s_openapi::api::batch::v1::Job;
@@ -342,6 +339,20 @@ impl Env {
             )
             .await;
         }
+    }
+
+    /// How many objects of kind `K` this install has in the cluster.
+    async fn count_ours<K>(&self) -> usize
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let selector = issueops_core::managed_selector(&self.instance);
+        Api::<K>::all(self.kube.clone())
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+            .len()
     }
 
     async fn our_namespaces(&self) -> Vec<String> {
@@ -852,37 +863,17 @@ async fn nothing_left_behind(env: &Env, issues: &Issues) -> Evidence {
         .list(&ListParams::default().labels(&selector))
         .await
         .unwrap();
-    let secrets_at_check = Api::<Secret>::all(env.kube.clone())
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .unwrap()
-        .items
-        .len();
-    let terminating = Api::<Namespace>::all(env.kube.clone())
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .unwrap()
-        .items
-        .len();
+    let secrets_at_check = env.count_ours::<Secret>().await;
+    let terminating = env.count_ours::<Namespace>().await;
     env.wait_until("terminating namespaces are gone", || async {
-        Api::<Namespace>::all(env.kube.clone())
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .unwrap()
-            .items
-            .is_empty()
+        env.count_ours::<Namespace>().await == 0
     })
     .await;
     assert!(jobs.items.is_empty(), "Jobs left: {}", jobs.items.len());
     // Agent token Secrets go with their run (the credentials pass) or with the
     // namespace, a moment after the namespace starts terminating.
     env.wait_until("no agent token Secret is left", || async {
-        Api::<Secret>::all(env.kube.clone())
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .unwrap()
-            .items
-            .is_empty()
+        env.count_ours::<Secret>().await == 0
     })
     .await;
     let runs = env.store.list_runs().await.unwrap();
