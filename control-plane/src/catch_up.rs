@@ -20,10 +20,6 @@ use serde_json::{json, Value};
 const PAGE: usize = 100;
 const MAX_PAGES: usize = 50;
 
-fn gh_err(e: issueops_github::GitHubError) -> ControlPlaneError {
-    ControlPlaneError::GitHub(e.to_string())
-}
-
 async fn get_all(github: &GitHub, repo: &str, path: &str) -> Result<Vec<Value>, ControlPlaneError> {
     let mut out = Vec::new();
     for page in 1..=MAX_PAGES {
@@ -35,8 +31,7 @@ async fn get_all(github: &GitHub, repo: &str, path: &str) -> Result<Vec<Value>, 
                 &format!("{path}{sep}per_page={PAGE}&page={page}"),
                 None,
             )
-            .await
-            .map_err(gh_err)?;
+            .await?;
         if answer.status != 200 {
             return Err(ControlPlaneError::GitHub(format!(
                 "GET {path}: answered {}",

@@ -85,18 +85,14 @@ pub struct Synced {
 
 /// A label name as one URL path segment.
 pub fn path_segment(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn gh_err(e: issueops_github::GitHubError) -> ControlPlaneError {
-    ControlPlaneError::GitHub(e.to_string())
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    // RFC 3986 unreserved characters stay as they are.
+    const SEGMENT: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    utf8_percent_encode(name, SEGMENT).to_string()
 }
 
 /// Creates the catalogue's missing labels on `repo` and updates those whose
@@ -109,10 +105,7 @@ pub async fn sync(
     let mut done = Vec::new();
     for label in wanted {
         let path = format!("/repos/{repo}/labels/{}", path_segment(&label.name));
-        let current = github
-            .request(repo, Method::Get, &path, None)
-            .await
-            .map_err(gh_err)?;
+        let current = github.request(repo, Method::Get, &path, None).await?;
         let body =
             json!({ "name": label.name, "color": label.color, "description": label.description });
         let action = match current.status {
@@ -124,8 +117,7 @@ pub async fn sync(
                         &format!("/repos/{repo}/labels"),
                         Some(&body),
                     )
-                    .await
-                    .map_err(gh_err)?;
+                    .await?;
                 expect(created.status, 201, &label.name, "creating")?;
                 "created"
             }
@@ -143,8 +135,7 @@ pub async fn sync(
                 } else {
                     let updated = github
                         .request(repo, Method::Patch, &path, Some(&body))
-                        .await
-                        .map_err(gh_err)?;
+                        .await?;
                     expect(updated.status, 200, &label.name, "updating")?;
                     "updated"
                 }
@@ -204,10 +195,7 @@ impl ControlPlane {
                     "/repos/{repo}/issues/{issue}/labels/{}",
                     path_segment(label)
                 );
-                let answer = github
-                    .request(&repo, Method::Delete, &path, None)
-                    .await
-                    .map_err(gh_err)?;
+                let answer = github.request(&repo, Method::Delete, &path, None).await?;
                 if !matches!(answer.status, 200 | 204 | 404) {
                     return Err(ControlPlaneError::GitHub(format!(
                         "removing label {label:?} from {repo}#{issue}: answered {}",

@@ -49,6 +49,13 @@ pub enum ControlPlaneError {
     GitHub(String),
 }
 
+/// GitHub errors keep their text (they never hold a token).
+impl From<issueops_github::GitHubError> for ControlPlaneError {
+    fn from(e: issueops_github::GitHubError) -> Self {
+        ControlPlaneError::GitHub(e.to_string())
+    }
+}
+
 /// How many inbox rows are read per query.
 const BATCH: i64 = 100;
 /// Who signs the commits issueops makes on its own (prunes).

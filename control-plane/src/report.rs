@@ -115,10 +115,6 @@ pub fn run_body(
     )
 }
 
-fn gh_err(e: issueops_github::GitHubError) -> ControlPlaneError {
-    ControlPlaneError::GitHub(e.to_string())
-}
-
 impl ControlPlane {
     /// Says `text` on the issue, once, as the comment of trigger `delivery_id`.
     pub(crate) async fn notify(
@@ -200,8 +196,7 @@ impl ControlPlane {
                     &format!("/repos/{repo}/issues/comments/{id}"),
                     Some(&body),
                 )
-                .await
-                .map_err(gh_err)?;
+                .await?;
             match answer.status {
                 200 => return Ok(id),
                 404 => {} // deleted by someone: create it again below
@@ -215,8 +210,7 @@ impl ControlPlane {
         let path = format!("/repos/{repo}/issues/{}/comments", report.issue_number);
         let answer = github
             .request(repo, Method::Post, &path, Some(&body))
-            .await
-            .map_err(gh_err)?;
+            .await?;
         match (answer.status, answer.body.get("id").and_then(Value::as_i64)) {
             (201, Some(id)) => Ok(id),
             (status, _) => Err(ControlPlaneError::GitHub(format!(
@@ -239,8 +233,7 @@ impl ControlPlane {
             );
             let answer = github
                 .request(&report.repo, Method::Get, &path, None)
-                .await
-                .map_err(gh_err)?;
+                .await?;
             let Some(comments) = answer.body.as_array() else {
                 return Ok(None);
             };
@@ -267,10 +260,7 @@ impl ControlPlane {
     ) -> Result<Option<(i64, String)>, ControlPlaneError> {
         let owner = repo.split('/').next().unwrap_or_default();
         let path = format!("/repos/{repo}/pulls?state=open&head={owner}:{branch}");
-        let answer = github
-            .request(repo, Method::Get, &path, None)
-            .await
-            .map_err(gh_err)?;
+        let answer = github.request(repo, Method::Get, &path, None).await?;
         let first = answer.body.as_array().and_then(|prs| prs.first());
         Ok(first.and_then(|pr| {
             let number = pr.get("number").and_then(Value::as_i64)?;

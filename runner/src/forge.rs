@@ -1,6 +1,6 @@
 //! What the runner asks of GitHub: the text, the pull request and its
-//! review feedback, opening a pull request and labelling it. Each call builds
-//! its client from the token file as it is at that moment.
+//! review feedback, opening a pull request and labelling it. Each call reads
+//! the token file first; the client is rebuilt only when the token changed.
 
 use crate::token::TokenFile;
 use issueops_github::{Answer, Credentials, GitHub, Method, Settings};
@@ -56,6 +56,8 @@ pub struct Forge {
     api_url: String,
     token: TokenFile,
     repo: String,
+    /// The client for the token last read, kept while the token is the same.
+    client: std::sync::Mutex<Option<(String, std::sync::Arc<GitHub>)>>,
 }
 
 fn text(v: &Value, key: &str) -> String {
@@ -84,7 +86,28 @@ impl Forge {
             api_url: api_url.to_string(),
             token: token.clone(),
             repo: repo.to_string(),
+            client: Default::default(),
         }
+    }
+
+    /// The client for the token in the file now.
+    fn client(&self) -> Result<std::sync::Arc<GitHub>, ForgeError> {
+        let token = self.token.read()?;
+        let mut cached = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((t, client)) = cached.as_ref() {
+            if t == token.secret() {
+                return Ok(client.clone());
+            }
+        }
+        let client = std::sync::Arc::new(GitHub::new(Settings {
+            api_url: self.api_url.clone(),
+            credentials: Credentials::Token(token.secret().to_string()),
+            max_attempts: 5,
+            max_wait: Duration::from_secs(60),
+            timeout: Duration::from_secs(30),
+        })?);
+        *cached = Some((token.secret().to_string(), client.clone()));
+        Ok(client)
     }
 
     async fn call(
@@ -94,14 +117,10 @@ impl Forge {
         body: Option<&Value>,
         ok: &[u16],
     ) -> Result<Answer, ForgeError> {
-        let client = GitHub::new(Settings {
-            api_url: self.api_url.clone(),
-            credentials: Credentials::Token(self.token.read()?.secret().to_string()),
-            max_attempts: 5,
-            max_wait: Duration::from_secs(60),
-            timeout: Duration::from_secs(30),
-        })?;
-        let answer = client.request(&self.repo, method, path, body).await?;
+        let answer = self
+            .client()?
+            .request(&self.repo, method, path, body)
+            .await?;
         if !ok.contains(&answer.status) {
             return Err(ForgeError::Status {
                 what: format!("{method:?} {path}"),

@@ -130,7 +130,7 @@ async fn run(spec: &RunSpec, token: &TokenFile) -> Result<RunResult, RunFailure>
     let ran = agent::run(agent::Invocation {
         argv: agent::substitute(&spec.agent_command, &vars),
         cwd: &dir,
-        env: agent_env(spec, &prompt_file)?,
+        env: agent_env(spec, &prompt_file),
         prompt: &prompt,
         timeout: spec.agent_timeout,
     })
@@ -216,10 +216,7 @@ async fn revised_pull(spec: &RunSpec, forge: &Forge) -> Result<PullRequest, RunF
 
 /// The agent's environment: its home (where it keeps its session), the
 /// prompt's path, the run's identity, and its model API key when given.
-fn agent_env(
-    spec: &RunSpec,
-    prompt_file: &std::path::Path,
-) -> Result<BTreeMap<String, String>, RunError> {
+fn agent_env(spec: &RunSpec, prompt_file: &std::path::Path) -> BTreeMap<String, String> {
     let mut env = BTreeMap::from([
         ("HOME".to_string(), spec.agent_home.display().to_string()),
         (
@@ -239,7 +236,7 @@ fn agent_env(
             env.insert(spec.api_key_env.clone(), key.trim().to_string());
         }
     }
-    Ok(env)
+    env
 }
 
 /// The commit message: names the issue; trailers tie it to the run.

@@ -81,7 +81,7 @@ impl FakeRepoApi {
             repo: repo.to_string(),
             state: Default::default(),
         };
-        let r = regex_escape(repo);
+        let r = regex::escape(repo);
         let routes: Vec<(&str, String, Handler)> = vec![
             ("GET", format!("^/repos/{r}$"), Self::get_repo),
             ("GET", format!(r"^/repos/{r}/issues/\d+$"), Self::get_issue),
@@ -255,7 +255,11 @@ impl FakeRepoApi {
             .url
             .path_segments()
             .and_then(|mut s| s.nth(6))
-            .map(percent_decode)
+            .map(|l| {
+                percent_encoding::percent_decode_str(l)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
             .unwrap_or_default();
         let mut s = self.state.lock().unwrap();
         s.removed_labels.push((number, label.clone()));
@@ -376,34 +380,4 @@ fn query(req: &Request, key: &str) -> Option<String> {
         .query_pairs()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.into_owned())
-}
-
-fn regex_escape(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '/' || c == '_' {
-                c.to_string()
-            } else {
-                format!("\\{c}")
-            }
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
