@@ -38,6 +38,8 @@ pub enum Command {
         gateway: GatewayArgs,
         #[command(flatten)]
         cluster: ClusterArgs,
+        #[command(flatten)]
+        ui: UiArgs,
     },
     /// Only the webhook gateway (the thin edge). Never migrates.
     Gateway {
@@ -48,6 +50,8 @@ pub enum Command {
     Reconciler {
         #[command(flatten)]
         cluster: ClusterArgs,
+        #[command(flatten)]
+        ui: UiArgs,
     },
     /// Create or upgrade the database schema.
     Migrate,
@@ -68,6 +72,17 @@ pub enum Command {
     Demo {
         #[command(flatten)]
         cluster: ClusterArgs,
+        /// Instead of a temporary run: sign GitHub's example delivery with
+        /// ISSUEOPS_WEBHOOK_SECRET and send it to a running `serve` at this
+        /// URL (e.g. http://127.0.0.1:8080).
+        #[arg(long, value_name = "URL")]
+        send: Option<String>,
+        /// With --send: the delivery's sender (GitHub's example: Codertocat).
+        #[arg(long, requires = "send")]
+        sender: Option<String>,
+        /// With --send: the issue number (GitHub's example: 1).
+        #[arg(long, requires = "send")]
+        issue: Option<u64>,
     },
     /// One reconcile cycle now (and optionally a full resync), then exit.
     Reconcile {
@@ -82,7 +97,10 @@ pub enum Command {
         resync: bool,
     },
     /// Show what the next reconcile cycle would apply and delete, without doing it.
-    Plan,
+    Plan {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Write a new commit that restores the state repo's tree at COMMIT.
     /// History is never rewritten; finished runs' Jobs are not re-created.
     Rollback {
@@ -168,6 +186,16 @@ pub struct Common {
         global = true
     )]
     pub repos: Vec<String>,
+    /// Logins whose triggers start runs at once; added to the config's
+    /// `github.trigger_allowlist`. Without GitHub, everyone else then waits
+    /// for an approver.
+    #[arg(
+        long = "allow",
+        env = "ISSUEOPS_TRIGGER_ALLOWLIST",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub allow: Vec<String>,
     /// Use templates from this directory instead of the embedded ones.
     #[arg(long, env = "ISSUEOPS_TEMPLATES_DIR", global = true)]
     pub templates_dir: Option<PathBuf>,
@@ -193,6 +221,17 @@ pub struct GatewayArgs {
     /// Largest webhook body accepted, in bytes.
     #[arg(long, env = "ISSUEOPS_BODY_LIMIT", default_value_t = issueops_gateway::router::DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    /// Address of the staff UI: never the webhook address. Without GitHub
+    /// sign-in (`ui.github_oauth`) it must be a loopback address.
+    #[arg(long, env = "ISSUEOPS_UI_LISTEN", default_value = "127.0.0.1:8081")]
+    pub ui_listen: SocketAddr,
+    /// Do not serve the staff UI.
+    #[arg(long, env = "ISSUEOPS_NO_UI")]
+    pub no_ui: bool,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod settings;
+mod standin;
 mod telemetry;
 
 use clap::Parser;
@@ -22,12 +23,14 @@ async fn main() -> std::process::ExitCode {
     };
     telemetry::init(cli.common.log_format, level);
     let result = match cli.command {
-        Command::Serve { gateway, cluster } => {
-            commands::serve::serve(&cli.common, &gateway, &cluster).await
-        }
+        Command::Serve {
+            gateway,
+            cluster,
+            ui,
+        } => commands::serve::serve(&cli.common, &gateway, &cluster, &ui).await,
         Command::Gateway { gateway } => commands::serve::gateway_only(&cli.common, &gateway).await,
-        Command::Reconciler { cluster } => {
-            commands::serve::reconciler_only(&cli.common, &cluster).await
+        Command::Reconciler { cluster, ui } => {
+            commands::serve::reconciler_only(&cli.common, &cluster, &ui).await
         }
         Command::Migrate => commands::ops::migrate(&cli.common).await,
         Command::Render {
@@ -35,13 +38,19 @@ async fn main() -> std::process::ExitCode {
             delivery_id,
             label,
         } => commands::render::render(&cli.common, &payload, &delivery_id, label.as_deref()),
-        Command::Demo { cluster } => commands::demo::demo(&cli.common, &cluster).await,
+        Command::Demo {
+            send: Some(url),
+            sender,
+            issue,
+            ..
+        } => commands::demo::send(&cli.common, &url, sender.as_deref(), issue).await,
+        Command::Demo { cluster, .. } => commands::demo::demo(&cli.common, &cluster).await,
         Command::Reconcile {
             cluster,
             force,
             resync,
         } => commands::ops::reconcile(&cli.common, &cluster, force, resync).await,
-        Command::Plan => commands::ops::plan(&cli.common).await,
+        Command::Plan { cluster } => commands::ops::plan(&cli.common, &cluster).await,
         Command::Rollback { commit, actor } => {
             commands::ops::rollback(&cli.common, &commit, &actor).await
         }

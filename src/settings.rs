@@ -22,6 +22,12 @@ impl Common {
                 .map(|r| r.trim().to_string())
                 .filter(|r| !r.is_empty()),
         );
+        config.github.trigger_allowlist.extend(
+            self.allow
+                .iter()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty()),
+        );
         config.validate()?;
         Ok(config)
     }
@@ -124,7 +130,7 @@ pub fn github_from_env(config: &Config) -> Result<Option<GitHub>> {
         (None, None, None) => {
             tracing::warn!(
                 "GitHub not configured (ISSUEOPS_GITHUB_TOKEN, or ISSUEOPS_GITHUB_APP_ID and ISSUEOPS_GITHUB_APP_KEY_FILE): \
-                 no GitHub calls; triggers are not permission-checked, nothing is reported on issues"
+                 no GitHub calls; triggers are checked only against the allowlist (--allow), when one is set; nothing is reported on issues"
             );
             return Ok(None);
         }
@@ -149,15 +155,16 @@ pub struct Cluster {
     pub client: kube::Client,
     /// For people: which API this is.
     pub description: String,
-    /// Key for the reconciler's last applied commit: the stand-in starts empty
-    /// at every start, so it gets a fresh key and a full apply.
+    /// Key for the reconciler's last applied commit: each saved stand-in
+    /// cluster has its own, so a new (empty) one gets a full apply.
     pub state_key: String,
     /// A real API server: watch Jobs as well as listing them.
     pub real: bool,
 }
 
-/// Picks the Kubernetes API the reconciler applies to.
-pub async fn cluster_client(mode: ClusterMode) -> Result<Cluster> {
+/// Picks the Kubernetes API the reconciler applies to; the stand-in keeps
+/// its objects in `data_dir`.
+pub async fn cluster_client(mode: ClusterMode, data_dir: &std::path::Path) -> Result<Cluster> {
     if mode != ClusterMode::InMemory {
         match reachable_cluster().await {
             Ok(client) => {
@@ -175,18 +182,18 @@ pub async fn cluster_client(mode: ClusterMode) -> Result<Cluster> {
             }
             Err(e) => tracing::warn!(
                 reason = %e,
-                "NO CLUSTER REACHABLE: applying to an in-process Kubernetes API stand-in; nothing will run"
+                "NO CLUSTER REACHABLE: applying to an in-process Kubernetes API stand-in; no agent will run"
             ),
         }
     }
-    let client = kube_fake_client::ClientBuilder::new()
-        .build()
-        .await
-        .context("cannot start the in-process Kubernetes API stand-in")?;
+    let (client, state_key) = crate::standin::open(data_dir).await?;
     Ok(Cluster {
         client,
-        description: "an in-process Kubernetes API stand-in (kube-fake-client): objects are stored, nothing runs".into(),
-        state_key: format!("in-memory-{}", hex::encode(rand::random::<[u8; 8]>())),
+        description: format!(
+            "an in-process Kubernetes API stand-in (kube-fake-client, saved in {}): objects are stored, no agent runs",
+            data_dir.join(crate::standin::FILE).display()
+        ),
+        state_key,
         real: false,
     })
 }

@@ -187,6 +187,7 @@ async fn serve_turns_a_signed_delivery_into_an_applied_run() {
             "Codertocat/Hello-World",
             "--log-format",
             "json",
+            "--no-ui",
         ])
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))

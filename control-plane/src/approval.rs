@@ -5,8 +5,9 @@
 //! API). Anyone else's trigger becomes a pending approval request that an
 //! approver (configured login or repo admin) approves or denies, by command or
 //! by adding the approval label; requests expire. Every decision is audited
-//! with who, when and why. Without GitHub configured, nobody is checked (the
-//! embedded default) and the start-up log says so.
+//! with who, when and why. Without GitHub configured, the allowlist alone
+//! decides when it is set; with neither, nobody is checked (the embedded
+//! default) and the start-up log says so.
 
 use crate::decide::RunMode;
 use crate::{ControlPlane, ControlPlaneError};
@@ -15,6 +16,13 @@ use issueops_core::event::IssuesEvent;
 use issueops_core::store::approvals::Approval;
 use issueops_core::{naming, now_ms};
 use serde_json::json;
+
+/// Whether a decider's right to decide is still to be checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Approver {
+    Check,
+    Established,
+}
 
 /// Whether a trigger may start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +49,13 @@ impl ControlPlane {
             });
         }
         let Some(github) = &self.github else {
+            // Without GitHub the allowlist, when there is one, is all we
+            // know about people: everyone else waits for an approver.
+            if !self.config.github.trigger_allowlist.is_empty() {
+                return Ok(Authorization::NeedsApproval {
+                    permission: "no known".into(),
+                });
+            }
             return Ok(Authorization::Allowed {
                 how: "GitHub not configured: no permission check".into(),
             });
@@ -79,6 +94,7 @@ impl ControlPlane {
             expires_at: now + (self.config.github.approval_ttl_seconds as i64).saturating_mul(1000),
             decided_by: None,
             reason: None,
+            decided_at: None,
         };
         self.notify(delivery_id, &request.repo, request.issue_number, &format!(
                 "{} may not start runs here ({permission} permission), so this trigger waits for an approver: \
@@ -128,13 +144,42 @@ impl ControlPlane {
         approve: bool,
         reason: &str,
     ) -> Result<String, ControlPlaneError> {
+        self.decide(id, actor, Approver::Check, approve, reason)
+            .await
+    }
+
+    /// As [`Self::decide_request`], for a caller that has already established
+    /// that `actor` is an approver (the staff UI signs people in and gives
+    /// them the approver role from its own configuration).
+    pub async fn decide_request_as_approver(
+        &self,
+        id: &str,
+        actor: &str,
+        approve: bool,
+        reason: &str,
+    ) -> Result<String, ControlPlaneError> {
+        self.decide(id, actor, Approver::Established, approve, reason)
+            .await
+    }
+
+    async fn decide(
+        &self,
+        id: &str,
+        actor: &str,
+        approver: Approver,
+        approve: bool,
+        reason: &str,
+    ) -> Result<String, ControlPlaneError> {
         let refuse = |m: String| Err(ControlPlaneError::Refused(m));
+        if reason.trim().is_empty() {
+            return refuse("a decision needs a reason".into());
+        }
         let Some(request) = self.store.get_approval(id).await? else {
             return refuse(format!(
                 "there is no approval request {id:?} (see `issueops approvals`)"
             ));
         };
-        if !self.is_approver(&request.repo, actor).await? {
+        if approver == Approver::Check && !self.is_approver(&request.repo, actor).await? {
             return refuse(format!(
                 "{actor} may not decide requests on {}: not in github.approvers and not a repo admin",
                 request.repo
@@ -215,7 +260,7 @@ impl ControlPlane {
         for request in pending {
             let reason = format!("label {} added", self.config.github.approval_label);
             match self
-                .decide_request(&request.id, sender, true, &reason)
+                .decide_request_as_approver(&request.id, sender, true, &reason)
                 .await
             {
                 Ok(o) => outcomes.push(o),

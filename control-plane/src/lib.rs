@@ -176,7 +176,16 @@ impl ControlPlane {
             }
             for row in rows {
                 let span = tracing::info_span!("process", delivery_id = %row.delivery_id, run_id = tracing::field::Empty);
-                self.process(row).instrument(span).await?;
+                let seq = row.seq;
+                if let Err(e) = self.process(row).instrument(span).await {
+                    // Kept for people (the UI's deliveries page); the delivery
+                    // stays pending and is retried.
+                    if let Err(record) = self.store.record_delivery_error(seq, &e.to_string()).await
+                    {
+                        tracing::warn!(error = %record, "cannot record why a delivery failed");
+                    }
+                    return Err(e);
+                }
                 handled += 1;
             }
         }

@@ -98,7 +98,6 @@ impl ControlPlane {
         event: &IssuesEvent,
     ) -> Result<String, ControlPlaneError> {
         let repo = &event.repository.full_name;
-        let issue_ref = format!("{repo}#{}", event.issue.number);
         let runs = self
             .store
             .runs_for_issue(repo, event.issue.number as i64)
@@ -109,41 +108,81 @@ impl ControlPlane {
         else {
             return Ok("trigger label removed; no active run".into());
         };
-        self.store
-            .advance_run(
-                &active.run_id,
-                RunState::Cancelled,
-                None,
-                Some("trigger label removed"),
-            )
+        self.cancel(
+            active,
+            delivery_id,
+            &event.sender.login,
+            "trigger label removed",
+        )
+        .await?;
+        Ok(format!("run {} cancelled", active.run_id))
+    }
+
+    /// A person cancels run `run_id` (the staff UI): the same commit and audit
+    /// as a removed trigger label, with who and why. Refused for a run that
+    /// has already ended.
+    pub async fn cancel_run(
+        &self,
+        run_id: &str,
+        actor: &str,
+        why: &str,
+    ) -> Result<String, ControlPlaneError> {
+        let Some(run) = self.store.get_run(run_id).await? else {
+            return Err(ControlPlaneError::Refused(format!(
+                "there is no run {run_id:?}"
+            )));
+        };
+        if run.run_state().is_none_or(|s| s.is_finished()) {
+            return Err(ControlPlaneError::Refused(format!(
+                "run {run_id} is already {} and cannot be cancelled",
+                run.state
+            )));
+        }
+        self.cancel(&run, "-", actor, &format!("cancelled by {actor}: {why}"))
             .await?;
+        Ok(format!("run {run_id} cancelled"))
+    }
+
+    /// Cancels `run`, commits the removal of its folder and audits it.
+    async fn cancel(
+        &self,
+        run: &Run,
+        delivery_id: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), ControlPlaneError> {
+        let issue_ref = format!("{}#{}", run.repo, run.issue_number);
+        if !self
+            .store
+            .advance_run(&run.run_id, RunState::Cancelled, None, Some(reason))
+            .await?
+        {
+            return Err(ControlPlaneError::Refused(format!(
+                "run {} moved on meanwhile; not cancelled",
+                run.run_id
+            )));
+        }
         let request = CommitRequest {
-            subject: format!(
-                "cancel run {} of {issue_ref}: trigger label removed",
-                active.run_id
-            ),
+            subject: format!("cancel run {} of {issue_ref}: {reason}", run.run_id),
             body: String::new(),
-            trailers: trailers(
-                delivery_id,
-                &active.run_id,
-                &issue_ref,
-                &event.sender.login,
-                "cancel-run",
-            ),
+            trailers: trailers(delivery_id, &run.run_id, &issue_ref, actor, "cancel-run"),
             changes: vec![Change::Remove {
-                path: run_dir(&active.namespace, &active.run_id),
+                path: run_dir(&run.namespace, &run.run_id),
             }],
         };
         let sha = self.commit(request).await?;
         let mut audit = AuditEvent::new(kind::PRUNE, "run-cancelled")
-            .delivery(delivery_id)
-            .run(active.run_id.clone())
-            .actor(event.sender.login.clone());
+            .run(run.run_id.clone())
+            .actor(actor)
+            .detail(json!({ "reason": reason }));
+        if delivery_id != "-" {
+            audit = audit.delivery(delivery_id);
+        }
         if let Some(sha) = &sha {
             audit = audit.commit(sha.clone());
         }
         self.store.append_audit(&audit).await?;
-        Ok(format!("run {} cancelled", active.run_id))
+        Ok(())
     }
 
     /// Prunes runs that finished more than the retention ago, and the folder of

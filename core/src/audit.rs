@@ -28,6 +28,8 @@ pub mod kind {
     pub const AGENT_RESULT: &str = "agent.result";
     /// Labels issueops changed on GitHub (trigger removed, catalogue synced).
     pub const LABELS: &str = "labels";
+    /// Someone signed in to the staff UI.
+    pub const UI_SIGNIN: &str = "ui.signin";
 }
 
 /// One audit row to append. Build with [`AuditEvent::new`] and the `with_*` methods.

@@ -40,11 +40,112 @@ pub struct Config {
     pub github: GitHubConfig,
     pub agent: AgentConfig,
     pub labels: LabelsConfig,
+    pub ui: UiConfig,
+    pub standin: StandinConfig,
     /// Names this install: every object it renders carries it in the
     /// `issueops.dev/instance` label, and its reconciler lists, observes and
     /// prunes only objects with the same value, so two installs (or two test
     /// runs) on one cluster never treat each other's objects as orphans.
     pub instance: String,
+}
+
+/// The staff UI (`--ui-listen`). Without `github_oauth`, `serve` prints a
+/// one-time sign-in link for the loopback address instead.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct UiConfig {
+    /// Where people reach the UI (the OAuth callback is built from it);
+    /// default `http://<--ui-listen>`.
+    pub public_url: Option<String>,
+    /// Where issues and pull requests are linked (`https://HOST` for GitHub
+    /// Enterprise).
+    pub github_web_url: String,
+    /// Sign in with GitHub. The client secret comes from the file named by
+    /// `ISSUEOPS_UI_OAUTH_CLIENT_SECRET_FILE`, never from this file.
+    pub github_oauth: Option<OAuthConfig>,
+    /// Who may look (approvers may too).
+    pub viewers: PeopleConfig,
+    /// Who may approve, deny and cancel (besides `github.approvers`).
+    pub approvers: PeopleConfig,
+    /// How long a sign-in lasts.
+    pub session_hours: u64,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            github_web_url: "https://github.com".into(),
+            github_oauth: None,
+            viewers: PeopleConfig::default(),
+            approvers: PeopleConfig::default(),
+            session_hours: 8,
+        }
+    }
+}
+
+/// A GitHub OAuth App (or a GitHub App's OAuth credentials).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuthConfig {
+    pub client_id: String,
+    /// `https://github.com/login/oauth/authorize` (GitHub Enterprise: on its host).
+    pub authorize_url: String,
+    pub token_url: String,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        Self {
+            client_id: String::new(),
+            authorize_url: "https://github.com/login/oauth/authorize".into(),
+            token_url: "https://github.com/login/oauth/access_token".into(),
+        }
+    }
+}
+
+/// People by GitHub login, organization or team (`org/team-slug`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeopleConfig {
+    pub users: Vec<String>,
+    pub orgs: Vec<String>,
+    pub teams: Vec<String>,
+}
+
+impl PeopleConfig {
+    /// Whether `login`, member of `orgs` and `teams` (`org/slug`), is one of these people.
+    pub fn contains(&self, login: &str, orgs: &[String], teams: &[String]) -> bool {
+        let any = |list: &[String], of: &[String]| {
+            list.iter()
+                .any(|a| of.iter().any(|b| a.eq_ignore_ascii_case(b)))
+        };
+        self.users.iter().any(|u| u.eq_ignore_ascii_case(login))
+            || any(&self.orgs, orgs)
+            || any(&self.teams, teams)
+    }
+}
+
+/// The in-process cluster stand-in (used when no cluster is reachable).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StandinConfig {
+    /// Simulate Jobs: started at once, succeeded after this many seconds;
+    /// 0 leaves them as applied.
+    pub job_seconds: u64,
+    /// Finished runs are pruned after this many seconds on the stand-in
+    /// (instead of `lifecycle.run_retention_seconds`), so a first try shows
+    /// a run's whole life.
+    pub run_retention_seconds: u64,
+}
+
+impl Default for StandinConfig {
+    fn default() -> Self {
+        Self {
+            job_seconds: 5,
+            run_retention_seconds: 30,
+        }
+    }
 }
 
 /// Who may trigger and approve, and how issueops reaches GitHub. Credentials
@@ -293,6 +394,8 @@ impl Default for Config {
             github: GitHubConfig::default(),
             agent: AgentConfig::default(),
             labels: LabelsConfig::default(),
+            ui: UiConfig::default(),
+            standin: StandinConfig::default(),
             instance: crate::DEFAULT_INSTANCE.into(),
         }
     }
@@ -364,6 +467,18 @@ impl Config {
                     "repo {repo:?} must be written owner/name"
                 )));
             }
+        }
+        if let Some(oauth) = &self.ui.github_oauth {
+            if oauth.client_id.trim().is_empty() {
+                return Err(ConfigError::Invalid(
+                    "ui.github_oauth.client_id is empty: set it, or remove ui.github_oauth for the loopback sign-in link".into(),
+                ));
+            }
+        }
+        if !(1..=24 * 30).contains(&self.ui.session_hours) {
+            return Err(ConfigError::Invalid(
+                "ui.session_hours must be between 1 and 720".into(),
+            ));
         }
         if !(0.0..=1.0).contains(&self.lifecycle.max_delete_share) {
             return Err(ConfigError::Invalid(

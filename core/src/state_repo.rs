@@ -421,6 +421,43 @@ impl StateRepo {
         Ok(out)
     }
 
+    /// The unified diff a commit made to its first parent (for people: the
+    /// YAML a reviewer would read). Capped at `max_bytes`, with a note.
+    pub fn patch(&self, sha: &str, max_bytes: usize) -> Result<String, StateRepoError> {
+        let repo = self.open()?;
+        let oid = Oid::from_str(sha).map_err(|_| StateRepoError::UnknownCommit(sha.into()))?;
+        let commit = repo
+            .find_commit(oid)
+            .map_err(|_| StateRepoError::UnknownCommit(sha.into()))?;
+        let new = commit.tree().map_err(self.err("reading a commit's tree"))?;
+        let old = match commit.parent(0) {
+            Ok(p) => Some(p.tree().map_err(self.err("reading a parent's tree"))?),
+            Err(_) => None,
+        };
+        let diff = repo
+            .diff_tree_to_tree(old.as_ref(), Some(&new), None)
+            .map_err(self.err("diffing a commit"))?;
+        let mut out = String::new();
+        let mut truncated = false;
+        diff.print(git2::DiffFormat::Patch, |_, _, line| {
+            if out.len() >= max_bytes {
+                truncated = true;
+                return false;
+            }
+            if matches!(line.origin(), '+' | '-' | ' ') {
+                out.push(line.origin());
+            }
+            out.push_str(&String::from_utf8_lossy(line.content()));
+            true
+        })
+        .or_else(|e| if truncated { Ok(()) } else { Err(e) })
+        .map_err(self.err("printing a diff"))?;
+        if truncated {
+            out.push_str("\n… diff cut here; see the full commit in the state repo\n");
+        }
+        Ok(out)
+    }
+
     /// The full sha of `rev` (a full or abbreviated sha, or a ref name).
     pub fn resolve(&self, rev: &str) -> Result<String, StateRepoError> {
         self.fetch()?;

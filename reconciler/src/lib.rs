@@ -211,13 +211,15 @@ impl Reconciler {
         });
         let mut last_resync = std::time::Instant::now();
         loop {
-            match self.reconcile_once().await {
+            let cycle = self.reconcile_once().await;
+            match &cycle {
                 Ok(report) if !report.converged() => {
                     tracing::warn!(failed = ?report.failed, blocked = ?report.blocked, "cycle did not converge; retrying next cycle")
                 }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "reconcile cycle failed"),
             }
+            self.record_cycle(&cycle).await;
             if let Err(e) = observe::observe_jobs(&self.client, &self.store, &self.instance).await {
                 tracing::error!(error = %e, "observing Jobs failed");
             }
@@ -359,6 +361,35 @@ impl Reconciler {
         .instrument(span)
         .await?;
         Ok(report)
+    }
+
+    /// Keeps the cycle's outcome for people (the UI's health page): one row
+    /// per state key, overwritten each cycle.
+    async fn record_cycle(&self, cycle: &Result<CycleReport, ReconcileError>) {
+        let (head, outcome, detail) = match cycle {
+            Ok(r) => (
+                r.head.clone(),
+                if r.blocked.is_some() {
+                    "blocked-prune-safety"
+                } else if r.converged() {
+                    "converged"
+                } else {
+                    "incomplete"
+                },
+                json!({
+                    "applied": r.applied.len(), "deleted": r.deleted.len(),
+                    "failed": r.failed, "blocked": r.blocked,
+                }),
+            ),
+            Err(e) => (None, "error", json!({ "error": e.to_string() })),
+        };
+        if let Err(e) = self
+            .store
+            .record_cycle(&self.state_key, head.as_deref(), outcome, &detail)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record the reconciler's cycle");
+        }
     }
 
     async fn execute(

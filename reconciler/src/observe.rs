@@ -29,7 +29,13 @@ pub enum ObserveError {
     Watch(#[from] kube::runtime::watcher::Error),
 }
 
-/// The run state a Job's status means, with the reason for a failure.
+/// The reason on the Complete condition of a Job that the in-process
+/// stand-in simulated (no agent ran): carried onto the run, so a simulated
+/// success is never mistaken for a real one.
+pub const SIMULATED_REASON: &str = "Simulated";
+
+/// The run state a Job's status means, with the reason for a failure (or for
+/// a simulated success).
 pub fn job_phase(job: &Job) -> (RunState, Option<String>) {
     let Some(status) = &job.status else {
         return (RunState::Applied, None);
@@ -39,7 +45,15 @@ pub fn job_phase(job: &Job) -> (RunState, Option<String>) {
             continue;
         }
         match c.type_.as_str() {
-            "Complete" | "SuccessCriteriaMet" => return (RunState::Succeeded, None),
+            "Complete" | "SuccessCriteriaMet" => {
+                let simulated = (c.reason.as_deref() == Some(SIMULATED_REASON)).then(|| {
+                    format!(
+                        "simulated: {}",
+                        c.message.as_deref().unwrap_or("no agent ran")
+                    )
+                });
+                return (RunState::Succeeded, simulated);
+            }
             "Failed" | "FailureTarget" => {
                 let reason = [c.reason.as_deref(), c.message.as_deref()]
                     .into_iter()

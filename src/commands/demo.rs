@@ -24,6 +24,59 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
+/// `demo --send URL`: GitHub's example `issues.labeled` delivery, labelled
+/// with the trigger label, signed with `ISSUEOPS_WEBHOOK_SECRET` and posted to
+/// a running `serve`. `sender` and `issue` make it someone else's or another
+/// issue's (each send is a new delivery).
+pub async fn send(
+    common: &Common,
+    url: &str,
+    sender: Option<&str>,
+    issue: Option<u64>,
+) -> Result<()> {
+    let secret = std::env::var("ISSUEOPS_WEBHOOK_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .context("set ISSUEOPS_WEBHOOK_SECRET to the secret the running serve verifies with")?;
+    let config = common.load_config()?;
+    let mut payload: serde_json::Value = serde_json::from_str(FIXTURE)?;
+    payload["label"]["name"] = config.trigger_label.clone().into();
+    if let Some(login) = sender {
+        payload["sender"]["login"] = login.into();
+    }
+    if let Some(n) = issue {
+        payload["issue"]["number"] = n.into();
+    }
+    let body = serde_json::to_vec(&payload)?;
+    let delivery = format!("demo-{}", random_hex(8));
+    let target = format!("{}/webhooks/github", url.trim_end_matches('/'));
+    let resp = reqwest::Client::new()
+        .post(&target)
+        .header("X-GitHub-Event", "issues")
+        .header("X-GitHub-Delivery", &delivery)
+        .header("X-Hub-Signature-256", sign(secret.as_bytes(), &body))
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {target}: is `issueops serve` running?"))?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    println!(
+        "sent issues.labeled ({}) for {}#{} by {} as delivery {delivery}: {status} {text}",
+        config.trigger_label,
+        payload["repository"]["full_name"].as_str().unwrap_or("?"),
+        payload["issue"]["number"],
+        payload["sender"]["login"].as_str().unwrap_or("?"),
+    );
+    if !status.is_success() {
+        anyhow::bail!(
+            "the gateway refused the delivery ({status}): is the secret the same as the server's?"
+        );
+    }
+    Ok(())
+}
+
 pub async fn demo(common: &Common, cluster: &ClusterArgs) -> Result<()> {
     let dir = tempfile::tempdir().context("cannot create a temp dir")?;
     println!(
@@ -45,7 +98,7 @@ pub async fn demo(common: &Common, cluster: &ClusterArgs) -> Result<()> {
         Some(d) => Templates::from_dir(d)?,
         None => Templates::embedded(),
     };
-    let cluster = cluster_client(cluster.cluster).await?;
+    let cluster = cluster_client(cluster.cluster, dir.path()).await?;
     println!("Cluster: {}", cluster.description);
 
     let secret = random_hex(16);

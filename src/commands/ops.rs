@@ -75,7 +75,17 @@ pub async fn reconcile(
     store.ensure_migrated().await?;
     let backend = super::serve::backend(common, &store, cluster).await?;
     backend.control_plane.process_pending().await?;
-    let report = backend.reconciler.reconcile(force).await?;
+    let report = backend.reconciler.reconcile(force).await;
+    if !backend.cluster.real {
+        // Another process (a running serve) reads the same saved stand-in.
+        crate::standin::save(
+            &backend.cluster.client,
+            &common.data_dir,
+            &backend.cluster.state_key,
+        )
+        .await?;
+    }
+    let report = report?;
     println!(
         "applied {}, deleted {}, skipped {}, failed {}",
         report.applied.len(),
@@ -102,12 +112,16 @@ pub async fn reconcile(
     Ok(())
 }
 
-pub async fn plan(common: &Common) -> Result<()> {
+pub async fn plan(common: &Common, cluster: &ClusterArgs) -> Result<()> {
     let store = common.store().await?;
     store.ensure_migrated().await?;
-    // Planning reads git and the database only: no cluster needed.
-    let client = kube_fake_client::ClientBuilder::new().build().await?;
-    let reconciler = issueops_reconciler::Reconciler::new(store, common.state_repo()?, client);
+    // The plan compares the state repo with what the reconciler last applied
+    // to this cluster (its state key); it calls nothing on the cluster.
+    let cluster = crate::settings::cluster_client(cluster.cluster, &common.data_dir).await?;
+    println!("cluster: {}", cluster.description);
+    let reconciler =
+        issueops_reconciler::Reconciler::new(store, common.state_repo()?, cluster.client)
+            .with_state_key(cluster.state_key);
     for line in reconciler.plan().await? {
         println!("{line}");
     }

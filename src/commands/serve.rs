@@ -1,8 +1,8 @@
 //! `serve`, `gateway` and `reconciler`: the long-running roles.
 
-use crate::cli::{ClusterArgs, Common, GatewayArgs};
-use crate::settings::cluster_client;
-use anyhow::{Context, Result};
+use crate::cli::{ClusterArgs, Common, GatewayArgs, UiArgs};
+use crate::settings::{cluster_client, Cluster};
+use anyhow::{bail, Context, Result};
 use issueops_control_plane::ControlPlane;
 use issueops_core::store::redact_url;
 use issueops_core::Store;
@@ -51,19 +51,32 @@ async fn run_gateway(
 pub struct Backend {
     pub control_plane: ControlPlane,
     pub reconciler: Reconciler,
+    pub config: Arc<issueops_core::Config>,
+    pub github: Option<Arc<issueops_github::GitHub>>,
+    /// The cluster the reconciler applies to (a clone of its client).
+    pub cluster: Cluster,
 }
 
 pub async fn backend(common: &Common, store: &Store, cluster: &ClusterArgs) -> Result<Backend> {
-    let config = Arc::new(common.load_config()?);
+    let mut config = common.load_config()?;
     if config.repos.is_empty() {
         tracing::warn!("no repos configured: every event is recorded and ignored; add --repo owner/name or ISSUEOPS_REPOS");
     }
     let repo = common.state_repo()?;
-    let cluster = cluster_client(cluster.cluster).await?;
+    let cluster = cluster_client(cluster.cluster, &common.data_dir).await?;
+    if !cluster.real && config.standin.job_seconds > 0 {
+        config.lifecycle.run_retention_seconds = config.standin.run_retention_seconds;
+        tracing::warn!(
+            job_seconds = config.standin.job_seconds,
+            run_retention_seconds = config.standin.run_retention_seconds,
+            "stand-in cluster: Jobs are SIMULATED (succeed after standin.job_seconds, no agent runs); finished runs are pruned after standin.run_retention_seconds"
+        );
+    }
+    let config = Arc::new(config);
     tracing::info!(state_repo = %repo.location(), cluster = %cluster.description, repos = ?config.repos, "backend ready");
     let github = crate::settings::github_from_env(&config)?.map(Arc::new);
-    let mut reconciler = Reconciler::new(store.clone(), repo, cluster.client)
-        .with_state_key(cluster.state_key)
+    let mut reconciler = Reconciler::new(store.clone(), repo, cluster.client.clone())
+        .with_state_key(cluster.state_key.clone())
         .with_instance(config.instance.clone())
         .with_job_watch(cluster.real)
         .with_safety(PruneSafety::from_config(&config.lifecycle));
@@ -81,9 +94,146 @@ pub async fn backend(common: &Common, store: &Store, cluster: &ClusterArgs) -> R
         None => {}
     }
     Ok(Backend {
-        control_plane: common.control_plane(store, config.clone(), github)?,
+        control_plane: common.control_plane(store, config.clone(), github.clone())?,
         reconciler,
+        config,
+        github,
+        cluster,
     })
+}
+
+/// The stand-in's upkeep (saving, simulated Jobs) when the backend uses it;
+/// otherwise never finishes.
+fn standin_upkeep(
+    common: &Common,
+    store: &Store,
+    backend: &Backend,
+) -> impl std::future::Future<Output = ()> + use<> {
+    let upkeep = (!backend.cluster.real).then(|| {
+        let seconds = backend.config.standin.job_seconds;
+        crate::standin::run(
+            backend.cluster.client.clone(),
+            store.clone(),
+            common.data_dir.clone(),
+            backend.cluster.state_key.clone(),
+            (seconds > 0).then_some(seconds),
+        )
+    });
+    async move {
+        match upkeep {
+            Some(upkeep) => upkeep.await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Binds the staff UI and prints how to sign in; `None` with `--no-ui`.
+async fn staff_ui(
+    common: &Common,
+    store: &Store,
+    backend: &Backend,
+    args: &UiArgs,
+    webhook: Option<std::net::SocketAddr>,
+) -> Result<Option<(tokio::net::TcpListener, issueops_ui::AppState)>> {
+    if args.no_ui {
+        return Ok(None);
+    }
+    if webhook.is_some_and(|w| w.port() == args.ui_listen.port()) {
+        bail!(
+            "the staff UI must not share the webhook's port {}: choose another --ui-listen (or --no-ui)",
+            args.ui_listen.port()
+        );
+    }
+    let config = &backend.config;
+    let github_sign_in = match &config.ui.github_oauth {
+        Some(oauth) => {
+            let file = std::env::var("ISSUEOPS_UI_OAUTH_CLIENT_SECRET_FILE")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .context("ui.github_oauth needs its client secret in the file named by ISSUEOPS_UI_OAUTH_CLIENT_SECRET_FILE")?;
+            let secret = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read the OAuth client secret {file}"))?;
+            Some((oauth.clone(), secret.trim().to_string()))
+        }
+        None if !args.ui_listen.ip().is_loopback() => bail!(
+            "without GitHub sign-in (ui.github_oauth) the staff UI listens on loopback only, not {}",
+            args.ui_listen
+        ),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(args.ui_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for the staff UI (--ui-listen)",
+                args.ui_listen
+            )
+        })?;
+    let bound = listener.local_addr()?;
+    let public_url = config
+        .ui
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}"))
+        .trim_end_matches('/')
+        .to_string();
+    let github_sign_in = match github_sign_in {
+        Some((oauth, secret)) => Some(issueops_ui::oauth::GitHubSignIn::new(
+            oauth,
+            secret,
+            config.github.api_url.clone(),
+            format!("{public_url}/signin/github/callback"),
+        )?),
+        None => None,
+    };
+    let key_file = std::env::var("ISSUEOPS_UI_COOKIE_KEY_FILE")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let cookie_key =
+        issueops_ui::session::cookie_key(key_file.as_deref().map(std::path::Path::new))
+            .map_err(anyhow::Error::msg)?;
+    let state = issueops_ui::AppState::new(issueops_ui::UiParts {
+        store: store.clone(),
+        repo: common.state_repo()?,
+        control_plane: common.control_plane(store, config.clone(), backend.github.clone())?,
+        config: config.clone(),
+        cluster: backend.cluster.client.clone(),
+        cluster_description: backend.cluster.description.clone(),
+        simulated: !backend.cluster.real && config.standin.job_seconds > 0,
+        state_key: backend.cluster.state_key.clone(),
+        public_url: public_url.clone(),
+        cookie_key,
+        github_sign_in,
+        local_login: std::env::var("USER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "operator".into()),
+    });
+    match state.sign_in_link() {
+        Some(link) => {
+            tracing::info!(address = %bound, "staff UI listening");
+            println!(
+                "staff UI: {public_url}
+  sign in (one-time link): {link}"
+            );
+        }
+        None => {
+            tracing::info!(address = %bound, "staff UI listening (GitHub sign-in)");
+            println!("staff UI: {public_url} (sign in with GitHub)");
+        }
+    }
+    Ok(Some((listener, state)))
+}
+
+async fn run_ui(ui: Option<(tokio::net::TcpListener, issueops_ui::AppState)>) -> Result<()> {
+    match ui {
+        Some((listener, state)) => issueops_ui::serve(listener, state, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("staff UI server failed"),
+        None => std::future::pending().await,
+    }
 }
 
 fn intervals(cluster: &ClusterArgs) -> (Duration, Duration) {
@@ -93,17 +243,26 @@ fn intervals(cluster: &ClusterArgs) -> (Duration, Duration) {
     )
 }
 
-pub async fn serve(common: &Common, gateway: &GatewayArgs, cluster: &ClusterArgs) -> Result<()> {
+pub async fn serve(
+    common: &Common,
+    gateway: &GatewayArgs,
+    cluster: &ClusterArgs,
+    ui: &UiArgs,
+) -> Result<()> {
     let secrets = secrets(gateway)?;
     let store = common.store().await?;
     store.migrate().await?;
     tracing::info!(database = %redact_url(&common.database_url()), "database migrated");
     let backend = backend(common, &store, cluster).await?;
+    let ui = staff_ui(common, &store, &backend, ui, Some(gateway.listen)).await?;
     let stored = Arc::new(Notify::new());
     let committed = Arc::new(Notify::new());
     let (poll, resync) = intervals(cluster);
+    let upkeep = standin_upkeep(common, &store, &backend);
     tokio::select! {
         r = run_gateway(store, gateway, secrets, stored.clone()) => r,
+        r = run_ui(ui) => r,
+        _ = upkeep => Ok(()),
         _ = backend.control_plane.run(stored, committed.clone(), INBOX_POLL) => Ok(()),
         _ = backend.reconciler.run(committed, poll, resync) => Ok(()),
     }
@@ -116,13 +275,17 @@ pub async fn gateway_only(common: &Common, gateway: &GatewayArgs) -> Result<()> 
     run_gateway(store, gateway, secrets, Arc::new(Notify::new())).await
 }
 
-pub async fn reconciler_only(common: &Common, cluster: &ClusterArgs) -> Result<()> {
+pub async fn reconciler_only(common: &Common, cluster: &ClusterArgs, ui: &UiArgs) -> Result<()> {
     let store = common.store().await?;
     store.ensure_migrated().await?;
     let backend = backend(common, &store, cluster).await?;
+    let ui = staff_ui(common, &store, &backend, ui, None).await?;
     let committed = Arc::new(Notify::new());
     let (poll, resync) = intervals(cluster);
+    let upkeep = standin_upkeep(common, &store, &backend);
     tokio::select! {
+        r = run_ui(ui) => r,
+        _ = upkeep => Ok(()),
         _ = backend.control_plane.run(Arc::new(Notify::new()), committed.clone(), INBOX_POLL) => Ok(()),
         _ = backend.reconciler.run(committed, poll, resync) => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),

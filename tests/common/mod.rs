@@ -3,6 +3,7 @@
 //! cluster side on kube-fake-client.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod fake_repo_api;
 pub mod git_http;
 

@@ -21,6 +21,7 @@ pub struct Approval {
     pub expires_at: i64,
     pub decided_by: Option<String>,
     pub reason: Option<String>,
+    pub decided_at: Option<i64>,
 }
 
 type Row = (
@@ -35,6 +36,7 @@ type Row = (
     i64,
     Option<String>,
     Option<String>,
+    Option<i64>,
 );
 
 impl From<Row> for Approval {
@@ -51,12 +53,13 @@ impl From<Row> for Approval {
             expires_at: r.8,
             decided_by: r.9,
             reason: r.10,
+            decided_at: r.11,
         }
     }
 }
 
 const COLUMNS: &str =
-    "id, delivery_id, repo, issue_number, mode, requester, state, created_at, expires_at, decided_by, reason";
+    "id, delivery_id, repo, issue_number, mode, requester, state, created_at, expires_at, decided_by, reason, decided_at";
 
 impl Store {
     /// Records a pending request; a replay of the same delivery changes nothing.

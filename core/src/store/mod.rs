@@ -11,6 +11,7 @@ pub mod reconciler_state;
 pub mod reports;
 pub mod results;
 pub mod runs;
+pub mod views;
 
 use sqlx::any::{install_default_drivers, AnyPoolOptions};
 use sqlx::AnyPool;

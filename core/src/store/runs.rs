@@ -37,6 +37,11 @@ const ALL: [RunState; 9] = [
 ];
 
 impl RunState {
+    /// Every state, in order.
+    pub fn all() -> &'static [RunState] {
+        &ALL
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RunState::Queued => "queued",

@@ -1,0 +1,282 @@
+//! The staff UI in a real browser: headless Chromium (Debian's package,
+//! driven by WebDriver) against a real `issueops serve` on the stand-in
+//! cluster with simulated Jobs. Screenshots of every page land in
+//! `target/ui-screenshots/`.
+
+mod common;
+
+use common::browser::{Browser, Serve};
+use fantoccini::Locator;
+
+/// Simulated Jobs end after 2 s; finished runs are pruned 3 s later.
+const CONFIG: &str = "standin:\n  job_seconds: 2\n  run_retention_seconds: 3\n";
+
+const NASTY_TITLE: &str =
+    "<script>document.title='owned'</script><img src=x onerror=alert(1)><b>bold</b>";
+
+#[tokio::test]
+async fn sign_in_then_watch_a_run_live_from_accepted_to_pruned() {
+    let serve = Serve::start(CONFIG).await;
+    let b = Browser::start().await;
+    let c = &b.client;
+
+    // No session: every page sends you to sign in.
+    c.goto(&format!("{}/runs?state=running", serve.ui))
+        .await
+        .unwrap();
+    assert_eq!(b.path().await, "/signin");
+    b.wait_text("main", "one-time sign-in link").await;
+    b.screenshot("signin").await;
+
+    // The printed link signs in once and lands on the runs page.
+    c.goto(&serve.link).await.unwrap();
+    assert_eq!(b.path().await, "/runs");
+    assert!(b.text("header .who").await.contains("staff-tester"));
+    b.wait_text("#count", "0 runs").await;
+
+    // A run whose issue title is full of markup: it shows as text.
+    assert_eq!(
+        serve.send("ui-live-1", "Codertocat", 7, NASTY_TITLE).await,
+        202
+    );
+    let row = b
+        .wait_text("tr[data-run]", "Codertocat/Hello-World#7")
+        .await;
+    assert!(row.contains(NASTY_TITLE), "title shown as text: {row}");
+    assert_eq!(c.title().await.unwrap(), "Runs · issueops", "no script ran");
+    assert!(
+        c.find_all(Locator::Css(
+            "span.title b, span.title img, span.title script"
+        ))
+        .await
+        .unwrap()
+        .is_empty(),
+        "markup from the title became elements"
+    );
+
+    // Open the run and watch it live: the page is not reloaded by us, the
+    // server-sent events swap in each state.
+    let run_id = c
+        .find(Locator::Css("tr[data-run]"))
+        .await
+        .unwrap()
+        .attr("data-run")
+        .await
+        .unwrap()
+        .expect("a run id");
+    c.find(Locator::LinkText(&run_id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(b.path().await, format!("/runs/{run_id}"));
+    b.wait_text("#job", "run-").await;
+    b.wait_text("#diff", "kind: Job").await;
+    b.wait_text("#run-state", "succeeded").await;
+    b.wait_text("#simulated", "simulated").await;
+    b.wait_text("#reason", "simulated").await;
+    b.wait_text("#job", "Complete=True").await;
+    b.screenshot("run").await;
+    b.wait_text("#run-state", "pruned").await;
+    let refreshed = c
+        .find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .attr("data-refreshed")
+        .await
+        .unwrap();
+    assert!(refreshed.is_some(), "the state arrived by live update");
+    let timeline = b.text("table.timeline").await;
+    for step in [
+        "delivery.received",
+        "commit",
+        "apply",
+        "running",
+        "succeeded",
+        "prune-run",
+        "deleted",
+    ] {
+        assert!(timeline.contains(step), "timeline lacks {step}: {timeline}");
+    }
+
+    // Filter the list: pruned runs of mode dev, and a filter that matches nothing.
+    c.goto(&format!("{}/runs", serve.ui)).await.unwrap();
+    c.find(Locator::Css("select[name=state]"))
+        .await
+        .unwrap()
+        .select_by_value("pruned")
+        .await
+        .unwrap();
+    c.find(Locator::Css("form.filters button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(c
+        .current_url()
+        .await
+        .unwrap()
+        .query()
+        .unwrap_or("")
+        .contains("state=pruned"));
+    b.wait_text("#count", "1 run").await;
+    b.screenshot("runs").await;
+    c.goto(&format!("{}/runs?state=failed", serve.ui))
+        .await
+        .unwrap();
+    b.wait_text("#count", "0 runs").await;
+    c.goto(&format!("{}/runs?state=bogus", serve.ui))
+        .await
+        .unwrap();
+    b.wait_text("main", "there is no run state").await;
+
+    // The issue page lists its runs and its namespace.
+    c.goto(&format!("{}/issues/Codertocat/Hello-World/7", serve.ui))
+        .await
+        .unwrap();
+    b.wait_text("main", &run_id).await;
+    b.screenshot("issue").await;
+
+    for (page, heading) in [("health", "Health"), ("deliveries", "Deliveries")] {
+        c.goto(&format!("{}/{page}", serve.ui)).await.unwrap();
+        b.wait_text("h1", heading).await;
+        b.screenshot(page).await;
+    }
+    b.wait_text("#deliveries", "ui-live-1").await;
+    c.goto(&format!("{}/health", serve.ui)).await.unwrap();
+    b.wait_text("#prune-guard", "not tripped").await;
+    b.wait_text("#last-cycle", "converged").await;
+
+    // The link worked once: a second browser with it is refused.
+    let other = Browser::start().await;
+    other.client.goto(&serve.link).await.unwrap();
+    other.wait_text("main", "not valid").await;
+    other
+        .client
+        .goto(&format!("{}/runs", serve.ui))
+        .await
+        .unwrap();
+    assert_eq!(other.path().await, "/signin");
+}
+
+#[tokio::test]
+async fn approve_in_the_browser_with_a_reason_and_find_the_audit_row() {
+    let serve = Serve::start(CONFIG).await;
+    let b = Browser::start().await;
+    let c = &b.client;
+    c.goto(&serve.link).await.unwrap();
+    assert_eq!(b.path().await, "/runs");
+
+    // octocat is not on the allowlist: the trigger waits for an approver.
+    assert_eq!(
+        serve
+            .send("ui-approve-1", "octocat", 9, "Fix the thing")
+            .await,
+        202
+    );
+    c.goto(&format!("{}/approvals", serve.ui)).await.unwrap();
+    let request = b.reload_until("section.request").await;
+    let text = request.text().await.unwrap();
+    assert!(text.contains("octocat") && text.contains("#9"), "{text}");
+    b.screenshot("approvals").await;
+
+    request
+        .find(Locator::Css("input[name=reason]"))
+        .await
+        .unwrap()
+        .send_keys("known contributor, issue is in scope")
+        .await
+        .unwrap();
+    request
+        .find(Locator::Css("button[value=approve]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_text("#decided", "approved").await;
+    b.wait_text("#decided", "staff-tester").await;
+    b.wait_text("#history", "known contributor, issue is in scope")
+        .await;
+    b.wait_text("#none-pending", "Nothing waits").await;
+
+    // The audit trail has the decision, with who and why.
+    c.goto(&format!("{}/audit?kind=approval", serve.ui))
+        .await
+        .unwrap();
+    let audit = b.wait_text("#audit tbody", "approved").await;
+    assert!(audit.contains("staff-tester"), "{audit}");
+    assert!(
+        audit.contains("known contributor, issue is in scope"),
+        "{audit}"
+    );
+    b.screenshot("audit").await;
+
+    // The export is JSON lines of the same rows.
+    let export = c
+        .execute_async(
+            "const done = arguments[0]; fetch('/audit.jsonl?kind=approval').then(r => r.text()).then(done);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let export = export.as_str().unwrap().to_string();
+    let rows: Vec<serde_json::Value> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{export}");
+    assert_eq!(rows[0]["actor"], "staff-tester");
+
+    // The approved run starts.
+    c.goto(&format!("{}/runs", serve.ui)).await.unwrap();
+    b.wait_text("tr[data-run]", "Codertocat/Hello-World#9")
+        .await;
+}
+
+#[tokio::test]
+async fn a_form_without_its_csrf_token_is_refused_and_changes_nothing() {
+    let serve = Serve::start(CONFIG).await;
+    let b = Browser::start().await;
+    let c = &b.client;
+    c.goto(&serve.link).await.unwrap();
+    assert_eq!(
+        serve
+            .send("ui-csrf-1", "octocat", 11, "Needs approval")
+            .await,
+        202
+    );
+    c.goto(&format!("{}/approvals", serve.ui)).await.unwrap();
+    let request = b.reload_until("section.request").await;
+    // A forged form: the same fields, without the session's token.
+    c.execute(
+        "document.querySelectorAll('input[name=csrf]').forEach(e => e.remove());",
+        vec![],
+    )
+    .await
+    .unwrap();
+    request
+        .find(Locator::Css("input[name=reason]"))
+        .await
+        .unwrap()
+        .send_keys("forged")
+        .await
+        .unwrap();
+    request
+        .find(Locator::Css("button[value=approve]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_text("#message", "CSRF").await;
+    c.goto(&format!("{}/approvals", serve.ui)).await.unwrap();
+    b.wait_text("section.request", "octocat").await;
+    b.wait_text("#history", "No decisions yet").await;
+    c.goto(&format!("{}/audit?kind=approval", serve.ui))
+        .await
+        .unwrap();
+    b.wait_text("#audit tbody", "No audit rows match").await;
+}

@@ -1,0 +1,343 @@
+//! What people do: sign in and out, approve or deny a request, cancel a
+//! run. Every form post needs the session's CSRF token; decisions need the
+//! approver role.
+
+use crate::oauth::role_for;
+use crate::session::{cookie, random_token, Role, Session, SESSION_COOKIE};
+use crate::{AppState, Signed, UiError};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use axum_extra::extract::cookie::{Cookie, PrivateCookieJar};
+use issueops_control_plane::ControlPlaneError;
+use issueops_core::audit::{kind, AuditEvent};
+use minijinja::context;
+use serde::{Deserialize, Serialize};
+
+const OAUTH_COOKIE: &str = "issueops_oauth";
+/// Longest reason kept.
+const MAX_REASON: usize = 500;
+
+/// Only local paths: a `next` pointing elsewhere would make the sign-in an
+/// open redirect.
+fn safe_next(next: &str) -> String {
+    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+        next.to_string()
+    } else {
+        "/runs".into()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SignInQuery {
+    next: String,
+    token: String,
+}
+
+pub async fn signin_page(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    Query(q): Query<SignInQuery>,
+) -> Result<Response, UiError> {
+    let next = safe_next(&q.next);
+    if Session::from_jar(&jar).is_some() {
+        return Ok(Redirect::to(&next).into_response());
+    }
+    let github = state.parts.github_sign_in.is_some();
+    // One link at a time: a visit while one is outstanding prints nothing.
+    let printed = if github {
+        false
+    } else if let Some(link) = state.sign_in_link() {
+        tracing::info!("staff UI sign-in link (one-time): {link}");
+        true
+    } else {
+        false
+    };
+    state.render(
+        "signin.html",
+        context! {
+            github, printed, next,
+            github_link => format!("/signin/github?next={}", crate::encode(&next)),
+            now => issueops_core::now_ms(),
+        },
+    )
+}
+
+pub async fn signin_link(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    Query(q): Query<SignInQuery>,
+) -> Result<Response, Response> {
+    if state.parts.github_sign_in.is_some() || !state.links.redeem(&q.token) {
+        return Err(state.message(
+            StatusCode::FORBIDDEN,
+            "Sign-in link not valid",
+            "This link was used already, or is not the one the server printed. Open /signin: \
+             a new link is printed in the server's log.",
+        ));
+    }
+    let session = Session::new(
+        state.parts.local_login.clone(),
+        Role::Approver,
+        state.parts.config.ui.session_hours,
+    );
+    audit_signin(&state, &session, "loopback link").await;
+    let jar = session.store(jar, state.secure_cookies);
+    Ok((jar, Redirect::to(&safe_next(&q.next))).into_response())
+}
+
+#[derive(Serialize, Deserialize)]
+struct OAuthState {
+    state: String,
+    next: String,
+}
+
+pub async fn signin_github(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    Query(q): Query<SignInQuery>,
+) -> Response {
+    let Some(github) = &state.parts.github_sign_in else {
+        return Redirect::to("/signin").into_response();
+    };
+    let pending = OAuthState {
+        state: random_token(),
+        next: safe_next(&q.next),
+    };
+    let url = github.authorize_url(&pending.state);
+    let value = serde_json::to_string(&pending).unwrap_or_default();
+    let jar = jar.add(cookie(OAUTH_COOKIE, value, state.secure_cookies));
+    (jar, Redirect::to(&url)).into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CallbackQuery {
+    code: String,
+    state: String,
+    error: String,
+    error_description: String,
+}
+
+pub async fn github_callback(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
+    let refuse =
+        |status: StatusCode, message: &str| state.message(status, "Sign-in failed", message);
+    let Some(github) = &state.parts.github_sign_in else {
+        return Redirect::to("/signin").into_response();
+    };
+    if !q.error.is_empty() {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            &format!("GitHub said: {} {}", q.error, q.error_description),
+        );
+    }
+    let pending = jar
+        .get(OAUTH_COOKIE)
+        .and_then(|c| serde_json::from_str::<OAuthState>(c.value()).ok());
+    let Some(pending) = pending.filter(|p| {
+        !q.state.is_empty()
+            && bool::from(subtle::ConstantTimeEq::ct_eq(
+                p.state.as_bytes(),
+                q.state.as_bytes(),
+            ))
+    }) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "The sign-in did not start here or took too long (state mismatch). Start again from /signin.",
+        );
+    };
+    let jar = jar.remove(Cookie::from(OAUTH_COOKIE));
+    let who = match github.identify(&q.code, &state.parts.config).await {
+        Ok(who) => who,
+        Err(e) => {
+            tracing::warn!(error = %e, "GitHub sign-in failed");
+            return (jar, refuse(StatusCode::BAD_GATEWAY, &e.to_string())).into_response();
+        }
+    };
+    let Some(role) = role_for(&state.parts.config, &who) else {
+        return (
+            jar,
+            refuse(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "{} is not allowed here: ask an operator to add you (or your org or team) to ui.viewers or ui.approvers.",
+                    who.login
+                ),
+            ),
+        )
+            .into_response();
+    };
+    let session = Session::new(who.login, role, state.parts.config.ui.session_hours);
+    audit_signin(&state, &session, "github").await;
+    let jar = session.store(jar, state.secure_cookies);
+    (jar, Redirect::to(&pending.next)).into_response()
+}
+
+async fn audit_signin(state: &AppState, session: &Session, how: &str) {
+    let audit = AuditEvent::new(kind::UI_SIGNIN, "signed-in")
+        .actor(session.login.clone())
+        .detail(serde_json::json!({ "how": how, "role": session.role }));
+    if let Err(e) = state.parts.store.append_audit(&audit).await {
+        tracing::warn!(error = %e, "cannot audit a sign-in");
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+pub async fn signout(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    who: Signed,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if !who.0.csrf_ok(&form.csrf) {
+        return csrf_refused(&state);
+    }
+    let jar = jar.remove(Cookie::from(SESSION_COOKIE));
+    (jar, Redirect::to("/signin")).into_response()
+}
+
+fn csrf_refused(state: &AppState) -> Response {
+    state.message(
+        StatusCode::FORBIDDEN,
+        "Form refused",
+        "This form did not carry your session's token (CSRF protection). Reload the page and try again.",
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DecisionForm {
+    csrf: String,
+    decision: String,
+    reason: String,
+}
+
+fn clean_reason(reason: &str) -> Result<String, &'static str> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err("A reason is required: it goes into the audit trail with your name.");
+    }
+    Ok(reason.chars().take(MAX_REASON).collect())
+}
+
+pub async fn decide(
+    State(state): State<AppState>,
+    who: Signed,
+    Path(id): Path<String>,
+    Form(form): Form<DecisionForm>,
+) -> Response {
+    if !who.0.csrf_ok(&form.csrf) {
+        return csrf_refused(&state);
+    }
+    if let Some(refused) = who.refusal_unless_approver(&state) {
+        return refused;
+    }
+    let approve = match form.decision.as_str() {
+        "approve" => true,
+        "deny" => false,
+        other => {
+            return state.message(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                &format!("{other:?} is not a decision: approve or deny"),
+            )
+        }
+    };
+    let reason = match clean_reason(&form.reason) {
+        Ok(r) => r,
+        Err(m) => return state.message(StatusCode::BAD_REQUEST, "Reason required", m),
+    };
+    match state
+        .parts
+        .control_plane
+        .decide_request_as_approver(&id, &who.0.login, approve, &reason)
+        .await
+    {
+        Ok(outcome) => {
+            tracing::info!(approval = %id, actor = %who.0.login, %outcome, "decided in the staff UI");
+            Redirect::to(&format!("/approvals?decided={}", crate::encode(&id))).into_response()
+        }
+        Err(ControlPlaneError::Refused(m)) => {
+            state.message(StatusCode::CONFLICT, "Not decided", &m)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, approval = %id, "deciding in the staff UI failed");
+            state.message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Not decided",
+                &format!("The decision could not be recorded: {e}"),
+            )
+        }
+    }
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    who: Signed,
+    Path(id): Path<String>,
+    Form(form): Form<DecisionForm>,
+) -> Response {
+    if !who.0.csrf_ok(&form.csrf) {
+        return csrf_refused(&state);
+    }
+    if let Some(refused) = who.refusal_unless_approver(&state) {
+        return refused;
+    }
+    let reason = match clean_reason(&form.reason) {
+        Ok(r) => r,
+        Err(m) => return state.message(StatusCode::BAD_REQUEST, "Reason required", m),
+    };
+    match state
+        .parts
+        .control_plane
+        .cancel_run(&id, &who.0.login, &reason)
+        .await
+    {
+        Ok(_) => Redirect::to(&format!("/runs/{}", crate::encode(&id))).into_response(),
+        Err(ControlPlaneError::Refused(m)) => {
+            state.message(StatusCode::CONFLICT, "Not cancelled", &m)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, run = %id, "cancelling in the staff UI failed");
+            state.message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Not cancelled",
+                &format!("The cancel could not be committed: {e}"),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_stays_on_this_site() {
+        assert_eq!(safe_next("/runs/r1"), "/runs/r1");
+        assert_eq!(safe_next("//evil.example/x"), "/runs");
+        assert_eq!(safe_next("https://evil.example"), "/runs");
+        assert_eq!(safe_next("/\\evil.example"), "/runs");
+    }
+
+    #[test]
+    fn reasons_are_required_and_bounded() {
+        assert!(clean_reason("  ").is_err());
+        assert_eq!(clean_reason(" ok ").as_deref(), Ok("ok"));
+        assert_eq!(
+            clean_reason(&"x".repeat(900)).map(|r| r.len()),
+            Ok(MAX_REASON)
+        );
+    }
+}

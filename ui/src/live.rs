@@ -1,0 +1,191 @@
+//! What the cluster says about a run right now: its namespace, its Job and
+//! the Job's pods (exists or not, conditions), a snapshot of the newest
+//! pod's log tail, and whether the agent token Secret exists (never its
+//! value). Every call is bounded, and a failure is shown, not hidden.
+
+use issueops_core::store::views::RunView;
+use issueops_reconciler::RUN_LABEL;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::api::{Api, ListParams, LogParams};
+use serde::Serialize;
+use std::future::Future;
+use std::time::Duration;
+
+/// The longest the UI waits for one answer from the API server.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Log lines and bytes in the snapshot.
+const LOG_LINES: i64 = 40;
+const LOG_BYTES: i64 = 16 * 1024;
+
+#[derive(Debug, Default, Serialize)]
+pub struct ClusterView {
+    /// `None` when the API could not be asked.
+    pub namespace_exists: Option<bool>,
+    pub namespace_phase: Option<String>,
+    pub jobs: Vec<JobView>,
+    pub pods: Vec<PodView>,
+    pub log: Option<LogView>,
+    /// `Some(true)` present, `Some(false)` absent, `None` unknown.
+    pub token_secret: Option<bool>,
+    /// How the Secret's presence was learnt.
+    pub token_secret_source: String,
+    /// Calls that failed, for people.
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JobView {
+    pub name: String,
+    pub active: i32,
+    pub succeeded: i32,
+    pub failed: i32,
+    pub start_time: Option<String>,
+    pub completion_time: Option<String>,
+    pub conditions: Vec<ConditionView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConditionView {
+    pub type_: String,
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PodView {
+    pub name: String,
+    pub phase: String,
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LogView {
+    pub pod: String,
+    pub text: String,
+}
+
+async fn bounded<T, E: std::fmt::Display>(
+    what: &str,
+    call: impl Future<Output = Result<T, E>>,
+    errors: &mut Vec<String>,
+) -> Option<T> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            errors.push(format!("{what}: {e}"));
+            None
+        }
+        Err(_) => {
+            errors.push(format!("{what}: no answer within {CALL_TIMEOUT:?}"));
+            None
+        }
+    }
+}
+
+/// Reads the run's live state. `token_secret` is the Secret's name;
+/// `recorded_secret` what the reconciler recorded about writing it.
+pub async fn run_cluster(
+    client: &kube::Client,
+    run: &RunView,
+    token_secret: &str,
+    recorded_secret: Option<bool>,
+) -> ClusterView {
+    let mut view = ClusterView::default();
+    let errors = &mut view.errors;
+    let ns = run.namespace.as_str();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    if let Some(found) = bounded("namespace", namespaces.get_opt(ns), errors).await {
+        view.namespace_exists = Some(found.is_some());
+        view.namespace_phase = found.and_then(|n| n.status).and_then(|s| s.phase);
+    }
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let by_run = ListParams::default().labels(&format!("{RUN_LABEL}={}", run.run_id));
+    if let Some(list) = bounded("jobs", jobs.list(&by_run), errors).await {
+        view.jobs = list.items.into_iter().map(job_view).collect();
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    if let Some(list) = bounded("pods", pods.list(&by_run), errors).await {
+        let mut items = list.items;
+        items.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
+        view.pods = items.iter().map(pod_view).collect();
+        if let Some(newest) = items.last().and_then(|p| p.metadata.name.clone()) {
+            let params = LogParams {
+                tail_lines: Some(LOG_LINES),
+                limit_bytes: Some(LOG_BYTES),
+                ..LogParams::default()
+            };
+            let text = bounded("pod log", pods.logs(&newest, &params), errors).await;
+            view.log = text.map(|text| LogView { pod: newest, text });
+        }
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    match tokio::time::timeout(CALL_TIMEOUT, secrets.get_metadata_opt(token_secret)).await {
+        Ok(Ok(found)) => {
+            view.token_secret = Some(found.is_some());
+            view.token_secret_source = "the cluster (metadata only)".into();
+        }
+        // The reconciler may write Secrets but not read them (least
+        // privilege): then its own record is what we know.
+        _ => {
+            view.token_secret = recorded_secret;
+            view.token_secret_source = "the reconciler's record".into();
+        }
+    }
+    view
+}
+
+fn job_view(job: Job) -> JobView {
+    let status = job.status.unwrap_or_default();
+    JobView {
+        name: job.metadata.name.unwrap_or_default(),
+        active: status.active.unwrap_or(0),
+        succeeded: status.succeeded.unwrap_or(0),
+        failed: status.failed.unwrap_or(0),
+        start_time: status.start_time.map(|t| t.0.to_string()),
+        completion_time: status.completion_time.map(|t| t.0.to_string()),
+        conditions: status
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| ConditionView {
+                type_: c.type_,
+                status: c.status,
+                reason: c.reason.unwrap_or_default(),
+                message: c.message.unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
+fn pod_view(pod: &Pod) -> PodView {
+    let status = pod.status.clone().unwrap_or_default();
+    let containers = status
+        .container_statuses
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            let state = c.state.unwrap_or_default();
+            let what = if let Some(t) = state.terminated {
+                format!(
+                    "terminated (exit {}{})",
+                    t.exit_code,
+                    t.reason.map(|r| format!(", {r}")).unwrap_or_default()
+                )
+            } else if let Some(w) = state.waiting {
+                format!("waiting ({})", w.reason.unwrap_or_default())
+            } else if state.running.is_some() {
+                "running".to_string()
+            } else {
+                "unknown".to_string()
+            };
+            format!("{}: {what}", c.name)
+        })
+        .collect();
+    PodView {
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        phase: status.phase.unwrap_or_else(|| "Unknown".into()),
+        containers,
+    }
+}
