@@ -263,12 +263,15 @@ async fn plan_and_rollback_from_the_command_line() {
     h.control_plane.process_pending().await.unwrap();
     let data_dir = h.dir.path().to_path_buf();
 
-    let out = issueops()
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .arg("plan")
-        .output()
-        .unwrap();
+    let plan_now = || {
+        issueops()
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["plan", "--cluster", "in-memory"])
+            .output()
+            .unwrap()
+    };
+    let out = plan_now();
     let plan = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -281,13 +284,30 @@ async fn plan_and_rollback_from_the_command_line() {
         "{plan}"
     );
     assert!(
-        plan.lines().nth(1).unwrap().contains("Namespace/"),
+        plan.lines().nth(2).unwrap().contains("Namespace/"),
         "cluster-scoped first:\n{plan}"
     );
+    assert!(plan.starts_with("cluster: an in-process"), "{plan}");
     assert_eq!(
         h.store.last_applied_commit("default").await.unwrap(),
         None,
         "plan changes nothing"
+    );
+
+    // `reconcile` in one process applies to the stand-in saved in the data
+    // dir; `plan` in another sees that cluster, so an emptied state repo
+    // plans deletes (it used to compare against an empty stand-in).
+    let out = issueops()
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["reconcile", "--cluster", "in-memory"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("applied 10,"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     let first = h.repo.log().unwrap()[0].clone();
@@ -301,6 +321,17 @@ async fn plan_and_rollback_from_the_command_line() {
             }],
         })
         .unwrap();
+    let plan = String::from_utf8_lossy(&plan_now().stdout).to_string();
+    assert_eq!(
+        plan.lines().filter(|l| l.starts_with("delete")).count(),
+        10,
+        "{plan}"
+    );
+    assert_eq!(
+        plan.lines().filter(|l| l.starts_with("apply")).count(),
+        0,
+        "{plan}"
+    );
     let out = issueops()
         .arg("--data-dir")
         .arg(&data_dir)

@@ -44,6 +44,8 @@ struct Env {
     store: Store,
     repo: StateRepo,
     serve: std::sync::Mutex<Child>,
+    /// The staff UI's one-time sign-in link, as serve printed it.
+    ui_link: String,
     /// The repo's side of GitHub (issues, pull requests, labels), with state.
     api: fake_repo_api::FakeRepoApi,
     /// The code repository the agent clones and pushes to, over smart HTTP.
@@ -109,6 +111,8 @@ impl Env {
                 "1",
                 "--resync-seconds",
                 "5",
+                "--ui-listen",
+                "127.0.0.1:0",
             ])
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
@@ -138,6 +142,13 @@ impl Env {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // The UI is bound before the gateway answers: its lines are logged.
+        let log = std::fs::read_to_string(root.join("serve.log")).unwrap();
+        let ui_link = log
+            .lines()
+            .find_map(|l| l.split_once("sign in (one-time link): "))
+            .map(|(_, link)| link.trim().to_string())
+            .expect("serve printed the staff UI's sign-in link");
         let store = Store::connect(&format!("sqlite://{}", work.join("issueops.db").display()))
             .await
             .unwrap();
@@ -151,6 +162,7 @@ impl Env {
             store,
             repo,
             serve: std::sync::Mutex::new(serve),
+            ui_link,
             api,
             git,
             _github: github,
@@ -642,6 +654,64 @@ async fn agent_revise_updates_the_pull_request(env: &Env, issues: &Issues) -> Ev
     e
 }
 
+/// The staff UI in headless Chromium: the agent issue's runs, each with its
+/// pull request, and the dev run's page with its state, PR, timeline and
+/// state-repo diff; the token is never on a page.
+async fn staff_ui_shows_the_run_and_its_pr(env: &Env, issues: &Issues) -> Evidence {
+    let dev_run = naming::run_id_for_delivery("e2e-agent-dev");
+    let result = env.store.run_result(&dev_run).await.unwrap().unwrap();
+    let pr_url = result.pr_url.clone().expect("the dev run's PR url");
+    let pr = result.pr_number.expect("the dev run's PR number");
+    let b = common::browser::Browser::start().await;
+    let c = &b.client;
+    c.goto(&env.ui_link).await.unwrap();
+    assert_eq!(b.path().await, "/runs", "signed in by the printed link");
+    let ui = env.ui_link.split("/signin").next().unwrap().to_string();
+
+    c.goto(&format!("{ui}/runs?label=run:dev")).await.unwrap();
+    let row = b
+        .wait_text(
+            &format!("tr[data-run='{dev_run}']"),
+            &format!("#{}", issues.agent),
+        )
+        .await;
+    assert!(row.contains(&format!("#{pr}")), "PR in the list: {row}");
+    c.goto(&format!("{ui}/issues/{}/{}", common::REPO, issues.agent))
+        .await
+        .unwrap();
+    let revise_run = naming::run_id_for_delivery("e2e-agent-revise");
+    let issue_page = b.wait_text("main", &revise_run).await;
+    assert!(issue_page.contains(&dev_run), "{issue_page}");
+
+    c.goto(&format!("{ui}/runs/{dev_run}")).await.unwrap();
+    b.wait_text("#pr", &format!("#{pr}")).await;
+    let href = c
+        .find(fantoccini::Locator::Css("#pr a"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap();
+    assert_eq!(href.as_deref(), Some(pr_url.as_str()));
+    let state = b.text("#run-state").await;
+    assert!(["succeeded", "pruned"].contains(&state.as_str()), "{state}");
+    b.wait_text("#pr", "pr-opened").await;
+    b.wait_text("#diff", "kind: Job").await;
+    b.wait_text("table.timeline", "agent.result").await;
+    b.wait_text("#token-secret", "never shown").await;
+    let source = c.source().await.unwrap();
+    assert!(!source.contains(AGENT_TOKEN), "the token is on a page");
+    let shot = b.screenshot("e2e-run").await;
+    let kept = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/e2e/staff-ui-run.png");
+    std::fs::copy(&shot, &kept).unwrap();
+    let mut e = Evidence::new();
+    e.insert("run".into(), dev_run.into());
+    e.insert("pr_url".into(), pr_url.into());
+    e.insert("run_state_shown".into(), state.into());
+    e.insert("screenshot".into(), kept.display().to_string().into());
+    e
+}
+
 async fn redelivery_deduped(env: &Env, issues: &Issues) -> Evidence {
     let mut v: Value =
         serde_json::from_slice(&common::labeled_issue("run:dev", issues.dev)).unwrap();
@@ -932,6 +1002,7 @@ async fn main() -> std::process::ExitCode {
         scenario!(rollback_does_not_rerun_a_finished_job),
         scenario!(agent_dev_opens_a_pull_request),
         scenario!(agent_revise_updates_the_pull_request),
+        scenario!(staff_ui_shows_the_run_and_its_pr),
         scenario!(emptied_state_repo_trips_the_prune_guard),
         scenario!(nothing_left_behind),
     ];
