@@ -280,3 +280,179 @@ async fn a_form_without_its_csrf_token_is_refused_and_changes_nothing() {
         .unwrap();
     b.wait_text("#audit tbody", "No audit rows match").await;
 }
+
+/// GitHub's side of the sign-in: the authorize page sends the browser
+/// straight back with a code naming whoever `signs_in` holds; the token
+/// endpoint checks the client secret; `/user` and `/user/orgs` answer for
+/// that token.
+struct FakeGitHubSignIn {
+    signs_in: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl wiremock::Respond for FakeGitHubSignIn {
+    fn respond(&self, req: &wiremock::Request) -> wiremock::ResponseTemplate {
+        use wiremock::ResponseTemplate;
+        let query = |key: &str| {
+            req.url
+                .query_pairs()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_default()
+        };
+        let token_login = || {
+            req.headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer gho_"))
+                .map(str::to_string)
+        };
+        match req.url.path() {
+            "/login/oauth/authorize" => {
+                assert_eq!(query("client_id"), "Iv1.test");
+                assert_eq!(query("scope"), "read:org");
+                let login = self.signs_in.lock().unwrap().clone();
+                let back = format!(
+                    "{}?code=code-{login}&state={}",
+                    query("redirect_uri"),
+                    query("state")
+                );
+                ResponseTemplate::new(302).insert_header("Location", back.as_str())
+            }
+            "/login/oauth/access_token" => {
+                let form: std::collections::HashMap<String, String> =
+                    url_form(&String::from_utf8_lossy(&req.body));
+                if form.get("client_secret").map(String::as_str) != Some("oauth-client-secret") {
+                    return ResponseTemplate::new(200).set_body_json(
+                        serde_json::json!({ "error": "incorrect_client_credentials" }),
+                    );
+                }
+                let login = form["code"].trim_start_matches("code-").to_string();
+                ResponseTemplate::new(200).set_body_json(
+                    serde_json::json!({ "access_token": format!("gho_{login}"), "token_type": "bearer" }),
+                )
+            }
+            "/user" => match token_login() {
+                Some(login) => ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({ "login": login, "id": 1 })),
+                None => ResponseTemplate::new(401),
+            },
+            "/user/orgs" => match token_login().as_deref() {
+                Some("ann") => ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!([{ "login": "acme", "id": 2 }])),
+                Some(_) => ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!([{ "login": "evil-corp", "id": 3 }])),
+                None => ResponseTemplate::new(401),
+            },
+            _ => ResponseTemplate::new(404),
+        }
+    }
+}
+
+fn url_form(body: &str) -> std::collections::HashMap<String, String> {
+    body.split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| {
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .to_string()
+            };
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn github_sign_in_gives_configured_people_their_role_and_refuses_others() {
+    let github = wiremock::MockServer::start().await;
+    let signs_in = std::sync::Arc::new(std::sync::Mutex::new("ann".to_string()));
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(FakeGitHubSignIn {
+            signs_in: signs_in.clone(),
+        })
+        .mount(&github)
+        .await;
+    let config = format!(
+        "{CONFIG}github:\n  api_url: {url}\nui:\n  github_oauth:\n    client_id: Iv1.test\n    \
+         authorize_url: {url}/login/oauth/authorize\n    token_url: {url}/login/oauth/access_token\n  \
+         viewers: {{ orgs: [acme] }}\n  approvers: {{ users: [boss] }}\n",
+        url = github.uri()
+    );
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "oauth-client-secret\n").unwrap();
+    let serve = Serve::start_with(
+        &config,
+        &[(
+            "ISSUEOPS_UI_OAUTH_CLIENT_SECRET_FILE",
+            secret.path().display().to_string(),
+        )],
+    )
+    .await;
+    assert!(
+        serve.link.is_empty(),
+        "no loopback link with GitHub sign-in"
+    );
+    let b = Browser::start().await;
+    let c = &b.client;
+
+    // A member of a viewer org signs in and lands where she was going.
+    c.goto(&format!("{}/approvals", serve.ui)).await.unwrap();
+    assert_eq!(b.path().await, "/signin");
+    c.find(Locator::Id("github-signin"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_text("header .who", "ann").await;
+    assert!(b.text("header .who").await.contains("viewer"));
+    assert_eq!(b.path().await, "/approvals");
+    c.goto(&format!("{}/audit?kind=ui.signin", serve.ui))
+        .await
+        .unwrap();
+    b.wait_text("#audit tbody", "ann").await;
+
+    // Signing out ends the session.
+    c.find(Locator::Css("header .who button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(b.path().await, "/signin");
+    c.goto(&format!("{}/runs", serve.ui)).await.unwrap();
+    assert_eq!(b.path().await, "/signin");
+
+    // Someone in no configured org, team or list is refused.
+    *signs_in.lock().unwrap() = "eve".into();
+    c.find(Locator::Id("github-signin"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_text("#message", "eve is not allowed here").await;
+    c.goto(&format!("{}/runs", serve.ui)).await.unwrap();
+    assert_eq!(b.path().await, "/signin");
+
+    // A callback that did not start here (forged state) is refused.
+    c.goto(&format!(
+        "{}/signin/github/callback?code=code-boss&state=forged",
+        serve.ui
+    ))
+    .await
+    .unwrap();
+    b.wait_text("#message", "state mismatch").await;
+
+    // A configured approver gets the approver role.
+    *signs_in.lock().unwrap() = "boss".into();
+    c.goto(&format!("{}/signin", serve.ui)).await.unwrap();
+    c.find(Locator::Id("github-signin"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_text("header .who", "boss").await;
+    assert!(b.text("header .who").await.contains("approver"));
+}

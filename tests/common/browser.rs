@@ -156,7 +156,7 @@ pub struct Serve {
     child: Child,
     pub gateway: String,
     pub ui: String,
-    /// The one-time sign-in link serve printed.
+    /// The one-time sign-in link serve printed (empty with GitHub sign-in).
     pub link: String,
     pub dir: tempfile::TempDir,
 }
@@ -172,7 +172,16 @@ impl Serve {
     /// Starts serve with `config` (YAML) and `--allow Codertocat`, and waits
     /// until both the gateway and the UI answer.
     pub async fn start(config: &str) -> Self {
+        Self::start_with(config, &[]).await
+    }
+
+    /// As [`Serve::start`], with more environment; `ISSUEOPS_UI_OAUTH_CLIENT_SECRET_FILE`
+    /// (GitHub sign-in) means no link is printed.
+    pub async fn start_with(config: &str, env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let github_sign_in = env
+            .iter()
+            .any(|(k, _)| *k == "ISSUEOPS_UI_OAUTH_CLIENT_SECRET_FILE");
         std::fs::write(dir.path().join("config.yaml"), config).unwrap();
         let port = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_issueops"))
@@ -189,6 +198,7 @@ impl Serve {
             .env("USER", "staff-tester")
             .env_remove("ISSUEOPS_GITHUB_TOKEN")
             .env_remove("KUBECONFIG")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -205,12 +215,12 @@ impl Serve {
         });
         let mut ui = None;
         let mut link = None;
-        while link.is_none() {
+        while link.is_none() && !(github_sign_in && ui.is_some()) {
             let line = rx
                 .recv_timeout(Duration::from_secs(60))
                 .expect("serve printed its staff UI address and sign-in link");
             if let Some(u) = line.strip_prefix("staff UI: ") {
-                ui = Some(u.trim().to_string());
+                ui = Some(u.split(' ').next().unwrap_or_default().trim().to_string());
             }
             if let Some((_, l)) = line.split_once("sign in (one-time link): ") {
                 link = Some(l.trim().to_string());
@@ -232,7 +242,7 @@ impl Serve {
             child,
             gateway,
             ui: ui.expect("the UI address"),
-            link: link.expect("the link"),
+            link: link.unwrap_or_default(),
             dir,
         }
     }
