@@ -70,7 +70,7 @@ async fn sign_in_then_watch_a_run_live_from_accepted_to_pruned() {
         .click()
         .await
         .unwrap();
-    assert_eq!(b.path().await, format!("/runs/{run_id}"));
+    b.wait_url(&format!("/runs/{run_id}")).await;
     b.wait_text("#job", "run-").await;
     b.wait_text("#diff", "kind: Job").await;
     b.wait_text("#run-state", "succeeded").await;
@@ -114,13 +114,7 @@ async fn sign_in_then_watch_a_run_live_from_accepted_to_pruned() {
         .click()
         .await
         .unwrap();
-    assert!(c
-        .current_url()
-        .await
-        .unwrap()
-        .query()
-        .unwrap_or("")
-        .contains("state=pruned"));
+    b.wait_url("state=pruned").await;
     b.wait_text("#count", "1 run").await;
     b.screenshot("runs").await;
     c.goto(&format!("{}/runs?state=failed", serve.ui))
@@ -148,6 +142,33 @@ async fn sign_in_then_watch_a_run_live_from_accepted_to_pruned() {
     c.goto(&format!("{}/health", serve.ui)).await.unwrap();
     b.wait_text("#prune-guard", "not tripped").await;
     b.wait_text("#last-cycle", "converged").await;
+
+    // The running serve saved its stand-in in the data dir: the issue's
+    // namespace is there (the run's Job is pruned), for `plan` and
+    // `reconcile` in another process.
+    let saved_file = serve.dir.path().join("standin-cluster.json");
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&saved_file).unwrap()).unwrap();
+    let names: Vec<String> = saved["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap(),
+                o["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("Namespace/codertocat-hello-world-7-")),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n.starts_with("Job/")), "{names:?}");
+    assert!(saved["key"].as_str().unwrap().starts_with("in-memory-"));
 
     // The link worked once: a second browser with it is refused.
     let other = Browser::start().await;
@@ -419,7 +440,7 @@ async fn github_sign_in_gives_configured_people_their_role_and_refuses_others() 
         .click()
         .await
         .unwrap();
-    assert_eq!(b.path().await, "/signin");
+    b.wait_url("/signin").await;
     c.goto(&format!("{}/runs", serve.ui)).await.unwrap();
     assert_eq!(b.path().await, "/signin");
 

@@ -146,6 +146,23 @@ impl Browser {
         path
     }
 
+    /// Waits (at most 60 s) until the page's URL contains `want`: a click
+    /// that submits a form returns before the new page is there.
+    pub async fn wait_url(&self, want: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let url = self.client.current_url().await.unwrap().to_string();
+            if url.contains(want) {
+                return url;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the URL never contained {want:?}: {url}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn path(&self) -> String {
         self.client.current_url().await.unwrap().path().to_string()
     }
@@ -201,7 +218,7 @@ impl Serve {
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
             .spawn()
             .expect("issueops serve starts");
         let stdout = child.stdout.take().unwrap();

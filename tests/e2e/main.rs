@@ -699,6 +699,10 @@ async fn staff_ui_shows_the_run_and_its_pr(env: &Env, issues: &Issues) -> Eviden
     b.wait_text("#diff", "kind: Job").await;
     b.wait_text("table.timeline", "agent.result").await;
     b.wait_text("#token-secret", "never shown").await;
+    // The pod's log tail, through the API server's pods/log (proxied to the
+    // node stand-in's kubelet endpoint): the runner's last line is its result.
+    let log = b.wait_text("pre.log", "issueops-result").await;
+    assert!(log.contains("pr-opened"), "{log}");
     let source = c.source().await.unwrap();
     assert!(!source.contains(AGENT_TOKEN), "the token is on a page");
     let shot = b.screenshot("e2e-run").await;

@@ -74,7 +74,18 @@ async fn bounded<T, E: std::fmt::Display>(
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Ok(Ok(v)) => Some(v),
         Ok(Err(e)) => {
-            errors.push(format!("{what}: {e}"));
+            // API errors repeat their message in their debug form: the first
+            // few hundred characters say it.
+            let mut message = format!("{what}: {e}");
+            if message.len() > 300 {
+                let mut cut = 300;
+                while !message.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                message.truncate(cut);
+                message.push('…');
+            }
+            errors.push(message);
             None
         }
         Err(_) => {

@@ -71,16 +71,19 @@ impl AppState {
         }
     }
 
-    /// Context every page has: who is signed in and the navigation.
-    fn common(&self, who: &Signed, page: &str) -> minijinja::Value {
-        context! {
+    /// Context every page has: who is signed in, the navigation, and the
+    /// audit high-water mark the page shows (for live updates).
+    async fn common(&self, who: &Signed, page: &str) -> Result<minijinja::Value, UiError> {
+        let mark = self.parts.store.audit_high_water().await?;
+        Ok(context! {
+            mark,
             user => who.0.login,
             role => who.0.role,
             csrf => who.0.csrf,
             page,
             now => now_ms(),
             simulated_cluster => self.parts.simulated,
-        }
+        })
     }
 }
 
@@ -99,6 +102,8 @@ pub async fn runs(
     who: Signed,
     Query(q): Query<RunsQuery>,
 ) -> Result<Response, UiError> {
+    // The live-update mark first: a change after it shows up on the page.
+    let common = state.common(&who, "runs").await?;
     let config = &state.parts.config;
     if !q.state.is_empty() && RunState::parse(&q.state).is_none() {
         return Err(UiError::BadRequest(format!(
@@ -167,7 +172,7 @@ pub async fn runs(
     state.render(
         "runs.html",
         context! {
-            ..state.common(&who, "runs"),
+            ..common,
             ..context! {
                 runs => rows,
                 total,
@@ -187,6 +192,8 @@ pub async fn run(
     who: Signed,
     Path(id): Path<String>,
 ) -> Result<Response, UiError> {
+    // The live-update mark first: a change after it shows up on the page.
+    let common = state.common(&who, "runs").await?;
     let parts = &state.parts;
     let Some(view) = parts.store.run_view(&id).await? else {
         return Err(UiError::NotFound(format!("there is no run {id:?}")));
@@ -234,7 +241,7 @@ pub async fn run(
     state.render(
         "run.html",
         context! {
-            ..state.common(&who, "runs"),
+            ..common,
             ..context! {
                 run => row,
                 timeline,
@@ -265,6 +272,8 @@ pub async fn issue(
     who: Signed,
     Path((owner, repo, number)): Path<(String, String, String)>,
 ) -> Result<Response, UiError> {
+    // The live-update mark first: a change after it shows up on the page.
+    let common = state.common(&who, "runs").await?;
     let number: i64 = number
         .parse()
         .ok()
@@ -295,7 +304,7 @@ pub async fn issue(
     state.render(
         "issue.html",
         context! {
-            ..state.common(&who, "runs"),
+            ..common,
             ..context! {
                 repo => full,
                 number,
@@ -320,6 +329,8 @@ pub async fn approvals(
     who: Signed,
     Query(q): Query<ApprovalsQuery>,
 ) -> Result<Response, UiError> {
+    // The live-update mark first: a change after it shows up on the page.
+    let common = state.common(&who, "approvals").await?;
     let all = state.parts.store.list_approvals().await?;
     let now = now_ms();
     let (pending, history): (Vec<_>, Vec<_>) = all
@@ -335,7 +346,7 @@ pub async fn approvals(
     state.render(
         "approvals.html",
         context! {
-            ..state.common(&who, "approvals"),
+            ..common,
             ..context! { pending, history, decided }
         },
     )
@@ -402,6 +413,8 @@ pub async fn audit(
     who: Signed,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, UiError> {
+    // The live-update mark first: a change after it shows up on the page.
+    let common = state.common(&who, "audit").await?;
     if !q.commit.trim().is_empty() && !q.commit.trim().chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(UiError::BadRequest(format!(
             "{:?} is not a commit sha",
@@ -417,7 +430,7 @@ pub async fn audit(
     state.render(
         "audit.html",
         context! {
-            ..state.common(&who, "audit"),
+            ..common,
             ..context! {
                 rows, shown, limit => AUDIT_ROWS, kinds => KINDS,
                 f_delivery => q.delivery, f_run => q.run, f_commit => q.commit,
@@ -470,6 +483,8 @@ pub async fn deliveries(
     who: Signed,
     Query(q): Query<DeliveriesQuery>,
 ) -> Result<Response, UiError> {
+    // The live-update mark first: a change after it shows up on the page.
+    let common = state.common(&who, "deliveries").await?;
     let stuck = !q.stuck.is_empty() && q.stuck != "0";
     let page = q.page.max(0);
     let (rows, total) = state.parts.store.deliveries_page(stuck, page).await?;
@@ -482,7 +497,7 @@ pub async fn deliveries(
     state.render(
         "deliveries.html",
         context! {
-            ..state.common(&who, "deliveries"),
+            ..common,
             ..context! {
                 rows, total, page, stuck,
                 prev => (page > 0).then(|| link(page - 1)),
@@ -493,6 +508,8 @@ pub async fn deliveries(
 }
 
 pub async fn health(State(state): State<AppState>, who: Signed) -> Result<Response, UiError> {
+    // The live-update mark first: a change after it shows up on the page.
+    let common = state.common(&who, "health").await?;
     let parts = &state.parts;
     let store = &parts.store;
     let cycle = store.last_cycle(&parts.state_key).await?;
@@ -519,7 +536,7 @@ pub async fn health(State(state): State<AppState>, who: Signed) -> Result<Respon
     state.render(
         "health.html",
         context! {
-            ..state.common(&who, "health"),
+            ..common,
             ..context! {
                 cycle, applied, head, head_error,
                 in_sync => head.is_some() && head == applied,
@@ -533,28 +550,43 @@ pub async fn health(State(state): State<AppState>, who: Signed) -> Result<Respon
     )
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct EventsQuery {
+    /// The audit high-water mark the page was rendered at: a change since
+    /// then is sent at once, so nothing between rendering the page and
+    /// connecting is missed.
+    since: String,
+}
+
 /// Server-sent events: `change` whenever anything new is audited (a run
 /// moved, a request was decided), polled once a second per open page.
-pub async fn events(State(state): State<AppState>, _who: Signed) -> Response {
+pub async fn events(
+    State(state): State<AppState>,
+    _who: Signed,
+    Query(q): Query<EventsQuery>,
+) -> Response {
     let store = state.parts.store.clone();
-    let stream = futures::stream::unfold((store, None::<i64>), |(store, last)| async move {
+    let since = q.since.trim().parse::<i64>().ok();
+    let stream = futures::stream::unfold((store, since), |(store, last)| async move {
         loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
             let Ok(mark) = store.audit_high_water().await else {
+                tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             };
-            if last.is_some_and(|l| l != mark) {
-                let event = Event::default().event("change").data(mark.to_string());
-                return Some((
-                    Ok::<_, std::convert::Infallible>(event),
-                    (store, Some(mark)),
-                ));
-            }
-            if last.is_none() {
-                return Some((
-                    Ok(Event::default().event("hello").data(mark.to_string())),
-                    (store, Some(mark)),
-                ));
+            match last {
+                Some(l) if l != mark => {
+                    let event = Event::default().event("change").data(mark.to_string());
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(event),
+                        (store, Some(mark)),
+                    ));
+                }
+                None => {
+                    let event = Event::default().event("hello").data(mark.to_string());
+                    return Some((Ok(event), (store, Some(mark))));
+                }
+                Some(_) => tokio::time::sleep(Duration::from_secs(1)).await,
             }
         }
     });

@@ -4,7 +4,8 @@
 (function () {
   var live = document.querySelector("[data-live]");
   if (!live || !window.EventSource) return;
-  var events = new EventSource("/events");
+  // From the mark the page was rendered at: a change in between is not missed.
+  var events = new EventSource("/events?since=" + encodeURIComponent(document.body.getAttribute("data-mark") || ""));
   var busy = false, again = false;
   function refresh() {
     if (busy) { again = true; return; }

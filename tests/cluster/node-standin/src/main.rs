@@ -60,6 +60,14 @@ struct Args {
     /// The program `exec` pods run; default: `issueops-runner` beside this binary.
     #[arg(long)]
     exec_program: Option<PathBuf>,
+    /// Serve the kubelet's log endpoint (what the API server proxies
+    /// `pods/log` to) over HTTPS on this port, with `--tls-cert`/`--tls-key`.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    kubelet_port: Option<u16>,
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -97,6 +105,64 @@ fn outcome_of(pod: &Pod, default: Outcome) -> Outcome {
     annotated.or(by_image).unwrap_or(default)
 }
 
+/// The kubelet's `containerLogs` endpoint: what an `exec` pod's process wrote,
+/// with `tailLines` and `limitBytes` as the API server passes them on. The
+/// API server authenticates itself with its kubelet client certificate; the
+/// stand-in, on loopback only, does not check it.
+mod logs {
+    use axum::extract::{Path, Query, State};
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use axum::Router;
+    use std::path::PathBuf;
+
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default, rename_all = "camelCase")]
+    struct LogQuery {
+        tail_lines: Option<usize>,
+        limit_bytes: Option<usize>,
+    }
+
+    pub fn router(volumes: PathBuf) -> Router {
+        Router::new()
+            .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
+            .with_state(volumes)
+    }
+
+    async fn container_logs(
+        State(volumes): State<PathBuf>,
+        Path((ns, pod, _container)): Path<(String, String, String)>,
+        Query(q): Query<LogQuery>,
+    ) -> Result<String, (StatusCode, String)> {
+        let safe = |s: &str| !s.is_empty() && !s.contains(['/', '\\']) && s != "..";
+        if !safe(&ns) || !safe(&pod) {
+            return Err((StatusCode::BAD_REQUEST, "bad pod reference".into()));
+        }
+        let text = std::fs::read_to_string(volumes.join(&ns).join(&pod).join("container.log"))
+            .map_err(|e| (StatusCode::NOT_FOUND, format!("no log for {ns}/{pod}: {e}")))?;
+        Ok(tail(&text, q.tail_lines, q.limit_bytes))
+    }
+
+    /// The last `lines` lines, then at most the last `bytes` bytes of them.
+    pub fn tail(text: &str, lines: Option<usize>, bytes: Option<usize>) -> String {
+        let mut out: &str = text;
+        if let Some(n) = lines {
+            let all: Vec<&str> = text.split_inclusive('\n').collect();
+            let start = all.len().saturating_sub(n);
+            let skip: usize = all[..start].iter().map(|l| l.len()).sum();
+            out = &text[skip..];
+        }
+        if let Some(b) = bytes {
+            let mut cut = out.len().saturating_sub(b);
+            while !out.is_char_boundary(cut) {
+                cut += 1;
+            }
+            out = &out[cut..];
+        }
+        out.to_string()
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -114,7 +180,22 @@ async fn main() -> Result<()> {
         .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
     let client = Client::try_from(config)?;
-    register_node(&client, &args.node).await?;
+    if let (Some(port), Some(cert), Some(key)) = (args.kubelet_port, &args.tls_cert, &args.tls_key)
+    {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await?;
+        let app = logs::router(args.volumes_dir.clone());
+        tokio::spawn(async move {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            if let Err(e) = axum_server::bind_rustls(addr, tls)
+                .serve(app.into_make_service())
+                .await
+            {
+                tracing::error!(error = %e, "the kubelet log endpoint stopped");
+            }
+        });
+    }
+    register_node(&client, &args.node, args.kubelet_port).await?;
     tracing::info!(node = %args.node, "node registered and Ready");
 
     let (reader, writer) = reflector::store::<Pod>();
@@ -209,7 +290,7 @@ where
     reader
 }
 
-async fn register_node(client: &Client, name: &str) -> Result<()> {
+async fn register_node(client: &Client, name: &str, kubelet_port: Option<u16>) -> Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let node = json!({
         "apiVersion": "v1", "kind": "Node",
@@ -223,6 +304,7 @@ async fn register_node(client: &Client, name: &str) -> Result<()> {
     let status = json!({ "status": {
         "capacity": capacity, "allocatable": capacity,
         "addresses": [{ "type": "InternalIP", "address": "127.0.0.1" }, { "type": "Hostname", "address": name }],
+        "daemonEndpoints": { "kubeletEndpoint": { "Port": kubelet_port.unwrap_or(0) } },
         "conditions": [{ "type": "Ready", "status": "True", "reason": "KubeletReady",
             "message": "issueops node stand-in (runs no containers)",
             "lastHeartbeatTime": now, "lastTransitionTime": now }],
