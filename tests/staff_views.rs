@@ -209,6 +209,38 @@ async fn views_on(db: Db) {
     assert_eq!(stuck[0].attempts, 2);
     assert_eq!(stuck[0].last_error.as_deref(), Some("git is still down"));
 
+    // Every page renders on this database, paged past the first 20 runs.
+    let pages = [
+        "/runs".to_string(),
+        "/runs?page=1".to_string(),
+        "/runs?state=applied&mode=dev&label=run:dev&page=1".to_string(),
+        format!("/runs/{victim}"),
+        format!("/issues/{}/1001", common::REPO),
+        "/approvals".to_string(),
+        format!("/approvals?decided={id}"),
+        "/audit?actor=ann".to_string(),
+        format!("/audit.jsonl?run={victim}"),
+        "/deliveries?stuck=1".to_string(),
+        "/deliveries?page=1".to_string(),
+        "/health".to_string(),
+    ];
+    let ui = serve_ui(&h).await;
+    for page in &pages {
+        let (status, body) = ui.get(page).await;
+        assert_eq!(status, 200, "{page}: {body}");
+    }
+    let (_, second) = ui.get("/runs?page=1").await;
+    assert!(second.contains("page 2 of 2"), "{second}");
+    let (_, run_page) = ui.get(&format!("/runs/{victim}")).await;
+    assert!(
+        run_page.contains("cancelled by ann: wrong issue"),
+        "{run_page}"
+    );
+    assert!(
+        run_page.contains("kind: Job"),
+        "the commit's diff: {run_page}"
+    );
+
     // The cycle record is one row per key, overwritten.
     h.store
         .record_cycle("k", Some("abc"), "converged", &json!({"applied": 1}))
@@ -222,6 +254,68 @@ async fn views_on(db: Db) {
     assert_eq!((cycle.outcome.as_str(), cycle.head), ("error", None));
     assert_eq!(h.store.last_cycle("other").await.unwrap(), None);
     h.finish().await;
+}
+
+/// The staff UI over the harness's store, repo and cluster, on loopback,
+/// with a signed-in session.
+struct Ui {
+    base: String,
+    cookie: String,
+    http: reqwest::Client,
+}
+
+impl Ui {
+    async fn get(&self, path: &str) -> (u16, String) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+}
+
+async fn serve_ui(h: &Harness) -> Ui {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let config = std::sync::Arc::new(test_config());
+    let state = issueops_ui::AppState::new(issueops_ui::UiParts {
+        store: h.store.clone(),
+        repo: h.repo.clone(),
+        control_plane: issueops_control_plane::ControlPlane::new(
+            h.store.clone(),
+            h.repo.clone(),
+            config.clone(),
+            issueops_control_plane::render::Templates::embedded(),
+        ),
+        config,
+        cluster: h.client.clone(),
+        cluster_description: "test".into(),
+        simulated: false,
+        state_key: "default".into(),
+        public_url: base.clone(),
+        cookie_key: issueops_ui::session::cookie_key(None).unwrap(),
+        github_sign_in: None,
+        local_login: "ann".into(),
+    });
+    let link = state.sign_in_link().unwrap();
+    tokio::spawn(issueops_ui::serve(listener, state, std::future::pending()));
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = http.get(&link).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 303);
+    let cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    Ui { base, cookie, http }
 }
 
 #[tokio::test]

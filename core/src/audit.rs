@@ -95,7 +95,7 @@ pub struct AuditRow {
     pub detail: String,
 }
 
-type Row = (
+pub(crate) type Row = (
     i64,
     i64,
     String,
@@ -125,7 +125,7 @@ impl From<Row> for AuditRow {
     }
 }
 
-const COLUMNS: &str =
+pub(crate) const COLUMNS: &str =
     "id, at, kind, outcome, delivery_id, run_id, commit_sha, actor, object, detail";
 
 impl Store {

@@ -11,3 +11,6 @@ CREATE TABLE reconciler_cycles (
     outcome    TEXT   NOT NULL,
     detail     TEXT   NOT NULL
 );
+-- The UI lists runs newest first and looks up the newest audit rows of a kind.
+CREATE INDEX runs_created ON runs (created_at);
+CREATE INDEX audit_kind ON audit_events (kind, id);

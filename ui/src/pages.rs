@@ -73,14 +73,14 @@ impl AppState {
 
     /// Context every page has: who is signed in, the navigation, and the
     /// audit high-water mark the page shows (for live updates).
-    async fn common(&self, who: &Signed, page: &str) -> Result<minijinja::Value, UiError> {
+    async fn common(&self, who: &Signed, nav: &str) -> Result<minijinja::Value, UiError> {
         let mark = self.parts.store.audit_high_water().await?;
         Ok(context! {
             mark,
             user => who.0.login,
             role => who.0.role,
             csrf => who.0.csrf,
-            page,
+            nav,
             now => now_ms(),
             simulated_cluster => self.parts.simulated,
         })

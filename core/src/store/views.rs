@@ -7,7 +7,7 @@
 //! and PostgreSQL (an untyped NULL parameter does not).
 
 use super::{sql, Store, StoreError};
-use crate::audit::AuditRow;
+use crate::audit::{AuditRow, Row as AuditTuple, COLUMNS as AUDIT_COLUMNS};
 use crate::now_ms;
 use serde::Serialize;
 
@@ -169,17 +169,26 @@ impl Store {
             .map(run_view)
             .collect::<Result<Vec<_>, _>>()
             .map_err(sql("reading a run row"))?;
-        let (total,): (i64,) = sqlx::query_as(&format!(
-            "SELECT COUNT(*) FROM runs r LEFT JOIN inbox i ON i.delivery_id = r.delivery_id{WHERE}"
-        ))
-        .bind(&filter.repo)
-        .bind(&filter.state)
-        .bind(&filter.mode)
-        .bind(&filter.event)
-        .bind(issue)
-        .fetch_one(self.pool())
-        .await
-        .map_err(sql("counting runs for the UI"))?;
+        // The inbox is joined for the count only when the event is filtered.
+        let from = if filter.event.is_empty() {
+            "runs r"
+        } else {
+            "runs r LEFT JOIN inbox i ON i.delivery_id = r.delivery_id"
+        };
+        let where_ = if filter.event.is_empty() {
+            WHERE.replace("($4 = '' OR i.event = $4)", "$4 = ''")
+        } else {
+            WHERE.to_string()
+        };
+        let (total,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {from}{where_}"))
+            .bind(&filter.repo)
+            .bind(&filter.state)
+            .bind(&filter.mode)
+            .bind(&filter.event)
+            .bind(issue)
+            .fetch_one(self.pool())
+            .await
+            .map_err(sql("counting runs for the UI"))?;
         Ok((runs, total))
     }
 
@@ -261,28 +270,15 @@ impl Store {
         filter: &AuditFilter,
         limit: i64,
     ) -> Result<Vec<AuditRow>, StoreError> {
-        type Row = (
-            i64,
-            i64,
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            String,
-        );
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, at, kind, outcome, delivery_id, run_id, commit_sha, actor, object, detail
-               FROM audit_events
+        let rows: Vec<AuditTuple> = sqlx::query_as(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events
               WHERE ($1 = '' OR delivery_id = $1)
                 AND ($2 = '' OR run_id = $2)
                 AND ($3 = '' OR commit_sha LIKE $3 || '%')
                 AND ($4 = '' OR LOWER(actor) = LOWER($4))
                 AND ($5 = '' OR kind = $5)
-              ORDER BY id DESC LIMIT $6",
-        )
+              ORDER BY id DESC LIMIT $6"
+        ))
         .bind(&filter.delivery_id)
         .bind(&filter.run_id)
         .bind(&filter.commit)
@@ -292,40 +288,26 @@ impl Store {
         .fetch_all(self.pool())
         .await
         .map_err(sql("searching the audit table"))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| AuditRow {
-                id: r.0,
-                at: r.1,
-                kind: r.2,
-                outcome: r.3,
-                delivery_id: r.4,
-                run_id: r.5,
-                commit_sha: r.6,
-                actor: r.7,
-                object: r.8,
-                detail: r.9,
-            })
-            .collect())
+        Ok(rows.into_iter().map(AuditRow::from).collect())
     }
 
-    /// The newest audit row of `kind` with `outcome`, if any.
+    /// The newest audit row of `kind` with `outcome`, if any (one indexed
+    /// lookup: the health page asks three of these per view).
     pub async fn last_audit(
         &self,
         kind: &str,
         outcome: &str,
     ) -> Result<Option<AuditRow>, StoreError> {
-        let filter = AuditFilter {
-            kind: kind.into(),
-            ..Default::default()
-        };
-        // Few kinds have many outcomes; scanning the newest rows of the kind
-        // keeps this one indexed query per page view.
-        Ok(self
-            .search_audit(&filter, 200)
-            .await?
-            .into_iter()
-            .find(|r| r.outcome == outcome))
+        let row: Option<AuditTuple> = sqlx::query_as(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events
+              WHERE kind = $1 AND outcome = $2 ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(kind)
+        .bind(outcome)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(sql("looking up the newest audit row of a kind"))?;
+        Ok(row.map(AuditRow::from))
     }
 
     /// The largest audit row id: changes whenever anything happens, which is
