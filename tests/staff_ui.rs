@@ -14,6 +14,24 @@ const CONFIG: &str = "standin:\n  job_seconds: 2\n  run_retention_seconds: 3\n";
 const NASTY_TITLE: &str =
     "<script>document.title='owned'</script><img src=x onerror=alert(1)><b>bold</b>";
 
+/// Types `reason` into a pending request's form and clicks Approve.
+async fn approve_with(request: &fantoccini::elements::Element, reason: &str) {
+    request
+        .find(Locator::Css("input[name=reason]"))
+        .await
+        .unwrap()
+        .send_keys(reason)
+        .await
+        .unwrap();
+    request
+        .find(Locator::Css("button[value=approve]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn sign_in_then_watch_a_run_live_from_accepted_to_pruned() {
     let serve = Serve::start(CONFIG).await;
@@ -108,12 +126,7 @@ async fn sign_in_then_watch_a_run_live_from_accepted_to_pruned() {
         .select_by_value("pruned")
         .await
         .unwrap();
-    c.find(Locator::Css("form.filters button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("form.filters button").await;
     b.wait_url("state=pruned").await;
     b.wait_text("#count", "1 run").await;
     b.screenshot("runs").await;
@@ -203,20 +216,7 @@ async fn approve_in_the_browser_with_a_reason_and_find_the_audit_row() {
     assert!(text.contains("octocat") && text.contains("#9"), "{text}");
     b.screenshot("approvals").await;
 
-    request
-        .find(Locator::Css("input[name=reason]"))
-        .await
-        .unwrap()
-        .send_keys("known contributor, issue is in scope")
-        .await
-        .unwrap();
-    request
-        .find(Locator::Css("button[value=approve]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    approve_with(&request, "known contributor, issue is in scope").await;
     b.wait_text("#decided", "approved").await;
     b.wait_text("#decided", "staff-tester").await;
     b.wait_text("#history", "known contributor, issue is in scope")
@@ -278,20 +278,7 @@ async fn a_form_without_its_csrf_token_is_refused_and_changes_nothing() {
     )
     .await
     .unwrap();
-    request
-        .find(Locator::Css("input[name=reason]"))
-        .await
-        .unwrap()
-        .send_keys("forged")
-        .await
-        .unwrap();
-    request
-        .find(Locator::Css("button[value=approve]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    approve_with(&request, "forged").await;
     b.wait_text("#message", "CSRF").await;
     c.goto(&format!("{}/approvals", serve.ui)).await.unwrap();
     b.wait_text("section.request", "octocat").await;
@@ -419,12 +406,7 @@ async fn github_sign_in_gives_configured_people_their_role_and_refuses_others() 
     // A member of a viewer org signs in and lands where she was going.
     c.goto(&format!("{}/approvals", serve.ui)).await.unwrap();
     assert_eq!(b.path().await, "/signin");
-    c.find(Locator::Id("github-signin"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#github-signin").await;
     b.wait_text("header .who", "ann").await;
     assert!(b.text("header .who").await.contains("viewer"));
     assert_eq!(b.path().await, "/approvals");
@@ -434,24 +416,14 @@ async fn github_sign_in_gives_configured_people_their_role_and_refuses_others() 
     b.wait_text("#audit tbody", "ann").await;
 
     // Signing out ends the session.
-    c.find(Locator::Css("header .who button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("header .who button").await;
     b.wait_url("/signin").await;
     c.goto(&format!("{}/runs", serve.ui)).await.unwrap();
     assert_eq!(b.path().await, "/signin");
 
     // Someone in no configured org, team or list is refused.
     *signs_in.lock().unwrap() = "eve".into();
-    c.find(Locator::Id("github-signin"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#github-signin").await;
     b.wait_text("#message", "eve is not allowed here").await;
     c.goto(&format!("{}/runs", serve.ui)).await.unwrap();
     assert_eq!(b.path().await, "/signin");
@@ -468,12 +440,7 @@ async fn github_sign_in_gives_configured_people_their_role_and_refuses_others() 
     // A configured approver gets the approver role.
     *signs_in.lock().unwrap() = "boss".into();
     c.goto(&format!("{}/signin", serve.ui)).await.unwrap();
-    c.find(Locator::Id("github-signin"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#github-signin").await;
     b.wait_text("header .who", "boss").await;
     assert!(b.text("header .who").await.contains("approver"));
 }

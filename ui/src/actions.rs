@@ -231,18 +231,55 @@ fn clean_reason(reason: &str) -> Result<String, &'static str> {
     Ok(reason.chars().take(MAX_REASON).collect())
 }
 
+/// The checks every decision form passes first: the session's CSRF token,
+/// the approver role, a reason. Returns the reason, or the refusal page.
+fn admit(state: &AppState, who: &Signed, form: &DecisionForm) -> Result<String, Box<Response>> {
+    if !who.0.csrf_ok(&form.csrf) {
+        return Err(Box::new(csrf_refused(state)));
+    }
+    if let Some(refused) = who.refusal_unless_approver(state) {
+        return Err(Box::new(refused));
+    }
+    clean_reason(&form.reason)
+        .map_err(|m| Box::new(state.message(StatusCode::BAD_REQUEST, "Reason required", m)))
+}
+
+/// Where a decision leads: `done` when the control plane made it, else a
+/// page saying why not (a refusal, or a failure, which is also logged).
+fn outcome(
+    state: &AppState,
+    result: Result<String, ControlPlaneError>,
+    done: String,
+    title: &str,
+    what: &str,
+) -> Response {
+    match result {
+        Ok(outcome) => {
+            tracing::info!(%outcome, "decided in the staff UI");
+            Redirect::to(&done).into_response()
+        }
+        Err(ControlPlaneError::Refused(m)) => state.message(StatusCode::CONFLICT, title, &m),
+        Err(e) => {
+            tracing::error!(error = %e, "{what} in the staff UI failed");
+            state.message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                title,
+                &format!("{what} could not be recorded: {e}"),
+            )
+        }
+    }
+}
+
 pub async fn decide(
     State(state): State<AppState>,
     who: Signed,
     Path(id): Path<String>,
     Form(form): Form<DecisionForm>,
 ) -> Response {
-    if !who.0.csrf_ok(&form.csrf) {
-        return csrf_refused(&state);
-    }
-    if let Some(refused) = who.refusal_unless_approver(&state) {
-        return refused;
-    }
+    let reason = match admit(&state, &who, &form) {
+        Ok(reason) => reason,
+        Err(refused) => return *refused,
+    };
     let approve = match form.decision.as_str() {
         "approve" => true,
         "deny" => false,
@@ -254,32 +291,13 @@ pub async fn decide(
             )
         }
     };
-    let reason = match clean_reason(&form.reason) {
-        Ok(r) => r,
-        Err(m) => return state.message(StatusCode::BAD_REQUEST, "Reason required", m),
-    };
-    match state
+    let result = state
         .parts
         .control_plane
         .decide_request_as_approver(&id, &who.0.login, approve, &reason)
-        .await
-    {
-        Ok(outcome) => {
-            tracing::info!(approval = %id, actor = %who.0.login, %outcome, "decided in the staff UI");
-            Redirect::to(&format!("/approvals?decided={}", crate::encode(&id))).into_response()
-        }
-        Err(ControlPlaneError::Refused(m)) => {
-            state.message(StatusCode::CONFLICT, "Not decided", &m)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, approval = %id, "deciding in the staff UI failed");
-            state.message(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Not decided",
-                &format!("The decision could not be recorded: {e}"),
-            )
-        }
-    }
+        .await;
+    let done = format!("/approvals?decided={}", crate::encode(&id));
+    outcome(&state, result, done, "Not decided", "The decision")
 }
 
 pub async fn cancel(
@@ -288,35 +306,17 @@ pub async fn cancel(
     Path(id): Path<String>,
     Form(form): Form<DecisionForm>,
 ) -> Response {
-    if !who.0.csrf_ok(&form.csrf) {
-        return csrf_refused(&state);
-    }
-    if let Some(refused) = who.refusal_unless_approver(&state) {
-        return refused;
-    }
-    let reason = match clean_reason(&form.reason) {
-        Ok(r) => r,
-        Err(m) => return state.message(StatusCode::BAD_REQUEST, "Reason required", m),
+    let reason = match admit(&state, &who, &form) {
+        Ok(reason) => reason,
+        Err(refused) => return *refused,
     };
-    match state
+    let result = state
         .parts
         .control_plane
         .cancel_run(&id, &who.0.login, &reason)
-        .await
-    {
-        Ok(_) => Redirect::to(&format!("/runs/{}", crate::encode(&id))).into_response(),
-        Err(ControlPlaneError::Refused(m)) => {
-            state.message(StatusCode::CONFLICT, "Not cancelled", &m)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, run = %id, "cancelling in the staff UI failed");
-            state.message(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Not cancelled",
-                &format!("The cancel could not be committed: {e}"),
-            )
-        }
-    }
+        .await;
+    let done = format!("/runs/{}", crate::encode(&id));
+    outcome(&state, result, done, "Not cancelled", "The cancel")
 }
 
 #[cfg(test)]
