@@ -85,18 +85,12 @@ mod tests {
     #[test]
     fn templates_parse_and_escape() {
         let env = environment();
-        let t = env.template_from_str("{{ x }}").expect("inline template");
-        assert_eq!(
-            t.render(minijinja::context! { x => "<b>" })
-                .expect("render"),
-            "<b>"
-        );
         let page = env.get_template("message.html").expect("message page");
         let html = page
             .render(minijinja::context! { title => "t", message => "<script>alert(1)</script>", now => 0 })
             .expect("render");
         assert!(
-            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"),
             "{html}"
         );
         assert!(!html.contains("<script>alert(1)"));
