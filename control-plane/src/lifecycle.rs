@@ -108,14 +108,20 @@ impl ControlPlane {
         else {
             return Ok("trigger label removed; no active run".into());
         };
-        self.cancel(
-            active,
-            delivery_id,
-            &event.sender.login,
-            "trigger label removed",
-        )
-        .await?;
-        Ok(format!("run {} cancelled", active.run_id))
+        match self
+            .cancel(
+                active,
+                delivery_id,
+                &event.sender.login,
+                "trigger label removed",
+            )
+            .await
+        {
+            Ok(()) => Ok(format!("run {} cancelled", active.run_id)),
+            // It ended meanwhile: nothing to cancel, and the delivery is done.
+            Err(ControlPlaneError::Refused(why)) => Ok(why),
+            Err(e) => Err(e),
+        }
     }
 
     /// A person cancels run `run_id` (the staff UI): the same commit and audit

@@ -60,7 +60,8 @@ pub struct CommitRequest {
 
 impl CommitRequest {
     pub fn message(&self) -> String {
-        let mut msg = self.subject.trim().to_string();
+        // One line: a newline from user input (a reason) would forge trailers.
+        let mut msg = self.subject.trim().replace(['\r', '\n'], " ");
         msg.push_str("\n\n");
         if !self.body.trim().is_empty() {
             msg.push_str(self.body.trim());
@@ -750,7 +751,7 @@ mod tests {
 
     fn req(changes: Vec<Change>) -> CommitRequest {
         CommitRequest {
-            subject: "test".into(),
+            subject: "test\n\nForged-Too: yes".into(),
             body: String::new(),
             trailers: vec![("Run-Id".into(), "r1\nForged: yes".into())],
             changes,
@@ -771,6 +772,10 @@ mod tests {
         assert_eq!(
             info.trailers,
             vec![("Run-Id".into(), "r1 Forged: yes".into())]
+        );
+        assert_eq!(
+            info.summary, "test  Forged-Too: yes",
+            "the subject stays one line"
         );
     }
 

@@ -223,8 +223,10 @@ pub struct DecisionForm {
     reason: String,
 }
 
+/// One line of at most `MAX_REASON` characters: it goes into commit
+/// messages and audit rows.
 fn clean_reason(reason: &str) -> Result<String, &'static str> {
-    let reason = reason.trim();
+    let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
     if reason.is_empty() {
         return Err("A reason is required: it goes into the audit trail with your name.");
     }
@@ -335,6 +337,11 @@ mod tests {
     fn reasons_are_required_and_bounded() {
         assert!(clean_reason("  ").is_err());
         assert_eq!(clean_reason(" ok ").as_deref(), Ok("ok"));
+        assert_eq!(
+            clean_reason("fine\n\nActor: mallory").as_deref(),
+            Ok("fine Actor: mallory"),
+            "one line: no forged trailers"
+        );
         assert_eq!(
             clean_reason(&"x".repeat(900)).map(|r| r.len()),
             Ok(MAX_REASON)
