@@ -12,7 +12,6 @@ mod support;
 use issueops_control_plane::render::Templates;
 use issueops_control_plane::ControlPlane;
 use issueops_core::audit::{kind, AuditEvent};
-use issueops_core::store::inbox::NewDelivery;
 use issueops_core::store::runs::{Run, RunState};
 use issueops_core::{naming, Config};
 use std::sync::Arc;
@@ -35,29 +34,16 @@ fn report(name: &str, mut samples: Vec<Duration>) {
     );
 }
 
-/// `runs` runs on record, each with its delivery and seven audit rows; one in
-/// ten failed, the rest succeeded with a pull request.
+/// `runs` runs on record, each with its (processed) delivery and seven audit
+/// rows; one in ten failed, the rest succeeded.
 async fn fill(store: &issueops_core::Store, runs: u64) {
     for i in 0..runs {
         let delivery = format!("bench-{i}");
-        let (_, payload) = support::event_for(10_000 + i);
-        let stored = store
-            .insert_delivery(&NewDelivery {
-                delivery_id: delivery.clone(),
-                event: "issues".into(),
-                action: Some("labeled".into()),
-                repo: Some("Codertocat/Hello-World".into()),
-                sender: Some("Codertocat".into()),
-                payload,
-            })
+        let seq = support::store_delivery(store, &delivery, 10_000 + i).await;
+        store
+            .mark_processed(seq, "bench: run started")
             .await
             .unwrap();
-        if let issueops_core::store::inbox::Inserted::Stored { seq } = stored {
-            store
-                .mark_processed(seq, "bench: run started")
-                .await
-                .unwrap();
-        }
         let run_id = naming::run_id_for_delivery(&delivery);
         let run = Run {
             run_id: run_id.clone(),

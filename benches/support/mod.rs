@@ -30,13 +30,13 @@ pub async fn store_and_repo(dir: &std::path::Path) -> (Store, StateRepo) {
     (store, repo)
 }
 
-/// Puts a new run's delivery for `issue` in the inbox and lets the control
-/// plane decide, render and commit it; returns the milliseconds that took.
-pub async fn commit_new_run(store: &Store, control_plane: &ControlPlane, issue: u64) -> f64 {
+/// Stores GitHub's `issues.labeled` example for `issue` in the inbox as
+/// delivery `id`; returns its inbox sequence number.
+pub async fn store_delivery(store: &Store, id: &str, issue: u64) -> i64 {
     let (_, payload) = event_for(issue);
-    store
+    let stored = store
         .insert_delivery(&NewDelivery {
-            delivery_id: "bench-new".into(),
+            delivery_id: id.into(),
             event: "issues".into(),
             action: Some("labeled".into()),
             repo: Some("Codertocat/Hello-World".into()),
@@ -45,6 +45,16 @@ pub async fn commit_new_run(store: &Store, control_plane: &ControlPlane, issue: 
         })
         .await
         .unwrap();
+    match stored {
+        issueops_core::store::inbox::Inserted::Stored { seq } => seq,
+        issueops_core::store::inbox::Inserted::Duplicate => panic!("delivery {id} stored twice"),
+    }
+}
+
+/// Puts a new run's delivery for `issue` in the inbox and lets the control
+/// plane decide, render and commit it; returns the milliseconds that took.
+pub async fn commit_new_run(store: &Store, control_plane: &ControlPlane, issue: u64) -> f64 {
+    store_delivery(store, "bench-new", issue).await;
     let t = Instant::now();
     assert_eq!(control_plane.process_pending().await.unwrap(), 1);
     t.elapsed().as_secs_f64() * 1000.0
