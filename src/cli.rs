@@ -40,18 +40,26 @@ pub enum Command {
         cluster: ClusterArgs,
         #[command(flatten)]
         ui: UiArgs,
+        #[command(flatten)]
+        ops: OpsArgs,
     },
-    /// Only the webhook gateway (the thin edge). Never migrates.
+    /// Only the webhook gateway (the thin edge). Never migrates. Any number
+    /// of replicas.
     Gateway {
         #[command(flatten)]
         gateway: GatewayArgs,
+        #[command(flatten)]
+        ops: OpsArgs,
     },
-    /// Control plane and reconciler: consume the inbox, commit, apply.
+    /// Control plane and reconciler: consume the inbox, commit, apply. Any
+    /// number of replicas: one leads each role, the others stand by.
     Reconciler {
         #[command(flatten)]
         cluster: ClusterArgs,
         #[command(flatten)]
         ui: UiArgs,
+        #[command(flatten)]
+        ops: OpsArgs,
     },
     /// Create or upgrade the database schema.
     Migrate,
@@ -137,11 +145,31 @@ pub enum Command {
     },
     /// List runs, with what the agent reported (outcome, pull request).
     Runs,
+    /// Dead letters: deliveries parked after a permanent error or too many
+    /// attempts, with the reason. `deliveries retry ID` puts one back in line.
+    Deliveries {
+        #[command(subcommand)]
+        command: Option<DeliveriesCommand>,
+    },
     /// Print the audit trail, oldest first.
     Audit {
         /// Only the rows of this run (and of the delivery that started it).
         #[arg(long)]
         run: Option<String>,
+    },
+}
+
+/// `issueops deliveries ...`
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// Put a dead letter back in line (after fixing its cause), with a fresh
+    /// count of attempts.
+    Retry {
+        /// The delivery id (X-GitHub-Delivery).
+        id: String,
+        /// Who asks, recorded in the audit table.
+        #[arg(long, env = "USER", default_value = "operator")]
+        actor: String,
     },
 }
 
@@ -221,6 +249,18 @@ pub struct GatewayArgs {
     /// Largest webhook body accepted, in bytes.
     #[arg(long, env = "ISSUEOPS_BODY_LIMIT", default_value_t = issueops_gateway::router::DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct OpsArgs {
+    /// Address of `/metrics` (Prometheus text format), `/healthz` and
+    /// `/readyz` for this process. Port 0 picks a free one (logged).
+    #[arg(
+        long,
+        env = "ISSUEOPS_METRICS_LISTEN",
+        default_value = "127.0.0.1:9464"
+    )]
+    pub metrics_listen: SocketAddr,
 }
 
 #[derive(Debug, Args)]

@@ -3,12 +3,15 @@
 
 mod cli;
 mod commands;
+mod leader;
+mod ops_http;
 mod settings;
+mod shutdown;
 mod standin;
 mod telemetry;
 
 use clap::Parser;
-use cli::{Cli, Command, LabelsCommand};
+use cli::{Cli, Command, DeliveriesCommand, LabelsCommand};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -27,10 +30,13 @@ async fn main() -> std::process::ExitCode {
             gateway,
             cluster,
             ui,
-        } => commands::serve::serve(&cli.common, &gateway, &cluster, &ui).await,
-        Command::Gateway { gateway } => commands::serve::gateway_only(&cli.common, &gateway).await,
-        Command::Reconciler { cluster, ui } => {
-            commands::serve::reconciler_only(&cli.common, &cluster, &ui).await
+            ops,
+        } => commands::serve::serve(&cli.common, &gateway, &cluster, &ui, &ops).await,
+        Command::Gateway { gateway, ops } => {
+            commands::serve::gateway_only(&cli.common, &gateway, &ops).await
+        }
+        Command::Reconciler { cluster, ui, ops } => {
+            commands::serve::reconciler_only(&cli.common, &cluster, &ui, &ops).await
         }
         Command::Migrate => commands::ops::migrate(&cli.common).await,
         Command::Render {
@@ -65,6 +71,10 @@ async fn main() -> std::process::ExitCode {
             command: LabelsCommand::Sync { dry_run },
         } => commands::labels::sync(&cli.common, dry_run).await,
         Command::Runs => commands::ops::runs(&cli.common).await,
+        Command::Deliveries { command: None } => commands::ops::dead_letters(&cli.common).await,
+        Command::Deliveries {
+            command: Some(DeliveriesCommand::Retry { id, actor }),
+        } => commands::ops::retry_delivery(&cli.common, &id, &actor).await,
         Command::Audit { run } => commands::ops::audit(&cli.common, run.as_deref()).await,
     };
     match result {

@@ -281,15 +281,28 @@ async fn a_github_outage_delays_the_trigger_but_never_loses_it() {
     let h = harness(&server, test_config()).await;
     let body = labeled("issues/labeled.payload.json", "run:dev");
     h.post_signed("issues", "outage-1", &body).await;
-    let err = h.control_plane.process_pending().await.unwrap_err();
-    assert!(matches!(err, ControlPlaneError::GitHub(_)), "{err}");
-    assert_eq!(
-        h.store.pending_deliveries(10).await.unwrap().len(),
-        1,
-        "the delivery stays in the inbox"
+    // The outage is the delivery's own trouble: it waits for a retry, and
+    // the pass goes on (nothing else is held up).
+    assert_eq!(h.control_plane.process_pending().await.unwrap(), 0);
+    let pending = h.store.pending_deliveries(10).await.unwrap();
+    assert_eq!(pending.len(), 1, "the delivery stays in the inbox");
+    let (waiting, _) = h.store.deliveries_page(true, 0).await.unwrap();
+    assert_eq!(waiting[0].attempts, 1);
+    assert!(
+        waiting[0].last_error.as_deref().unwrap().contains("503"),
+        "{waiting:?}"
     );
     assert!(h.store.list_runs().await.unwrap().is_empty());
-    // GitHub is back: the next pass runs it, once.
+    assert_eq!(
+        h.control_plane.process_pending().await.unwrap(),
+        0,
+        "not retried before its backoff ran out"
+    );
+    // Its retry is due (the backoff elapsed) and GitHub is back: it runs, once.
+    sqlx::query("UPDATE inbox SET next_attempt_at = 0")
+        .execute(h.store.pool())
+        .await
+        .unwrap();
     assert_eq!(h.control_plane.process_pending().await.unwrap(), 1);
     assert_eq!(h.store.list_runs().await.unwrap().len(), 1);
     h.finish().await;

@@ -188,6 +188,8 @@ async fn serve_turns_a_signed_delivery_into_an_applied_run() {
             "--log-format",
             "json",
             "--no-ui",
+            "--metrics-listen",
+            "127.0.0.1:0",
         ])
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))

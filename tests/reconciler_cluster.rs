@@ -88,36 +88,47 @@ async fn a_persistent_error_holds_the_commit_back_and_the_next_cycle_retries() {
     h.finish().await;
 }
 
-#[tokio::test]
-async fn deletes_only_objects_that_carry_the_managed_by_label() {
-    let h = harness_with(ClientBuilder::new().build().await.unwrap()).await;
-    // Two ConfigMaps in the state repo; one of them exists in the cluster
-    // without the managed-by label (someone else's object of the same name).
-    let cm = |name: &str| {
-        format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: default\n  labels:\n    app.kubernetes.io/managed-by: issueops\ndata: {{}}\n"
+/// An issue namespace's folder, as the control plane names it.
+fn issue_namespace() -> String {
+    issueops_core::naming::namespace_for_issue("Codertocat/Hello-World", 7)
+}
+
+/// A ConfigMap in `namespace` with this install's labels.
+fn our_config_map(name: &str, namespace: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels:\n    app.kubernetes.io/managed-by: issueops\n    issueops.dev/instance: default\ndata: {{}}\n"
     )
-    };
-    let commit = |changes: Vec<Change>| CommitRequest {
+}
+
+fn commit(changes: Vec<Change>) -> CommitRequest {
+    CommitRequest {
         subject: "t".into(),
         body: String::new(),
         trailers: vec![],
         changes,
-    };
+    }
+}
+
+#[tokio::test]
+async fn deletes_only_objects_that_carry_the_managed_by_label() {
+    let h = harness_with(ClientBuilder::new().build().await.unwrap()).await;
+    let ns = issue_namespace();
+    // Two ConfigMaps in the state repo; one of them exists in the cluster
+    // without the managed-by label (someone else's object of the same name).
     h.repo
         .commit(&commit(vec![
             Change::Write {
-                path: "extra/ours.yaml".into(),
-                content: cm("ours").into_bytes(),
+                path: format!("issues/{ns}/ours.yaml"),
+                content: our_config_map("ours", &ns).into_bytes(),
             },
             Change::Write {
-                path: "extra/theirs.yaml".into(),
-                content: cm("theirs").into_bytes(),
+                path: format!("issues/{ns}/theirs.yaml"),
+                content: our_config_map("theirs", &ns).into_bytes(),
             },
         ]))
         .unwrap();
     assert!(h.reconciler.reconcile_once().await.unwrap().converged());
-    let api = Api::<ConfigMap>::namespaced(h.client.clone(), "default");
+    let api = Api::<ConfigMap>::namespaced(h.client.clone(), &ns);
     // "theirs" is replaced in the cluster by an object issueops does not manage.
     api.delete("theirs", &Default::default()).await.unwrap();
     let mut foreign = ConfigMap::default();
@@ -125,13 +136,23 @@ async fn deletes_only_objects_that_carry_the_managed_by_label() {
     api.create(&PostParams::default(), &foreign).await.unwrap();
 
     h.repo
-        .commit(&commit(vec![Change::Remove {
-            path: "extra".into(),
-        }]))
+        .commit(&commit(vec![
+            Change::Remove {
+                path: format!("issues/{ns}/ours.yaml"),
+            },
+            Change::Remove {
+                path: format!("issues/{ns}/theirs.yaml"),
+            },
+            // The issue's folder keeps a file: an emptied repo is another test.
+            Change::Write {
+                path: format!("issues/{ns}/kept.yaml"),
+                content: our_config_map("kept", &ns).into_bytes(),
+            },
+        ]))
         .unwrap();
     let report = h.reconciler.reconcile_once().await.unwrap();
-    assert_eq!(report.deleted, vec!["ConfigMap/default/ours".to_string()]);
-    assert_eq!(report.skipped, vec!["ConfigMap/default/theirs".to_string()]);
+    assert_eq!(report.deleted, vec![format!("ConfigMap/{ns}/ours")]);
+    assert_eq!(report.skipped, vec![format!("ConfigMap/{ns}/theirs")]);
     assert!(api.get_opt("ours").await.unwrap().is_none());
     assert!(
         api.get_opt("theirs").await.unwrap().is_some(),
@@ -143,23 +164,146 @@ async fn deletes_only_objects_that_carry_the_managed_by_label() {
 #[tokio::test]
 async fn a_secret_in_the_state_repo_is_refused_not_applied() {
     let h = harness_with(ClientBuilder::new().build().await.unwrap()).await;
+    let ns = issue_namespace();
     h.repo
-        .commit(&CommitRequest {
-            subject: "t".into(),
-            body: String::new(),
-            trailers: vec![],
-            changes: vec![Change::Write {
-                path: "x/secret.yaml".into(),
-                content: b"apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: default}\nstringData: {token: x}\n".to_vec(),
-            }],
-        })
+        .commit(&commit(vec![Change::Write {
+            path: format!("issues/{ns}/secret.yaml"),
+            content: format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: s, namespace: {ns}}}\nstringData: {{token: x}}\n").into_bytes(),
+        }]))
         .unwrap();
     let report = h.reconciler.reconcile_once().await.unwrap();
-    assert_eq!(report.failed.len(), 1);
-    assert!(report.failed[0].contains("Secret"), "{report:?}");
-    let secrets =
-        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(h.client.clone(), "default");
+    assert_eq!(report.refused.len(), 1);
+    assert!(report.refused[0].contains("Secret"), "{report:?}");
+    assert!(report.converged(), "a refused file holds nothing else back");
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(h.client.clone(), &ns);
     assert!(secrets.get_opt("s").await.unwrap().is_none());
+    h.finish().await;
+}
+
+/// Files outside what this install manages are refused, audited, and never
+/// applied: another namespace, a folder that names another namespace, an
+/// object without this install's labels, a kind left out of `cluster.kinds`.
+#[tokio::test]
+async fn files_outside_the_install_are_refused_and_audited() {
+    let client = ClientBuilder::new().build().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = StateRepo::local(&dir.path().join("state.git"), "main").unwrap();
+    let mut config = issueops_core::Config::default();
+    config
+        .cluster
+        .kinds
+        .retain(|k| k != "PersistentVolumeClaim");
+    let h = Harness::start_full(Db::Sqlite, dir, repo, client, config).await;
+    let ns = issue_namespace();
+    let other = issueops_core::naming::namespace_for_issue("Codertocat/Hello-World", 8);
+    let unlabeled =
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: bare, namespace: {ns}}}\n");
+    let claim = format!(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: c\n  namespace: {ns}\n  labels: {{app.kubernetes.io/managed-by: issueops, issueops.dev/instance: default}}\nspec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}\n"
+    );
+    let files = [
+        (
+            "issues/kube-system/cm.yaml".to_string(),
+            our_config_map("cm", "kube-system"),
+        ),
+        (
+            format!("issues/{ns}/elsewhere.yaml"),
+            our_config_map("elsewhere", &other),
+        ),
+        (format!("issues/{ns}/bare.yaml"), unlabeled),
+        (format!("issues/{ns}/claim.yaml"), claim),
+        (
+            "outside/cm.yaml".to_string(),
+            our_config_map("outside", &ns),
+        ),
+        (
+            format!("issues/{ns}/fine.yaml"),
+            our_config_map("fine", &ns),
+        ),
+    ];
+    h.repo
+        .commit(&commit(
+            files
+                .iter()
+                .map(|(path, content)| Change::Write {
+                    path: path.clone(),
+                    content: content.clone().into_bytes(),
+                })
+                .collect(),
+        ))
+        .unwrap();
+    let plan = h.reconciler.plan().await.unwrap();
+    assert_eq!(
+        plan.iter().filter(|l| l.starts_with("refuse ")).count(),
+        5,
+        "{plan:?}"
+    );
+    let report = h.reconciler.reconcile_once().await.unwrap();
+    assert_eq!(
+        report.applied,
+        vec![format!("ConfigMap/{ns}/fine")],
+        "{report:?}"
+    );
+    assert_eq!(report.refused.len(), 5, "{report:?}");
+    let why = report.refused.join("\n");
+    for expected in [
+        "\"kube-system\" is not an issue namespace",
+        &format!("belongs to namespace \"{other}\""),
+        "lacks the labels",
+        "PersistentVolumeClaim is not in cluster.kinds",
+        "files live under issues/<namespace>/",
+    ] {
+        assert!(why.contains(expected), "{expected}: {why}");
+    }
+    let audited = h
+        .audit()
+        .await
+        .into_iter()
+        .filter(|r| r.outcome == "refused-out-of-scope")
+        .count();
+    assert_eq!(audited, 5);
+    for (name, namespace) in [
+        ("cm", "kube-system"),
+        ("elsewhere", other.as_str()),
+        ("bare", ns.as_str()),
+    ] {
+        let api = Api::<ConfigMap>::namespaced(h.client.clone(), namespace);
+        assert!(
+            api.get_opt(name).await.unwrap().is_none(),
+            "{name} was applied"
+        );
+    }
+    h.finish().await;
+}
+
+/// However small the install, a HEAD without any manifest deletes nothing
+/// until `--force`.
+#[tokio::test]
+async fn an_emptied_state_repo_deletes_nothing_without_force() {
+    let h = harness_with(ClientBuilder::new().build().await.unwrap()).await;
+    commit_one_run(&h).await;
+    let first = h.reconciler.reconcile_once().await.unwrap();
+    assert!(first.converged() && !first.applied.is_empty(), "{first:?}");
+    h.repo
+        .commit(&commit(vec![Change::Remove {
+            path: "issues".into(),
+        }]))
+        .unwrap();
+    let blocked = h.reconciler.reconcile_once().await.unwrap();
+    let reason = blocked.blocked.expect("the emptied repo is blocked");
+    assert!(
+        reason.contains("holds no manifests") && reason.contains("--force"),
+        "{reason}"
+    );
+    assert!(blocked.deleted.is_empty());
+    let ns = issueops_core::naming::namespace_for_issue("Codertocat/Hello-World", 1);
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(h.client.clone());
+    assert!(namespaces.get_opt(&ns).await.unwrap().is_some());
+    let forced = h.reconciler.reconcile(true).await.unwrap();
+    assert!(
+        forced.blocked.is_none() && !forced.deleted.is_empty(),
+        "{forced:?}"
+    );
     h.finish().await;
 }
 

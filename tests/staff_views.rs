@@ -198,16 +198,17 @@ async fn views_on(db: Db) {
         .await;
     let seq = h.store.pending_deliveries(10).await.unwrap()[0].seq;
     h.store
-        .record_delivery_error(seq, "git is down")
+        .fail_delivery(seq, "GitHub is down", Some(0))
         .await
         .unwrap();
     h.store
-        .record_delivery_error(seq, "git is still down")
+        .fail_delivery(seq, "GitHub is still down", Some(0))
         .await
         .unwrap();
     let (stuck, _) = h.store.deliveries_page(true, 0).await.unwrap();
     assert_eq!(stuck[0].attempts, 2);
-    assert_eq!(stuck[0].last_error.as_deref(), Some("git is still down"));
+    assert_eq!(stuck[0].last_error.as_deref(), Some("GitHub is still down"));
+    assert_eq!(stuck[0].dead_at, None);
 
     // Every page renders on this database, paged past the first 20 runs.
     let pages = [

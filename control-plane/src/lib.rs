@@ -31,6 +31,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,17 +48,62 @@ pub enum ControlPlaneError {
     Refused(String),
     #[error("GitHub: {0}")]
     GitHub(String),
+    /// GitHub refused for good (say the App is not installed on the repo):
+    /// trying again changes nothing.
+    #[error("GitHub: {0}")]
+    GitHubRefused(String),
 }
 
-/// GitHub errors keep their text (they never hold a token).
-impl From<issueops_github::GitHubError> for ControlPlaneError {
-    fn from(e: issueops_github::GitHubError) -> Self {
-        ControlPlaneError::GitHub(e.to_string())
+/// What a failed delivery means for its retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The delivery cannot succeed as it is: a dead letter at once.
+    Permanent,
+    /// Worth trying again later (GitHub unavailable or throttling).
+    Transient,
+    /// The store or the state repo failed: no fault of the delivery. The pass
+    /// stops and is retried, and the attempt does not count.
+    Infrastructure,
+}
+
+impl ControlPlaneError {
+    pub fn failure(&self) -> Failure {
+        match self {
+            ControlPlaneError::Refused(_)
+            | ControlPlaneError::Render(_)
+            | ControlPlaneError::GitHubRefused(_) => Failure::Permanent,
+            ControlPlaneError::GitHub(_) => Failure::Transient,
+            ControlPlaneError::Store(_)
+            | ControlPlaneError::StateRepo(_)
+            | ControlPlaneError::Task(_) => Failure::Infrastructure,
+        }
     }
 }
 
-/// How many inbox rows are read per query.
+/// GitHub errors keep their text (they never hold a token). A client error
+/// other than a timeout or throttling is GitHub's final word.
+impl From<issueops_github::GitHubError> for ControlPlaneError {
+    fn from(e: issueops_github::GitHubError) -> Self {
+        match &e {
+            issueops_github::GitHubError::Status { status, .. }
+                if (400..500).contains(status) && ![408, 429].contains(status) =>
+            {
+                ControlPlaneError::GitHubRefused(e.to_string())
+            }
+            _ => ControlPlaneError::GitHub(e.to_string()),
+        }
+    }
+}
+
+/// How many inbox rows are claimed per query.
 const BATCH: i64 = 100;
+/// How long a claim holds: longer than handling a batch takes, short enough
+/// that a crashed consumer's deliveries come back soon.
+const CLAIM_LEASE_MS: i64 = 60 * 1000;
+/// The role name of the control plane's locks (leadership and exclusive).
+pub const WRITER_ROLE: &str = "control-plane";
+/// How long a pass waits for an operator's command to finish.
+const PASS_LOCK_WAIT: Duration = Duration::from_secs(60);
 /// Who signs the commits issueops makes on its own (prunes).
 pub const SYSTEM_ACTOR: &str = "issueops";
 
@@ -159,45 +205,125 @@ impl ControlPlane {
         self
     }
 
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    /// Handles every pending delivery, oldest first, then starts queued runs
-    /// whose issue is free. Returns how many deliveries it handled. On a store
-    /// or git error it stops and leaves the delivery pending, so nothing is
-    /// lost; the next call resumes there.
+    /// Handles every due delivery, oldest first, then starts queued runs
+    /// whose issue is free. Returns how many deliveries it handled.
+    ///
+    /// Each batch is claimed first (`FOR UPDATE SKIP LOCKED` on PostgreSQL).
+    /// A delivery that fails is retried later with backoff, or after a
+    /// permanent error or `inbox.max_attempts` attempts becomes a dead letter
+    /// (audited); later deliveries of its repo wait behind it, other repos go
+    /// on. On a store or git error the pass stops and leaves the delivery
+    /// pending, so nothing is lost; the next pass resumes there.
     pub async fn process_pending(&self) -> Result<usize, ControlPlaneError> {
         let mut handled = 0;
         loop {
-            let rows = self.store.pending_deliveries(BATCH).await?;
+            let rows = self.store.claim_deliveries(BATCH, CLAIM_LEASE_MS).await?;
             if rows.is_empty() {
                 break;
             }
-            for row in rows {
+            let mut held_repos = std::collections::HashSet::new();
+            let mut rows = rows.into_iter();
+            while let Some(row) = rows.next() {
+                if held_repos.contains(&row.repo) {
+                    self.store.release_delivery(row.seq).await?;
+                    continue;
+                }
                 let span = tracing::info_span!("process", delivery_id = %row.delivery_id, run_id = tracing::field::Empty);
-                let seq = row.seq;
-                if let Err(e) = self.process(row).instrument(span).await {
-                    // Kept for people (the UI's deliveries page); the delivery
-                    // stays pending and is retried.
-                    if let Err(record) = self.store.record_delivery_error(seq, &e.to_string()).await
-                    {
+                let (seq, repo, delivery_id) = (row.seq, row.repo.clone(), row.delivery_id.clone());
+                let Err(e) = self.process(row).instrument(span).await else {
+                    handled += 1;
+                    continue;
+                };
+                if e.failure() == Failure::Infrastructure {
+                    // Kept for people (the UI's deliveries page); the claims
+                    // are given back so the next pass starts at once.
+                    let release = async {
+                        self.store.note_delivery_error(seq, &e.to_string()).await?;
+                        for rest in rows {
+                            self.store.release_delivery(rest.seq).await?;
+                        }
+                        Ok::<_, StoreError>(())
+                    };
+                    if let Err(record) = release.await {
                         tracing::warn!(error = %record, "cannot record why a delivery failed");
                     }
                     return Err(e);
                 }
-                handled += 1;
+                held_repos.insert(repo.clone());
+                self.delivery_failed(seq, &delivery_id, repo.as_deref(), &e)
+                    .await?;
             }
         }
         self.start_queued().await?;
         Ok(handled)
     }
 
-    /// Runs until the task is dropped: wakes on `wake` or every `poll`, and
-    /// wakes `handled` after each batch so the reconciler starts at once.
-    /// Prunes finished runs on every pass.
-    pub async fn run(self, wake: Arc<Notify>, handled: Arc<Notify>, poll: Duration) {
-        let mut backoff = Duration::from_millis(200);
+    /// Schedules the retry of a delivery that failed, or parks it as a dead
+    /// letter (audited) when the error is permanent or attempts ran out.
+    async fn delivery_failed(
+        &self,
+        seq: i64,
+        delivery_id: &str,
+        repo: Option<&str>,
+        e: &ControlPlaneError,
+    ) -> Result<(), ControlPlaneError> {
+        let inbox = &self.config.inbox;
+        let attempts = self.store.delivery_attempts(seq).await? + 1;
+        let dead = e.failure() == Failure::Permanent || attempts >= i64::from(inbox.max_attempts);
+        let retry_at = (!dead).then(|| {
+            let pause = issueops_core::retry::delay(
+                Duration::from_secs(inbox.first_retry_seconds),
+                Duration::from_secs(inbox.max_retry_seconds.max(inbox.first_retry_seconds)),
+                attempts as u32,
+            );
+            issueops_core::now_ms().saturating_add(pause.as_millis() as i64)
+        });
+        self.store
+            .fail_delivery(seq, &e.to_string(), retry_at)
+            .await?;
+        issueops_core::metrics::delivery_outcome(if dead { "dead" } else { "retry" });
+        if dead {
+            tracing::error!(delivery_id, error = %e, attempts, "delivery dead-lettered");
+            self.store
+                .append_audit(
+                    &AuditEvent::new(kind::DELIVERY_DEAD, "dead-lettered")
+                        .delivery(delivery_id)
+                        .detail(json!({
+                            "repo": repo,
+                            "attempts": attempts,
+                            "reason": e.to_string(),
+                            "permanent": e.failure() == Failure::Permanent,
+                        })),
+                )
+                .await?;
+        } else {
+            tracing::warn!(delivery_id, error = %e, attempts, "delivery failed; will retry");
+        }
+        Ok(())
+    }
+
+    /// Runs until `stop` is cancelled (a pass in progress finishes first):
+    /// wakes on `wake` or every `poll`, and wakes `handled` after each batch
+    /// so the reconciler starts at once. Prunes finished runs on every pass.
+    /// Each pass holds the control plane's exclusive lock, so an operator's
+    /// CLI command waits for it instead of interleaving.
+    pub async fn run(
+        &self,
+        wake: Arc<Notify>,
+        handled: Arc<Notify>,
+        poll: Duration,
+        stop: CancellationToken,
+    ) {
+        let mut pauses =
+            issueops_core::retry::Pauses::new(Duration::from_millis(200), Duration::from_secs(30));
         let catch_up_every = Duration::from_secs(self.config.github.catch_up_seconds.max(1));
         let mut last_catch_up: Option<std::time::Instant> = None;
         loop {
@@ -211,8 +337,10 @@ impl ControlPlane {
                 }
             }
             let pass = async {
+                let _turn = self.store.exclusive(WRITER_ROLE, PASS_LOCK_WAIT).await?;
                 let n = self.process_pending().await?;
                 self.expire_approvals(issueops_core::now_ms()).await?;
+                self.fail_stuck_runs(issueops_core::now_ms()).await?;
                 let pruned = self.prune_due(issueops_core::now_ms()).await?;
                 // Reporting back must not hold up runs: a GitHub outage only
                 // delays the comments, which stay in the outbox.
@@ -226,19 +354,25 @@ impl ControlPlane {
             };
             match pass.await {
                 Ok(n) => {
-                    backoff = Duration::from_millis(200);
+                    pauses.reset();
                     if n > 0 {
                         handled.notify_one();
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, retry_in = ?backoff, "control plane cycle failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    let pause = pauses.next_pause();
+                    tracing::error!(error = %e, retry_in = ?pause, "control plane cycle failed");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
                     continue;
                 }
             }
-            let _ = tokio::time::timeout(poll, wake.notified()).await;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::timeout(poll, wake.notified()) => {}
+            }
         }
     }
 
@@ -272,6 +406,8 @@ impl ControlPlane {
             Decision::Release { event } => self.release(&row.delivery_id, &event).await?,
         };
         self.store.mark_processed(row.seq, &outcome).await?;
+        issueops_core::metrics::delivery_outcome("handled");
+        issueops_core::metrics::decision(&outcome);
         Ok(())
     }
 
@@ -289,8 +425,15 @@ impl ControlPlane {
         mode: RunMode,
     ) -> Result<String, ControlPlaneError> {
         let run_id = naming::run_id_for_delivery(delivery_id);
-        // A replay after a crash finds its own run and carries on with it.
+        // A replay after a crash finds its own run and carries on with it; a
+        // finished run stays finished (its folder is not committed again).
         if let Some(existing) = self.store.get_run(&run_id).await? {
+            if existing.run_state().is_some_and(RunState::is_finished) {
+                return Ok(format!(
+                    "replay of run {run_id}, which already ended ({}): nothing to do",
+                    existing.state
+                ));
+            }
             if existing.state != RunState::Queued.as_str() {
                 return self
                     .commit_run(

@@ -224,7 +224,7 @@ impl ControlPlane {
             let exists = tokio::task::spawn_blocking(move || state_repo.path_exists(&dir))
                 .await
                 .map_err(|e| ControlPlaneError::Task(e.to_string()))??;
-            if !exists {
+            if !exists || !self.still_idle(&repo, issue).await? {
                 continue;
             }
             let issue_ref = format!("{repo}#{issue}");
@@ -249,11 +249,58 @@ impl ControlPlane {
         Ok(commits)
     }
 
+    /// Fails the runs stuck in committed or applied for longer than
+    /// `lifecycle.stuck_seconds` (say the reconciler was down, or the Job was
+    /// refused), with the reason: their issue is free again and the Job is
+    /// never created later (the reconciler skips finished runs' Jobs).
+    pub async fn fail_stuck_runs(&self, now_ms: i64) -> Result<usize, ControlPlaneError> {
+        let limit_s = self.config.lifecycle.stuck_seconds;
+        let before = now_ms.saturating_sub((limit_s as i64).saturating_mul(1000));
+        let stuck = self.store.runs_stuck(before).await?;
+        for run in &stuck {
+            let reason = format!(
+                "stuck in {} for more than {limit_s} s: its Job never started; see the reconciler's health and this run's audit trail",
+                run.state
+            );
+            if !self
+                .store
+                .advance_run(&run.run_id, RunState::Failed, None, Some(&reason))
+                .await?
+            {
+                continue; // moved on meanwhile
+            }
+            tracing::warn!(run_id = %run.run_id, state = %run.state, "stuck run failed");
+            let audit = AuditEvent::new(kind::DECISION, "failed-stuck")
+                .delivery(run.delivery_id.clone())
+                .run(run.run_id.clone())
+                .actor(SYSTEM_ACTOR)
+                .detail(json!({ "state": run.state, "reason": reason }));
+            self.store.append_audit(&audit).await?;
+        }
+        Ok(stuck.len())
+    }
+
+    /// Whether issue `issue` of `repo` has no active run now. Checked again
+    /// right before an idle prune commits: a run started after the prune was
+    /// decided (an approval, a label) keeps its issue.
+    async fn still_idle(&self, repo: &str, issue: i64) -> Result<bool, ControlPlaneError> {
+        Ok(!self
+            .store
+            .runs_for_issue(repo, issue)
+            .await?
+            .iter()
+            .any(|r| {
+                r.run_state()
+                    .is_some_and(|s| s.is_active() || s == RunState::Queued)
+            }))
+    }
+
     async fn prune_run(
         &self,
         run: &Run,
         with_issue: bool,
     ) -> Result<Option<String>, ControlPlaneError> {
+        let with_issue = with_issue && self.still_idle(&run.repo, run.issue_number).await?;
         let issue_ref = format!("{}#{}", run.repo, run.issue_number);
         let mut changes = vec![Change::Remove {
             path: run_dir(&run.namespace, &run.run_id),
@@ -299,6 +346,7 @@ impl ControlPlane {
             audit = audit.commit(sha.clone());
         }
         self.store.append_audit(&audit).await?;
+        issueops_core::metrics::pruned(1);
         tracing::info!(run_id = %run.run_id, action, commit = ?sha, "pruned");
         Ok(sha)
     }

@@ -263,10 +263,26 @@ impl Templates {
             }
             None => None,
         };
+        // Pod Security Admission: the level is enforced, and also warned and
+        // audited so a refused pod says why.
+        let mut namespace_labels = labels.clone();
+        for mode in ["enforce", "warn", "audit"] {
+            namespace_labels.insert(
+                format!("pod-security.kubernetes.io/{mode}"),
+                config.cluster.pod_security.clone(),
+            );
+        }
+        let (except_v6, except_v4): (Vec<&String>, Vec<&String>) = config
+            .cluster
+            .egress_excluded_cidrs
+            .iter()
+            .partition(|c| c.contains(':'));
         let ctx = minijinja::context! {
             namespace => issue.namespace, repo => issue.repo,
             issue_number => issue.issue_number.to_string(),
             labels => labels, annotations => annotations, config => config,
+            namespace_labels => namespace_labels,
+            egress_except_v4 => except_v4, egress_except_v6 => except_v6,
             run => run_value,
         };
         let mut out = Vec::new();

@@ -14,6 +14,10 @@ pub mod kind {
     pub const DELIVERY_RECEIVED: &str = "delivery.received";
     pub const DELIVERY_REJECTED: &str = "delivery.rejected";
     pub const DELIVERY_DUPLICATE: &str = "delivery.duplicate";
+    /// A delivery parked after a permanent error or too many attempts.
+    pub const DELIVERY_DEAD: &str = "delivery.dead";
+    /// A dead letter put back in line by a person.
+    pub const DELIVERY_RETRY: &str = "delivery.retry";
     pub const DECISION: &str = "decision";
     pub const COMMIT: &str = "commit";
     pub const APPLY: &str = "apply";

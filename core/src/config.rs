@@ -42,6 +42,9 @@ pub struct Config {
     pub labels: LabelsConfig,
     pub ui: UiConfig,
     pub standin: StandinConfig,
+    pub inbox: InboxConfig,
+    pub gateway: GatewayConfig,
+    pub cluster: ClusterConfig,
     /// Names this install: every object it renders carries it in the
     /// `issueops.dev/instance` label, and its reconciler lists, observes and
     /// prunes only objects with the same value, so two installs (or two test
@@ -123,6 +126,109 @@ impl PeopleConfig {
         self.users.iter().any(|u| u.eq_ignore_ascii_case(login))
             || any(&self.orgs, orgs)
             || any(&self.teams, teams)
+    }
+}
+
+/// How the control plane retries deliveries it could not handle.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct InboxConfig {
+    /// Attempts before a delivery that keeps failing becomes a dead letter
+    /// (`issueops deliveries`); a permanent error makes it one at once.
+    pub max_attempts: u32,
+    /// Pause before the first retry; it doubles (with jitter) per attempt...
+    pub first_retry_seconds: u64,
+    /// ...up to this.
+    pub max_retry_seconds: u64,
+}
+
+impl Default for InboxConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            first_retry_seconds: 2,
+            max_retry_seconds: 600,
+        }
+    }
+}
+
+/// Limits on what unauthenticated callers can make the gateway do.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Webhook requests per second allowed from one source address (a token
+    /// bucket); beyond it the gateway answers 429. 0 turns the limit off.
+    pub rate_per_second: u32,
+    /// Requests one source may send at once before the rate applies.
+    pub rate_burst: u32,
+    /// Refused (unsigned, forged, malformed) requests are counted, and
+    /// written to the audit table at most once per this many seconds per
+    /// reason and source address.
+    pub refused_summary_seconds: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            rate_per_second: 20,
+            rate_burst: 100,
+            refused_summary_seconds: 60,
+        }
+    }
+}
+
+/// What issueops may do in the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Kinds the reconciler may apply (`Kind` or `group/Kind`); a state-repo
+    /// file of any other kind is refused and audited. Only kinds issueops
+    /// renders can be listed; removing one (say `PersistentVolumeClaim`)
+    /// narrows what a tampered state repo could create.
+    pub kinds: Vec<String>,
+    /// Address ranges the agents' egress policy never allows (the cluster's
+    /// pod and service ranges, the node network, cloud metadata), so HTTPS
+    /// reaches the internet but no in-cluster service.
+    pub egress_excluded_cidrs: Vec<String>,
+    /// Pod Security Admission level enforced on issue namespaces.
+    pub pod_security: String,
+    /// Namespace of the reconciler's leader-election Lease (issueops' own).
+    pub lease_namespace: String,
+    /// A standby reconciler takes over once the leader has not renewed its
+    /// Lease for this long.
+    pub lease_seconds: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            kinds: [
+                "Namespace",
+                "ServiceAccount",
+                "Role",
+                "RoleBinding",
+                "ResourceQuota",
+                "LimitRange",
+                "NetworkPolicy",
+                "PersistentVolumeClaim",
+                "ConfigMap",
+                "Job",
+            ]
+            .map(String::from)
+            .to_vec(),
+            egress_excluded_cidrs: [
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "100.64.0.0/10",
+                "169.254.0.0/16",
+            ]
+            .map(String::from)
+            .to_vec(),
+            pod_security: "restricted".into(),
+            lease_namespace: "issueops".into(),
+            lease_seconds: 15,
+        }
     }
 }
 
@@ -321,8 +427,12 @@ pub struct LifecycleConfig {
     /// A reconcile cycle that would delete more than this share of the managed
     /// objects stops and waits for `--force` (an emptied or broken state repo)...
     pub max_delete_share: f64,
-    /// ...unless it deletes at most this many objects (pruning one issue is fine).
+    /// ...unless it deletes at most this many objects (pruning one issue is
+    /// fine). Deleting every managed object always needs `--force`.
     pub max_unguarded_deletes: usize,
+    /// A run still committed or applied (its Job never started) after this
+    /// many seconds fails with the reason, and frees its issue.
+    pub stuck_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -341,6 +451,7 @@ impl Default for LifecycleConfig {
             cancel_on_unlabel: false,
             max_delete_share: 0.5,
             max_unguarded_deletes: 20,
+            stuck_seconds: 1800,
         }
     }
 }
@@ -396,6 +507,9 @@ impl Default for Config {
             labels: LabelsConfig::default(),
             ui: UiConfig::default(),
             standin: StandinConfig::default(),
+            inbox: InboxConfig::default(),
+            gateway: GatewayConfig::default(),
+            cluster: ClusterConfig::default(),
             instance: crate::DEFAULT_INSTANCE.into(),
         }
     }
@@ -480,6 +594,41 @@ impl Config {
                 "ui.session_hours must be between 1 and 720".into(),
             ));
         }
+        if self.inbox.max_attempts == 0 || self.inbox.first_retry_seconds == 0 {
+            return Err(ConfigError::Invalid(
+                "inbox.max_attempts and inbox.first_retry_seconds must be at least 1".into(),
+            ));
+        }
+        if self.lifecycle.stuck_seconds < 60 {
+            return Err(ConfigError::Invalid(
+                "lifecycle.stuck_seconds must be at least 60".into(),
+            ));
+        }
+        for cidr in &self.cluster.egress_excluded_cidrs {
+            if !valid_cidr(cidr) {
+                return Err(ConfigError::Invalid(format!(
+                    "cluster.egress_excluded_cidrs: {cidr:?} is not an address range like 10.0.0.0/8"
+                )));
+            }
+        }
+        if self.cluster.lease_seconds < 2 {
+            return Err(ConfigError::Invalid(
+                "cluster.lease_seconds must be at least 2".into(),
+            ));
+        }
+        let known = ClusterConfig::default().kinds;
+        if let Some(kind) = self.cluster.kinds.iter().find(|k| !known.contains(k)) {
+            return Err(ConfigError::Invalid(format!(
+                "cluster.kinds: {kind:?} is not a kind issueops renders ({})",
+                known.join(", ")
+            )));
+        }
+        if !["restricted", "baseline", "privileged"].contains(&self.cluster.pod_security.as_str()) {
+            return Err(ConfigError::Invalid(format!(
+                "cluster.pod_security {:?} must be restricted, baseline or privileged",
+                self.cluster.pod_security
+            )));
+        }
         if !(0.0..=1.0).contains(&self.lifecycle.max_delete_share) {
             return Err(ConfigError::Invalid(
                 "lifecycle.max_delete_share must be between 0 and 1".into(),
@@ -548,6 +697,21 @@ impl Config {
     /// Whether events from `repo` may trigger runs (GitHub names are case-insensitive).
     pub fn watches(&self, repo: &str) -> bool {
         self.repos.iter().any(|r| r.eq_ignore_ascii_case(repo))
+    }
+}
+
+/// `a.b.c.d/n` or an IPv6 range, as NetworkPolicy's `ipBlock` takes them.
+fn valid_cidr(cidr: &str) -> bool {
+    let Some((addr, bits)) = cidr.split_once('/') else {
+        return false;
+    };
+    let Ok(bits) = bits.parse::<u8>() else {
+        return false;
+    };
+    match addr.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => bits <= 32,
+        Ok(std::net::IpAddr::V6(_)) => bits <= 128,
+        Err(_) => false,
     }
 }
 

@@ -24,6 +24,7 @@ pub struct Label {
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Issue {
+    #[serde(deserialize_with = "github_number")]
     pub number: u64,
     #[serde(default)]
     pub title: String,
@@ -63,6 +64,7 @@ pub struct Review {
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct PullRequestRef {
+    #[serde(deserialize_with = "github_number")]
     pub number: u64,
     #[serde(default)]
     pub title: String,
@@ -94,9 +96,47 @@ impl Envelope {
     }
 }
 
+/// Largest issue or pull request number accepted: numbers are stored as
+/// signed 64-bit integers, so anything larger would wrap.
+pub const MAX_NUMBER: u64 = i64::MAX as u64;
+
+/// An issue or pull request number: 1 to [`MAX_NUMBER`]; anything else makes
+/// the payload malformed (refused, never stored wrapped).
+fn github_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = u64::deserialize(d)?;
+    if n == 0 || n > MAX_NUMBER {
+        return Err(serde::de::Error::custom(format!(
+            "number {n} is out of range (1 to {MAX_NUMBER})"
+        )));
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn out_of_range_numbers_make_the_payload_malformed() {
+        let with = |n: &str| {
+            format!(
+                r#"{{"action":"labeled","issue":{{"number":{n}}},"repository":{{"full_name":"o/r"}},"sender":{{"login":"u"}}}}"#
+            )
+        };
+        for bad in [
+            "0",
+            "9223372036854775808",
+            "18446744073709551615",
+            "-1",
+            "1.5",
+            "1e3",
+        ] {
+            let err = serde_json::from_str::<IssuesEvent>(&with(bad));
+            assert!(err.is_err(), "{bad} was accepted");
+        }
+        let ok: IssuesEvent = serde_json::from_str(&with("9223372036854775807")).unwrap();
+        assert_eq!(ok.issue.number as i64, i64::MAX);
+    }
 
     #[test]
     fn envelope_tolerates_missing_fields() {

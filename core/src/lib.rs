@@ -8,7 +8,9 @@
 pub mod audit;
 pub mod config;
 pub mod event;
+pub mod metrics;
 pub mod naming;
+pub mod retry;
 pub mod state_repo;
 pub mod store;
 

@@ -46,6 +46,26 @@ pub fn namespace_for_issue(repo_full_name: &str, issue: u64) -> String {
     }
 }
 
+/// Whether `name` has the shape [`namespace_for_issue`] gives:
+/// `<readable>-<issue>-<10 hex>`. Namespaces of other shapes (`kube-system`,
+/// `default`, a team's own) are never issueops'.
+pub fn is_issue_namespace(name: &str) -> bool {
+    let mut parts = name.rsplitn(3, '-');
+    let (Some(hash), Some(issue), Some(readable)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    is_dns1123_label(name)
+        && !readable.is_empty()
+        && hash.len() == HASH_LEN
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && !issue.is_empty()
+        && !issue.starts_with('0')
+        && issue.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Run id for the trigger that arrived as `delivery_id`: deterministic, so a
 /// redelivery or a replay of the inbox maps to the same run.
 pub fn run_id_for_delivery(delivery_id: &str) -> String {
@@ -81,6 +101,23 @@ pub fn is_dns1123_label(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issue_namespaces_are_recognised_by_shape() {
+        for (repo, n) in [("Codertocat/Hello-World", 1), ("a/b", 123456), ("-/-", 7)] {
+            let ns = namespace_for_issue(repo, n);
+            assert!(is_issue_namespace(&ns), "{ns}");
+        }
+        for other in [
+            "kube-system",
+            "default",
+            "team-a-1-xyz",
+            "x-1-012345678",
+            "x-01-0123456789",
+        ] {
+            assert!(!is_issue_namespace(other), "{other}");
+        }
+    }
 
     #[test]
     fn namespace_is_readable_and_stable() {

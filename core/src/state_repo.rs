@@ -151,11 +151,14 @@ impl StateRepo {
         Ok(repo)
     }
 
-    /// Where people can find the state repo: the remote URL or the local path.
+    /// Where people can find the state repo: the remote URL (any credential
+    /// in it hidden) or the local path. Everything that logs, audits or
+    /// reports the location goes through here.
     pub fn location(&self) -> String {
-        self.remote_url
-            .clone()
-            .unwrap_or_else(|| self.path.display().to_string())
+        match &self.remote_url {
+            Some(url) => crate::store::redact_url(url),
+            None => self.path.display().to_string(),
+        }
     }
 
     fn err(&self, context: &'static str) -> impl FnOnce(git2::Error) -> StateRepoError + '_ {
@@ -247,10 +250,13 @@ impl StateRepo {
         }) {
             split_path(p)?;
         }
-        match &self.remote_url {
+        let started = std::time::Instant::now();
+        let made = match &self.remote_url {
             None => self.commit_local(req),
             Some(url) => self.commit_remote(url, req),
-        }
+        };
+        crate::metrics::duration("commit", started.elapsed());
+        made
     }
 
     fn commit_local(&self, req: &CommitRequest) -> Result<Option<String>, StateRepoError> {
@@ -312,7 +318,7 @@ impl StateRepo {
             }
         }
         Err(StateRepoError::PushRejected {
-            url: url.to_string(),
+            url: crate::store::redact_url(url),
             attempts: MAX_PUSH_ATTEMPTS,
             reason: last_reason,
         })
@@ -478,6 +484,31 @@ impl StateRepo {
         let tree = self.find_tree(&repo, &tip)?;
         let exists = tree.get_path(std::path::Path::new(path)).is_ok();
         Ok(exists)
+    }
+
+    /// Whether any file at `sha` satisfies `wanted` (stops at the first).
+    pub fn any_file(
+        &self,
+        sha: &str,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<bool, StateRepoError> {
+        let repo = self.open()?;
+        let tree = self.find_tree(&repo, sha)?;
+        let mut found = false;
+        let walked = tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            let is_file = entry.kind() == Some(git2::ObjectType::Blob);
+            if is_file && wanted(&format!("{dir}{}", entry.name().unwrap_or_default())) {
+                found = true;
+                git2::TreeWalkResult::Abort
+            } else {
+                git2::TreeWalkResult::Ok
+            }
+        });
+        // An aborted walk reports an error; only a real one matters.
+        match walked {
+            Err(e) if !found => Err(self.err("walking a tree")(e)),
+            _ => Ok(found),
+        }
     }
 
     /// Every file at `sha`, by path.

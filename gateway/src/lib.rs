@@ -2,8 +2,9 @@
 //! deliveries, then answers. It never decides, renders, commits or talks to
 //! Kubernetes; the control plane reads what it stored.
 
+pub mod guard;
 pub mod router;
 pub mod signature;
 
-pub use router::{router, AppState};
+pub use router::{router, serve, AppState};
 pub use signature::{sign, Secrets};

@@ -1,13 +1,18 @@
 //! HTTP routes of the gateway: `POST /webhooks/github`, `/healthz`, `/readyz`.
 //!
 //! Invariant: a delivery is answered 2xx only once it is durably in the inbox
-//! (or was already there). Anything refused is audited and changes nothing else.
+//! (or was already there). Anything refused is counted, audited at most once
+//! per reason, source and window (`guard`), and changes nothing else. Every
+//! answer comes within `DB_DEADLINE` plus the time to read the body, even with
+//! the database down (GitHub gives up after 10 s).
 
+use crate::guard::Guard;
 use crate::signature::Secrets;
 use axum::body::Bytes;
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -16,7 +21,9 @@ use issueops_core::event::Envelope;
 use issueops_core::store::inbox::{Inserted, NewDelivery};
 use issueops_core::Store;
 use serde_json::json;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
@@ -25,6 +32,8 @@ use tracing::Instrument;
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// Longest delivery id accepted (GitHub sends a 36-character UUID).
 const MAX_DELIVERY_ID_LEN: usize = 128;
+/// How long the gateway waits for the database before answering 503.
+pub const DB_DEADLINE: Duration = Duration::from_millis(1500);
 
 #[derive(Clone)]
 pub struct AppState {
@@ -33,6 +42,72 @@ pub struct AppState {
     /// Woken after each new delivery so an in-process control plane starts at once.
     pub stored: Arc<Notify>,
     pub body_limit: usize,
+    pub guard: Arc<Guard>,
+}
+
+impl AppState {
+    pub fn new(
+        store: Store,
+        secrets: Secrets,
+        stored: Arc<Notify>,
+        body_limit: usize,
+        config: &issueops_core::config::GatewayConfig,
+    ) -> Self {
+        Self {
+            store,
+            secrets,
+            stored,
+            body_limit,
+            guard: Arc::new(Guard::new(config)),
+        }
+    }
+}
+
+/// Serves the gateway until `shutdown` resolves, then finishes the requests
+/// in flight and writes the refusal summaries still open.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (guard, store) = (state.guard.clone(), state.store.clone());
+    let flusher = tokio::spawn({
+        let (guard, store) = (guard.clone(), store.clone());
+        async move {
+            let mut tick = tokio::time::interval(guard.window() / 2);
+            loop {
+                tick.tick().await;
+                write_summaries(&store, guard.flush(false)).await;
+            }
+        }
+    });
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    flusher.abort();
+    write_summaries(&store, guard.flush(true)).await;
+    served
+}
+
+async fn write_summaries(store: &Store, rows: Vec<AuditEvent>) {
+    for row in rows {
+        if let Err(e) = store.append_audit(&row).await {
+            tracing::warn!(error = %e, "could not write a refusal summary");
+        }
+    }
+}
+
+/// Whether the database answers, within the deadline.
+pub async fn database_ready(store: &Store) -> Result<(), String> {
+    match tokio::time::timeout(DB_DEADLINE, store.ensure_migrated()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "the database did not answer within {} ms",
+            DB_DEADLINE.as_millis()
+        )),
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -46,9 +121,9 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
-    match state.store.ensure_migrated().await {
+    match database_ready(&state.store).await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
     }
 }
 
@@ -59,6 +134,7 @@ enum Refusal {
     TooLarge,
     BadRequest(String),
     Unavailable(String),
+    RateLimited,
 }
 
 impl Refusal {
@@ -68,12 +144,24 @@ impl Refusal {
             Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
     fn reason(&self) -> String {
         match self {
             Refusal::Signature(r) | Refusal::BadRequest(r) | Refusal::Unavailable(r) => r.clone(),
             Refusal::TooLarge => "body exceeds the configured limit".into(),
+            Refusal::RateLimited => "too many requests from this address; slow down".into(),
+        }
+    }
+    /// The metric label and summary key.
+    fn class(&self) -> &'static str {
+        match self {
+            Refusal::Signature(_) => "signature",
+            Refusal::TooLarge => "too_large",
+            Refusal::BadRequest(_) => "bad_request",
+            Refusal::Unavailable(_) => "unavailable",
+            Refusal::RateLimited => "rate_limited",
         }
     }
 }
@@ -93,9 +181,15 @@ fn valid_delivery_id(id: &str) -> bool {
 
 async fn receive(
     State(state): State<AppState>,
+    extensions: Extensions,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // Without connection info (a router served without it) every caller
+    // shares one bucket: stricter, never looser.
+    let source = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
     let raw_id = header(&headers, "x-github-delivery").unwrap_or("");
     let delivery_id = valid_delivery_id(raw_id).then(|| raw_id.to_string());
     let span = tracing::info_span!(
@@ -103,27 +197,41 @@ async fn receive(
         delivery_id = delivery_id.as_deref().unwrap_or("-")
     );
     async move {
-        match accept(&state, &headers, body, delivery_id.as_deref()).await {
+        let result = if state.guard.admit(source) {
+            accept(&state, &headers, body, delivery_id.as_deref()).await
+        } else {
+            Err(Refusal::RateLimited)
+        };
+        match result {
             Ok(response) => response,
             Err(refusal) => {
                 let reason = refusal.reason();
-                tracing::warn!(status = refusal.status().as_u16(), %reason, "delivery refused");
-                let mut event = AuditEvent::new(kind::DELIVERY_REJECTED, "rejected").detail(json!({
-                    "status": refusal.status().as_u16(),
-                    "reason": reason,
-                    "event": header(&headers, "x-github-event").map(|e| e.chars().take(64).collect::<String>()),
-                }));
-                // An unauthenticated request's delivery id is only a claim: keep it
-                // out of the linking column so it cannot attach itself to a real run.
-                match (&delivery_id, &refusal) {
-                    (Some(id), Refusal::BadRequest(_) | Refusal::Unavailable(_)) => event = event.delivery(id.clone()),
-                    (Some(id), _) => event.detail["claimed_delivery_id"] = json!(id),
-                    (None, _) => {}
+                let status = refusal.status();
+                tracing::debug!(status = status.as_u16(), %reason, %source, "delivery refused");
+                issueops_core::metrics::delivery_outcome("refused");
+                if let Some(mut event) =
+                    state
+                        .guard
+                        .refused(refusal.class(), source, status.as_u16(), &reason)
+                {
+                    tracing::warn!(status = status.as_u16(), %reason, %source, "delivery refused (further ones like it are counted)");
+                    event.detail["event"] = json!(header(&headers, "x-github-event")
+                        .map(|e| e.chars().take(64).collect::<String>()));
+                    // An unauthenticated request's delivery id is only a claim: keep it
+                    // out of the linking column so it cannot attach itself to a real run.
+                    match (&delivery_id, &refusal) {
+                        (Some(id), Refusal::BadRequest(_) | Refusal::Unavailable(_)) => {
+                            event = event.delivery(id.clone())
+                        }
+                        (Some(id), _) => event.detail["claimed_delivery_id"] = json!(id),
+                        (None, _) => {}
+                    }
+                    let audited = tokio::time::timeout(DB_DEADLINE, state.store.append_audit(&event));
+                    if !matches!(audited.await, Ok(Ok(_))) {
+                        tracing::error!("could not audit a refused delivery");
+                    }
                 }
-                if let Err(e) = state.store.append_audit(&event).await {
-                    tracing::error!(error = %e, "could not audit a refused delivery");
-                }
-                (refusal.status(), Json(json!({ "error": reason }))).into_response()
+                (status, Json(json!({ "error": reason }))).into_response()
             }
         }
     }
@@ -171,13 +279,18 @@ async fn accept(
         // Stored as received, so the audit trail holds exactly what GitHub sent.
         payload: String::from_utf8_lossy(&body).into_owned(),
     };
-    let inserted = state
-        .store
-        .insert_delivery(&delivery)
+    let inserted = tokio::time::timeout(DB_DEADLINE, state.store.insert_delivery(&delivery))
         .await
+        .map_err(|_| {
+            Refusal::Unavailable(format!(
+                "the database did not answer within {} ms; GitHub may redeliver",
+                DB_DEADLINE.as_millis()
+            ))
+        })?
         .map_err(|e| Refusal::Unavailable(format!("could not store the delivery: {e}")))?;
     match inserted {
         Inserted::Duplicate => {
+            issueops_core::metrics::delivery_outcome("duplicate");
             tracing::info!(event, "duplicate delivery; already in the inbox");
             Ok((
                 StatusCode::OK,
@@ -192,10 +305,13 @@ async fn accept(
             if let Some(sender) = &delivery.sender {
                 audit = audit.actor(sender.clone());
             }
-            if let Err(e) = state.store.append_audit(&audit).await {
+            issueops_core::metrics::delivery_outcome("stored");
+            match tokio::time::timeout(DB_DEADLINE, state.store.append_audit(&audit)).await {
+                Ok(Ok(_)) => {}
                 // The delivery is safely stored; losing this row must not make
                 // GitHub think the delivery failed.
-                tracing::error!(error = %e, "could not audit a stored delivery");
+                Ok(Err(e)) => tracing::error!(error = %e, "could not audit a stored delivery"),
+                Err(_) => tracing::error!("could not audit a stored delivery in time"),
             }
             state.stored.notify_one();
             tracing::info!(event, seq, "delivery stored");

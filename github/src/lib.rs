@@ -229,6 +229,16 @@ impl GitHub {
                             )
                         })
                         .collect();
+                    if let Some(left) = headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("x-ratelimit-remaining"))
+                        .and_then(|(_, v)| v.trim().parse::<i64>().ok())
+                    {
+                        issueops_core::metrics::github_rate_limit_remaining(left);
+                    }
+                    if status >= 400 {
+                        issueops_core::metrics::api_error("github");
+                    }
                     match verdict(status, &headers, attempt, now_epoch()) {
                         Verdict::Done => {
                             let text = client.body_to_string(response).await.map_err(|e| {
@@ -255,8 +265,9 @@ impl GitHub {
                 }
                 Err(e) => {
                     // Timeouts and connection failures: back off and retry.
+                    issueops_core::metrics::api_error("github");
                     last = e.to_string();
-                    Duration::from_millis(200u64 << attempt.min(8))
+                    retry::backoff(attempt)
                 }
             };
             if wait > self.settings.max_wait {

@@ -23,10 +23,17 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// The pause after failed attempt `attempt` when GitHub named none: the
+/// project's one backoff policy (exponential, with jitter).
+pub fn backoff(attempt: u32) -> Duration {
+    // At most 4 s with jitter: below the default `github.max_wait_seconds`.
+    issueops_core::retry::delay(Duration::from_millis(200), Duration::from_secs(2), attempt)
+}
+
 /// Decides on an answer with `status` and `headers` to attempt number
 /// `attempt` (1-based), at `now_epoch` seconds.
 pub fn verdict(status: u16, headers: &[(String, String)], attempt: u32, now_epoch: u64) -> Verdict {
-    let backoff = Duration::from_millis(200u64.saturating_mul(1 << attempt.min(8)));
+    let backoff = backoff(attempt);
     let rate_limited = status == 429
         || (status == 403
             && (header(headers, "retry-after").is_some()

@@ -6,6 +6,7 @@
 //! the very object (uid) it looked at.
 
 use crate::desired::DesiredObject;
+use issueops_core::retry::{self, Retryable};
 use issueops_core::{
     DEFAULT_INSTANCE, FIELD_MANAGER, INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
 };
@@ -18,6 +19,7 @@ use std::time::Duration;
 /// Attempts per API call before an error is reported.
 const MAX_ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What a delete did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,26 +48,21 @@ pub fn is_transient(err: &kube::Error) -> bool {
 }
 
 /// Runs `op` until it succeeds, fails permanently, or runs out of attempts,
-/// doubling the pause between attempts.
-pub async fn with_backoff<T, F, Fut>(what: &str, mut op: F) -> Result<T, kube::Error>
+/// with the project's backoff policy (exponential, jitter).
+pub async fn with_backoff<T, F, Fut>(what: &str, op: F) -> Result<T, kube::Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,
 {
-    let mut pause = FIRST_BACKOFF;
-    let mut attempt = 1;
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(e) if attempt < MAX_ATTEMPTS && is_transient(&e) => {
-                tracing::warn!(%what, attempt, error = %e, "transient API error; retrying");
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    op.retry(retry::policy(
+        FIRST_BACKOFF,
+        MAX_BACKOFF,
+        (MAX_ATTEMPTS - 1) as usize,
+    ))
+    .when(is_transient)
+    .notify(|e, pause| tracing::warn!(%what, error = %e, ?pause, "transient API error; retrying"))
+    .await
+    .inspect_err(|_| issueops_core::metrics::api_error("kubernetes"))
 }
 
 /// Whether `obj` carries the labels of install `instance`. An object from
@@ -108,6 +105,33 @@ fn owner_of(meta: &kube::core::ObjectMeta) -> String {
             }
         }
     }
+}
+
+/// Who owns `obj` when it exists in the cluster and is not ours.
+pub async fn foreign_object(
+    client: &Client,
+    obj: &DesiredObject,
+    instance: &str,
+) -> Result<Option<String>, kube::Error> {
+    let api = api(client, obj);
+    let current = with_backoff(&obj.reference(), || api.get_opt(&obj.name)).await?;
+    Ok(current
+        .filter(|o| !is_ours(&o.metadata, instance))
+        .map(|o| owner_of(&o.metadata)))
+}
+
+/// Who owns namespace `name` when it exists and is not ours; `None` when it
+/// is ours or does not exist (then applying into it fails on its own).
+pub async fn foreign_namespace(
+    client: &Client,
+    name: &str,
+    instance: &str,
+) -> Result<Option<String>, kube::Error> {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let current = with_backoff(&format!("Namespace/{name}"), || api.get_opt(name)).await?;
+    Ok(current
+        .filter(|ns| !is_ours(&ns.metadata, instance))
+        .map(|ns| owner_of(&ns.metadata)))
 }
 
 /// Server-side applies `obj`, taking ownership of the fields it sets. With

@@ -2,7 +2,9 @@
 //!
 //! Invariants: only the kinds issueops renders are accepted (a Secret or any
 //! unknown kind in the state repo is refused, never applied), and the order of
-//! kinds is fixed: cluster-scoped objects first on apply, last on delete.
+//! kinds is fixed: cluster-scoped objects first on apply, last on delete. An
+//! object is in scope ([`Scope::check`]) only inside its issue's folder and
+//! namespace, with this install's labels.
 
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 
@@ -22,6 +24,71 @@ pub enum DesiredError {
         kind: String,
         name: String,
     },
+    #[error("{path}: refused, outside what this install manages: {reason}")]
+    OutOfScope { path: String, reason: String },
+}
+
+/// What one install may touch: the kinds of `cluster.kinds`, in issue
+/// namespaces (`issues/<namespace>/…`, named as issueops names them), with
+/// its managed-by and instance labels.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub instance: String,
+    pub kinds: Vec<String>,
+}
+
+impl Scope {
+    pub fn new(instance: &str, kinds: &[String]) -> Self {
+        Self {
+            instance: instance.into(),
+            kinds: kinds.to_vec(),
+        }
+    }
+
+    /// Why `obj` must not be applied (or deleted) by this install, if it must not.
+    pub fn check(&self, obj: &DesiredObject) -> Result<(), DesiredError> {
+        let refuse = |reason: String| DesiredError::OutOfScope {
+            path: obj.path.clone(),
+            reason,
+        };
+        let kind = &obj.resource.kind;
+        if !self.kinds.iter().any(|k| k == kind) {
+            return Err(refuse(format!(
+                "kind {kind} is not in cluster.kinds ({})",
+                self.kinds.join(", ")
+            )));
+        }
+        let folder = obj
+            .path
+            .strip_prefix("issues/")
+            .and_then(|rest| rest.split('/').next())
+            .filter(|ns| !ns.is_empty())
+            .ok_or_else(|| refuse("files live under issues/<namespace>/".into()))?;
+        if !issueops_core::naming::is_issue_namespace(folder) {
+            return Err(refuse(format!(
+                "{folder:?} is not an issue namespace name issueops gives"
+            )));
+        }
+        let namespace = obj.namespace.as_deref().unwrap_or(&obj.name);
+        if namespace != folder {
+            return Err(refuse(format!(
+                "{} belongs to namespace {namespace:?}, but its file is in the folder of {folder:?}",
+                obj.reference()
+            )));
+        }
+        let managed = obj.label(issueops_core::MANAGED_BY_LABEL);
+        let instance = obj.label(issueops_core::INSTANCE_LABEL);
+        if managed != Some(issueops_core::MANAGED_BY_VALUE) || instance != Some(&self.instance) {
+            return Err(refuse(format!(
+                "it lacks the labels {}={} and {}={}",
+                issueops_core::MANAGED_BY_LABEL,
+                issueops_core::MANAGED_BY_VALUE,
+                issueops_core::INSTANCE_LABEL,
+                self.instance
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// A kind issueops may apply, in apply order.

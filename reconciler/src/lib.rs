@@ -11,6 +11,7 @@ pub mod agent_result;
 pub mod apply;
 pub mod credentials;
 pub mod desired;
+pub mod lease;
 pub mod observe;
 pub mod resync;
 
@@ -30,6 +31,13 @@ use tracing::Instrument;
 
 /// Key under which the last applied commit is stored, unless set otherwise.
 pub const DEFAULT_STATE_KEY: &str = "default";
+/// `Action` trailers of the control plane's commits that remove folders as a
+/// run or an issue ends.
+const LIFECYCLE_ACTIONS: [&str; 4] = ["prune-run", "prune-issue", "cancel-run", "close-issue"];
+/// The role name of the reconciler's locks (leadership and exclusive).
+pub const WRITER_ROLE: &str = "reconciler";
+/// How long a cycle waits for an operator's `issueops reconcile`.
+const CYCLE_LOCK_WAIT: Duration = Duration::from_secs(60);
 /// Label carrying the run id on run-scoped objects.
 pub const RUN_LABEL: &str = "issueops.dev/run-id";
 
@@ -96,6 +104,10 @@ pub struct CycleReport {
     pub deleted: Vec<String>,
     pub skipped: Vec<String>,
     pub failed: Vec<String>,
+    /// State-repo files refused (not Kubernetes objects, or outside what this
+    /// install manages), with the reason: audited, never applied, and no
+    /// obstacle to the rest of the cycle.
+    pub refused: Vec<String>,
     /// Set when prune safety stopped the cycle before it changed anything.
     pub blocked: Option<String>,
 }
@@ -117,6 +129,8 @@ pub struct Reconciler {
     credentials: Option<(Arc<issueops_github::GitHub>, String)>,
     /// This install's name: the `issueops.dev/instance` label it owns.
     instance: String,
+    /// What this install may touch (instance, kinds).
+    scope: desired::Scope,
     /// The agent's model API key, written beside the GitHub token (key
     /// `agent-api-key`); never logged, audited or committed.
     agent_api_key: Option<credentials::AgentApiKey>,
@@ -148,6 +162,10 @@ impl Reconciler {
             watch_jobs: false,
             credentials: None,
             instance: issueops_core::DEFAULT_INSTANCE.into(),
+            scope: desired::Scope::new(
+                issueops_core::DEFAULT_INSTANCE,
+                &issueops_core::config::ClusterConfig::default().kinds,
+            ),
             agent_api_key: None,
         }
     }
@@ -155,6 +173,13 @@ impl Reconciler {
     /// Acts only on objects labelled with install `instance` (the config's `instance`).
     pub fn with_instance(mut self, instance: impl Into<String>) -> Self {
         self.instance = instance.into();
+        self.scope.instance = self.instance.clone();
+        self
+    }
+
+    /// Applies only these kinds (the config's `cluster.kinds`).
+    pub fn with_kinds(mut self, kinds: &[String]) -> Self {
+        self.scope.kinds = kinds.to_vec();
         self
     }
 
@@ -197,9 +222,17 @@ impl Reconciler {
         self
     }
 
-    /// Runs until the task is dropped: a cycle when woken by `wake` or every
-    /// `poll`, Job observation after each, and a full resync every `resync`.
-    pub async fn run(self, wake: Arc<Notify>, poll: Duration, resync: Duration) {
+    /// Runs until `stop` is cancelled (a cycle in progress finishes first): a
+    /// cycle when woken by `wake` or every `poll`, Job observation after each,
+    /// and a full resync every `resync`. Each cycle holds the reconciler's
+    /// exclusive lock, so `issueops reconcile` waits for it.
+    pub async fn run(
+        &self,
+        wake: Arc<Notify>,
+        poll: Duration,
+        resync: Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
         let _watch = self.watch_jobs.then(|| {
             let (client, store) = (self.client.clone(), self.store.clone());
             let instance = self.instance.clone();
@@ -211,6 +244,16 @@ impl Reconciler {
         });
         let mut last_resync = std::time::Instant::now();
         loop {
+            let turn = match self.store.exclusive(WRITER_ROLE, CYCLE_LOCK_WAIT).await {
+                Ok(turn) => turn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reconciler lock not available; next cycle");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(poll) => continue,
+                    }
+                }
+            };
             let cycle = self.reconcile_once().await;
             match &cycle {
                 Ok(report) if !report.converged() => {
@@ -242,7 +285,11 @@ impl Reconciler {
                     Err(e) => tracing::error!(error = %e, "resync failed"),
                 }
             }
-            let _ = tokio::time::timeout(poll, wake.notified()).await;
+            drop(turn);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::timeout(poll, wake.notified()) => {}
+            }
         }
     }
 
@@ -250,10 +297,11 @@ impl Reconciler {
     /// it: one line per object, from the git diff since the last applied commit.
     pub async fn plan(&self) -> Result<Vec<String>, ReconcileError> {
         let last = self.store.last_applied_commit(&self.state_key).await?;
-        let repo = self.repo.clone();
-        let planned = tokio::task::spawn_blocking(move || plan_cycle(&repo, last.as_deref()))
-            .await
-            .map_err(|e| ReconcileError::Task(e.to_string()))??;
+        let (repo, scope) = (self.repo.clone(), self.scope.clone());
+        let planned =
+            tokio::task::spawn_blocking(move || plan_cycle(&repo, last.as_deref(), &scope))
+                .await
+                .map_err(|e| ReconcileError::Task(e.to_string()))??;
         let Some((head, steps, report)) = planned else {
             return Ok(vec!["nothing to do: the cluster is at HEAD".into()]);
         };
@@ -261,6 +309,20 @@ impl Reconciler {
         for step in &steps {
             let verb = if step.delete { "delete" } else { "apply " };
             let mut line = format!("{verb} {}", step.object.reference());
+            if !step.delete && step.check_owner {
+                // An object new to us that exists already: the cycle would
+                // refuse it rather than take it over.
+                if let Some(owner) =
+                    apply::foreign_object(&self.client, &step.object, &self.instance)
+                        .await
+                        .map_err(|e| ReconcileError::Kube(e.to_string()))?
+                {
+                    line = format!(
+                        "refuse {} (exists, not managed by this install: {owner})",
+                        step.object.reference()
+                    );
+                }
+            }
             if !step.delete && step.object.resource.kind == "Job" {
                 if let Some(run) = step.object.label(RUN_LABEL) {
                     if self
@@ -280,6 +342,7 @@ impl Reconciler {
             lines.push(line);
         }
         lines.extend(report.failed.into_iter().map(|f| format!("error  {f}")));
+        lines.extend(report.refused.into_iter().map(|f| format!("refuse {f}")));
         Ok(lines)
     }
 
@@ -290,13 +353,15 @@ impl Reconciler {
 
     /// One cycle; `force` lifts prune safety for this cycle only.
     pub async fn reconcile(&self, force: bool) -> Result<CycleReport, ReconcileError> {
+        let started = std::time::Instant::now();
         let last = self.store.last_applied_commit(&self.state_key).await?;
-        let repo = self.repo.clone();
+        let (repo, scope) = (self.repo.clone(), self.scope.clone());
         let last_for_task = last.clone();
-        let planned =
-            tokio::task::spawn_blocking(move || plan_cycle(&repo, last_for_task.as_deref()))
-                .await
-                .map_err(|e| ReconcileError::Task(e.to_string()))??;
+        let planned = tokio::task::spawn_blocking(move || {
+            plan_cycle(&repo, last_for_task.as_deref(), &scope)
+        })
+        .await
+        .map_err(|e| ReconcileError::Task(e.to_string()))??;
         let Some((head, steps, mut report)) = planned else {
             return Ok(CycleReport {
                 head: last,
@@ -304,7 +369,38 @@ impl Reconciler {
             });
         };
         let span = tracing::info_span!("reconcile", commit = %head);
+        for reason in &report.refused {
+            tracing::error!(%reason, "state repo file refused");
+            let audit = AuditEvent::new(kind::APPLY, "refused-out-of-scope")
+                .commit(head.clone())
+                .detail(json!({ "reason": reason }));
+            self.store.append_audit(&audit).await?;
+        }
         let deletes = steps.iter().filter(|s| s.delete).count();
+        // Deletes the control plane's own lifecycle commits explain (a prune,
+        // a cancel, a closed issue) are routine, even of the last issue.
+        let unexplained = steps.iter().filter(|s| s.delete).any(|s| {
+            !trailer(s.origin.as_ref(), "Action").is_some_and(|a| LIFECYCLE_ACTIONS.contains(&a))
+        });
+        if !force && unexplained && deletes <= self.safety.max_unguarded {
+            // However small the install: a HEAD without a single manifest
+            // (an emptied or broken state repo) never deletes everything.
+            let (repo, at) = (self.repo.clone(), head.clone());
+            let emptied = tokio::task::spawn_blocking(move || {
+                repo.any_file(&at, desired::is_manifest).map(|any| !any)
+            })
+            .await
+            .map_err(|e| ReconcileError::Task(e.to_string()))??;
+            if emptied {
+                let reason = format!(
+                    "the state repo at {head} holds no manifests: this would delete every managed object ({deletes}); \
+                     check the state repo, then run `issueops reconcile --force` if this is intended"
+                );
+                return self
+                    .block(report, &head, last.as_deref(), deletes, deletes, reason)
+                    .await;
+            }
+        }
         if !force && deletes > self.safety.max_unguarded {
             let repo = self.repo.clone();
             let from = last.clone();
@@ -317,13 +413,9 @@ impl Reconciler {
             .await
             .map_err(|e| ReconcileError::Task(e.to_string()))??;
             if let Some(reason) = self.safety.check(deletes, inventory) {
-                tracing::error!(%reason, "prune safety stopped the cycle");
-                let audit = AuditEvent::new(kind::RECONCILE, "blocked-prune-safety")
-                    .commit(head.clone())
-                    .detail(json!({ "from": last, "deletes": deletes, "inventory": inventory, "reason": reason }));
-                self.store.append_audit(&audit).await?;
-                report.blocked = Some(reason);
-                return Ok(report);
+                return self
+                    .block(report, &head, last.as_deref(), deletes, inventory, reason)
+                    .await;
             }
         }
         async {
@@ -360,6 +452,26 @@ impl Reconciler {
         }
         .instrument(span)
         .await?;
+        issueops_core::metrics::duration("reconcile", started.elapsed());
+        Ok(report)
+    }
+
+    /// Prune safety stopped the cycle: audit why, change nothing.
+    async fn block(
+        &self,
+        mut report: CycleReport,
+        head: &str,
+        last: Option<&str>,
+        deletes: usize,
+        inventory: usize,
+        reason: String,
+    ) -> Result<CycleReport, ReconcileError> {
+        tracing::error!(%reason, "prune safety stopped the cycle");
+        let audit = AuditEvent::new(kind::RECONCILE, "blocked-prune-safety")
+            .commit(head.to_string())
+            .detail(json!({ "from": last, "deletes": deletes, "inventory": inventory, "reason": reason }));
+        self.store.append_audit(&audit).await?;
+        report.blocked = Some(reason);
         Ok(report)
     }
 
@@ -473,6 +585,49 @@ impl Reconciler {
                 return Ok(());
             }
         }
+        // An object new to us goes only into a namespace that is ours: a
+        // namespace someone else made (same name, not our labels) is refused
+        // with everything in it.
+        if !step.delete && step.check_owner {
+            if let Some(ns) = obj.namespace.as_deref() {
+                if !refused.created.contains(ns) && !refused.verified.contains(ns) {
+                    match apply::foreign_namespace(&self.client, ns, &self.instance).await {
+                        Ok(None) => {
+                            refused.verified.insert(ns.to_string());
+                        }
+                        Ok(Some(owner)) => {
+                            let reason = format!(
+                                "namespace {ns} exists and is not managed by this issueops install ({owner}); refusing to put objects into it"
+                            );
+                            tracing::error!(object = %reference, %reason, "refused");
+                            refused.by_scope.insert(scope.clone(), reason.clone());
+                            report.skipped.push(reference.clone());
+                            self.store
+                                .append_audit(
+                                    &AuditEvent {
+                                        outcome: "refused-not-ours".into(),
+                                        ..audit
+                                    }
+                                    .detail(json!({ "reason": reason })),
+                                )
+                                .await?;
+                            self.fail_runs_in(ns, &reason).await?;
+                            return Ok(());
+                        }
+                        Err(e) => {
+                            report.failed.push(reference.clone());
+                            let audit = AuditEvent {
+                                outcome: "error".into(),
+                                ..audit
+                            }
+                            .detail(json!({ "error": format!("cannot read namespace {ns}: {e}") }));
+                            self.store.append_audit(&audit).await?;
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
         // The agent's token Secret exists before its Job does, so the pod
         // never starts without it; no Secret, no Job (retried next cycle).
         if !step.delete && obj.resource.kind == "Job" {
@@ -496,6 +651,7 @@ impl Reconciler {
                 .as_ref()
                 .is_some_and(|ns| refused.created.contains(ns)));
         let span = tracing::info_span!("object", object = %reference, run_id = run_id.as_deref().unwrap_or("-"));
+        let started = std::time::Instant::now();
         let outcome = async {
             if step.delete {
                 apply::delete(&self.client, obj, &self.instance)
@@ -514,6 +670,10 @@ impl Reconciler {
         }
         .instrument(span)
         .await;
+        issueops_core::metrics::duration(
+            if step.delete { "delete" } else { "apply" },
+            started.elapsed(),
+        );
         if let Err(apply::ApplyError::NotOurs { .. }) = &outcome {
             let reason = outcome
                 .as_ref()
@@ -588,6 +748,8 @@ pub(crate) struct Refusals {
     by_scope: BTreeMap<String, String>,
     /// Namespaces this pass created (so nothing of anyone else's is inside).
     created: std::collections::BTreeSet<String>,
+    /// Namespaces this pass found to be ours.
+    verified: std::collections::BTreeSet<String>,
 }
 
 impl Reconciler {
@@ -642,6 +804,7 @@ impl Drop for AbortOnDrop {
 fn plan_cycle(
     repo: &StateRepo,
     last: Option<&str>,
+    scope: &desired::Scope,
 ) -> Result<Option<(String, Vec<Step>, CycleReport)>, StateRepoError> {
     let Some(head) = repo.head()? else {
         return Ok(None);
@@ -676,17 +839,14 @@ fn plan_cycle(
         if !desired::is_manifest(path) {
             continue;
         }
-        match desired::parse(path, content) {
+        match desired::parse(path, content).and_then(|o| scope.check(&o).map(|()| o)) {
             Ok(object) => steps.push(Step {
                 object,
                 delete,
                 origin: origins.remove(path.as_str()),
                 check_owner: added,
             }),
-            Err(e) => {
-                tracing::error!(error = %e, "state repo file refused");
-                report.failed.push(e.to_string());
-            }
+            Err(e) => report.refused.push(e.to_string()),
         }
     }
     // Applies: cluster-scoped first. Deletes: after applies, in reverse rank.

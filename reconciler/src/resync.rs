@@ -44,11 +44,11 @@ impl Reconciler {
         let (head, files) = desired_files.unwrap_or_default();
         let mut desired: BTreeMap<String, DesiredObject> = BTreeMap::new();
         for (path, content) in files.iter().filter(|(p, _)| desired::is_manifest(p)) {
-            match desired::parse(path, content) {
+            match desired::parse(path, content).and_then(|o| self.scope.check(&o).map(|()| o)) {
                 Ok(o) => {
                     desired.insert(o.reference(), o);
                 }
-                Err(e) => report.cycle.failed.push(e.to_string()),
+                Err(e) => report.cycle.refused.push(e.to_string()),
             }
         }
         let live = self.list_managed(&mut report).await?;

@@ -39,6 +39,7 @@ pub async fn decide(
     let config = common.load_config()?;
     let github = crate::settings::github_from_env(&config)?.map(Arc::new);
     let control_plane = common.control_plane(&store, Arc::new(config), github)?;
+    let _turn = super::take_turn(&store, issueops_control_plane::WRITER_ROLE).await?;
     println!(
         "{}",
         control_plane

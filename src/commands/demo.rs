@@ -12,7 +12,7 @@ use issueops_control_plane::render::Templates;
 use issueops_control_plane::ControlPlane;
 use issueops_core::state_repo::StateRepo;
 use issueops_core::Store;
-use issueops_gateway::{router, sign, AppState, Secrets};
+use issueops_gateway::{sign, AppState, Secrets};
 use issueops_reconciler::Reconciler;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -102,15 +102,20 @@ pub async fn demo(common: &Common, cluster: &ClusterArgs) -> Result<()> {
     println!("Cluster: {}", cluster.description);
 
     let secret = random_hex(16);
-    let app = router(AppState {
-        store: store.clone(),
-        secrets: Secrets::new(vec![secret.clone().into_bytes()])?,
-        stored: Arc::new(Notify::new()),
-        body_limit: issueops_gateway::router::DEFAULT_BODY_LIMIT,
-    });
+    let app = AppState::new(
+        store.clone(),
+        Secrets::new(vec![secret.clone().into_bytes()])?,
+        Arc::new(Notify::new()),
+        issueops_gateway::router::DEFAULT_BODY_LIMIT,
+        &config.gateway,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = tokio::spawn(issueops_gateway::serve(
+        listener,
+        app,
+        std::future::pending(),
+    ));
     let url = format!("http://{addr}/webhooks/github");
     println!("Gateway:  {url}\n");
 

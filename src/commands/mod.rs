@@ -7,3 +7,19 @@ pub mod labels;
 pub mod ops;
 pub mod render;
 pub mod serve;
+
+/// How long a CLI command that changes state waits for a running service's
+/// pass to finish.
+const TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Takes `role`'s exclusive lock for a command that changes state, so it
+/// never interleaves with a running service's pass (or another command).
+pub async fn take_turn(
+    store: &issueops_core::Store,
+    role: &str,
+) -> anyhow::Result<issueops_core::store::lock::Exclusive> {
+    use anyhow::Context;
+    store.exclusive(role, TURN_WAIT).await.with_context(|| {
+        format!("cannot change state now: a running issueops service or another command is busy ({role})")
+    })
+}

@@ -1,7 +1,8 @@
-//! Operator commands: `migrate`, `runs`, `audit`, `reconcile`, `plan`, `rollback`.
+//! Operator commands: `migrate`, `runs`, `deliveries`, `audit`, `reconcile`, `plan`, `rollback`.
 
 use crate::cli::{ClusterArgs, Common};
 use anyhow::{bail, Result};
+use issueops_core::audit::{kind, AuditEvent};
 use issueops_core::store::redact_url;
 
 pub async fn migrate(common: &Common) -> Result<()> {
@@ -52,6 +53,46 @@ pub async fn runs(common: &Common) -> Result<()> {
     Ok(())
 }
 
+pub async fn dead_letters(common: &Common) -> Result<()> {
+    let store = common.store().await?;
+    store.ensure_migrated().await?;
+    let dead = store.dead_deliveries().await?;
+    if dead.is_empty() {
+        println!("no dead letters");
+    }
+    for d in dead {
+        println!(
+            "{}  {} {}  repo={}  attempts={}  dead since {}  reason: {}",
+            d.delivery_id,
+            d.event,
+            d.action.as_deref().unwrap_or("-"),
+            d.repo.as_deref().unwrap_or("-"),
+            d.attempts,
+            issueops_ui::view::time(Some(d.dead_at)),
+            d.reason
+        );
+    }
+    Ok(())
+}
+
+pub async fn retry_delivery(common: &Common, id: &str, actor: &str) -> Result<()> {
+    let store = common.store().await?;
+    store.ensure_migrated().await?;
+    let _turn = super::take_turn(&store, issueops_control_plane::WRITER_ROLE).await?;
+    if !store.retry_dead_delivery(id).await? {
+        bail!("no dead letter with delivery id {id:?}: `issueops deliveries` lists them");
+    }
+    store
+        .append_audit(
+            &AuditEvent::new(kind::DELIVERY_RETRY, "requeued")
+                .delivery(id)
+                .actor(actor),
+        )
+        .await?;
+    println!("delivery {id} is back in line; a running control plane handles it next");
+    Ok(())
+}
+
 pub async fn audit(common: &Common, run: Option<&str>) -> Result<()> {
     let store = common.store().await?;
     store.ensure_migrated().await?;
@@ -74,7 +115,11 @@ pub async fn reconcile(
     let store = common.store().await?;
     store.ensure_migrated().await?;
     let backend = super::serve::backend(common, &store, cluster).await?;
-    backend.control_plane.process_pending().await?;
+    {
+        let _turn = super::take_turn(&store, issueops_control_plane::WRITER_ROLE).await?;
+        backend.control_plane.process_pending().await?;
+    }
+    let _turn = super::take_turn(&store, issueops_reconciler::WRITER_ROLE).await?;
     let report = backend.reconciler.reconcile(force).await;
     if !backend.cluster.real {
         // Another process (a running serve) reads the same saved stand-in.
@@ -116,12 +161,16 @@ pub async fn plan(common: &Common, cluster: &ClusterArgs) -> Result<()> {
     let store = common.store().await?;
     store.ensure_migrated().await?;
     // The plan compares the state repo with what the reconciler last applied
-    // to this cluster (its state key); it calls nothing on the cluster.
+    // to this cluster (its state key); it only reads the cluster, to show
+    // which new objects exist already as someone else's (refused, not taken).
     let cluster = crate::settings::cluster_client(cluster.cluster, &common.data_dir).await?;
     println!("cluster: {}", cluster.description);
+    let config = common.load_config()?;
     let reconciler =
         issueops_reconciler::Reconciler::new(store, common.state_repo()?, cluster.client)
-            .with_state_key(cluster.state_key);
+            .with_state_key(cluster.state_key)
+            .with_instance(config.instance.clone())
+            .with_kinds(&config.cluster.kinds);
     for line in reconciler.plan().await? {
         println!("{line}");
     }
@@ -139,6 +188,8 @@ pub async fn rollback(common: &Common, commit: &str, actor: &str) -> Result<()> 
         std::sync::Arc::new(common.load_config()?),
         common.templates()?,
     );
+    let _turn =
+        super::take_turn(control_plane.store(), issueops_control_plane::WRITER_ROLE).await?;
     match control_plane.rollback(&full, actor).await? {
         Some(sha) => {
             println!("rollback committed as {sha}; the reconciler converges on its next cycle")

@@ -1,20 +1,24 @@
 //! `serve`, `gateway` and `reconciler`: the long-running roles.
 
-use crate::cli::{ClusterArgs, Common, GatewayArgs, UiArgs};
+use crate::cli::{ClusterArgs, Common, GatewayArgs, OpsArgs, UiArgs};
+use crate::leader::{lead, Gate};
 use crate::settings::{cluster_client, Cluster};
 use anyhow::{bail, Context, Result};
 use issueops_control_plane::ControlPlane;
 use issueops_core::store::redact_url;
 use issueops_core::Store;
-use issueops_gateway::{router, AppState, Secrets};
+use issueops_gateway::{AppState, Secrets};
 use issueops_reconciler::{PruneSafety, Reconciler};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// How often the control plane looks at the inbox when nothing wakes it (a
 /// gateway in another process cannot wake it).
 const INBOX_POLL: Duration = Duration::from_secs(1);
+/// Longest wait for work in progress after SIGTERM (Kubernetes kills after 30 s).
+const DRAIN_LIMIT: Duration = Duration::from_secs(20);
 
 fn secrets(args: &GatewayArgs) -> Result<Secrets> {
     let env = std::env::var("ISSUEOPS_WEBHOOK_SECRET").ok();
@@ -27,23 +31,18 @@ fn secrets(args: &GatewayArgs) -> Result<Secrets> {
 async fn run_gateway(
     store: Store,
     args: &GatewayArgs,
+    config: &issueops_core::config::GatewayConfig,
     secrets: Secrets,
     stored: Arc<Notify>,
+    stop: CancellationToken,
 ) -> Result<()> {
-    let app = router(AppState {
-        store,
-        secrets,
-        stored,
-        body_limit: args.body_limit,
-    });
+    let state = AppState::new(store, secrets, stored, args.body_limit, config);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(address = %args.listen, "gateway listening: POST /webhooks/github, GET /healthz, /readyz");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+    // In-flight requests finish after `stop`; new connections are refused.
+    issueops_gateway::serve(listener, state, stop.cancelled_owned())
         .await
         .context("gateway server failed")
 }
@@ -78,6 +77,7 @@ pub async fn backend(common: &Common, store: &Store, cluster: &ClusterArgs) -> R
     let mut reconciler = Reconciler::new(store.clone(), repo, cluster.client.clone())
         .with_state_key(cluster.state_key.clone())
         .with_instance(config.instance.clone())
+        .with_kinds(&config.cluster.kinds)
         .with_job_watch(cluster.real)
         .with_safety(PruneSafety::from_config(&config.lifecycle));
     if let Some(key) = crate::settings::agent_api_key_from_env()? {
@@ -225,14 +225,18 @@ async fn staff_ui(
     Ok(Some((listener, state)))
 }
 
-async fn run_ui(ui: Option<(tokio::net::TcpListener, issueops_ui::AppState)>) -> Result<()> {
+async fn run_ui(
+    ui: Option<(tokio::net::TcpListener, issueops_ui::AppState)>,
+    stop: CancellationToken,
+) -> Result<()> {
     match ui {
-        Some((listener, state)) => issueops_ui::serve(listener, state, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .context("staff UI server failed"),
-        None => std::future::pending().await,
+        Some((listener, state)) => issueops_ui::serve(listener, state, stop.cancelled_owned())
+            .await
+            .context("staff UI server failed"),
+        None => {
+            stop.cancelled().await;
+            Ok(())
+        }
     }
 }
 
@@ -243,11 +247,83 @@ fn intervals(cluster: &ClusterArgs) -> (Duration, Duration) {
     )
 }
 
+/// The control plane and the reconciler, each run while this replica leads
+/// its role, until `stop`.
+async fn run_backend(
+    store: &Store,
+    backend: &Backend,
+    wake: Arc<Notify>,
+    (poll, resync): (Duration, Duration),
+    stop: CancellationToken,
+) {
+    let config = &backend.config;
+    let committed = Arc::new(Notify::new());
+    let control_plane_gate = Gate::Database {
+        store: store.clone(),
+        role: issueops_control_plane::WRITER_ROLE,
+    };
+    let reconciler_gate = if backend.cluster.real {
+        Gate::Lease(issueops_reconciler::lease::LeaseLock::new(
+            backend.cluster.client.clone(),
+            &config.cluster.lease_namespace,
+            &format!("issueops-reconciler-{}", config.instance),
+            &crate::leader::holder_identity(),
+            Duration::from_secs(config.cluster.lease_seconds),
+        ))
+    } else {
+        Gate::Database {
+            store: store.clone(),
+            role: issueops_reconciler::WRITER_ROLE,
+        }
+    };
+    let control_plane = lead(control_plane_gate, stop.clone(), |lost| {
+        backend
+            .control_plane
+            .run(wake.clone(), committed.clone(), INBOX_POLL, lost)
+    });
+    let reconciler = lead(reconciler_gate, stop.clone(), |lost| {
+        backend
+            .reconciler
+            .run(committed.clone(), poll, resync, lost)
+    });
+    tokio::join!(control_plane, reconciler);
+}
+
+/// Runs the parts of a role side by side until a signal or the first
+/// failure, which stops the others (each finishing what it is doing).
+async fn until_stopped(
+    stop: CancellationToken,
+    parts: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + '_>>>,
+) -> Result<()> {
+    let all = futures::future::join_all(parts.into_iter().map(|part| {
+        let stop = stop.clone();
+        async move {
+            let result = part.await;
+            stop.cancel();
+            result
+        }
+    }));
+    // Open connections that never end (the UI's live updates) must not keep
+    // the process past Kubernetes' grace period.
+    let deadline = async {
+        stop.cancelled().await;
+        tokio::time::sleep(DRAIN_LIMIT).await;
+    };
+    tokio::select! {
+        results = all => results.into_iter().collect::<Result<Vec<()>>>().map(|_| ()),
+        _ = deadline => {
+            tracing::warn!(limit = ?DRAIN_LIMIT, "draining took too long; stopping anyway");
+            Ok(())
+        }
+    }
+}
+
 pub async fn serve(
     common: &Common,
     gateway: &GatewayArgs,
     cluster: &ClusterArgs,
     ui: &UiArgs,
+    ops: &OpsArgs,
 ) -> Result<()> {
     let secrets = secrets(gateway)?;
     let store = common.store().await?;
@@ -255,39 +331,116 @@ pub async fn serve(
     tracing::info!(database = %redact_url(&common.database_url()), "database migrated");
     let backend = backend(common, &store, cluster).await?;
     let ui = staff_ui(common, &store, &backend, ui, Some(gateway.listen)).await?;
+    let stop = crate::shutdown::on_signal();
     let stored = Arc::new(Notify::new());
-    let committed = Arc::new(Notify::new());
-    let (poll, resync) = intervals(cluster);
     let upkeep = standin_upkeep(common, &store, &backend);
-    tokio::select! {
-        r = run_gateway(store, gateway, secrets, stored.clone()) => r,
-        r = run_ui(ui) => r,
-        _ = upkeep => Ok(()),
-        _ = backend.control_plane.run(stored, committed.clone(), INBOX_POLL) => Ok(()),
-        _ = backend.reconciler.run(committed, poll, resync) => Ok(()),
-    }
+    until_stopped(
+        stop.clone(),
+        vec![
+            Box::pin(crate::ops_http::serve(
+                ops.metrics_listen,
+                store.clone(),
+                stop.clone(),
+            )),
+            Box::pin(run_gateway(
+                store.clone(),
+                gateway,
+                &backend.config.gateway,
+                secrets,
+                stored.clone(),
+                stop.clone(),
+            )),
+            Box::pin(run_ui(ui, stop.clone())),
+            Box::pin(async {
+                tokio::select! {
+                    _ = upkeep => {}
+                    _ = stop.cancelled() => {}
+                }
+                Ok(())
+            }),
+            Box::pin(async {
+                run_backend(
+                    &store,
+                    &backend,
+                    stored.clone(),
+                    intervals(cluster),
+                    stop.clone(),
+                )
+                .await;
+                Ok(())
+            }),
+        ],
+    )
+    .await
 }
 
-pub async fn gateway_only(common: &Common, gateway: &GatewayArgs) -> Result<()> {
+pub async fn gateway_only(common: &Common, gateway: &GatewayArgs, ops: &OpsArgs) -> Result<()> {
     let secrets = secrets(gateway)?;
+    let config = common.load_config()?;
     let store = common.store().await?;
     store.ensure_migrated().await?;
-    run_gateway(store, gateway, secrets, Arc::new(Notify::new())).await
+    let stop = crate::shutdown::on_signal();
+    until_stopped(
+        stop.clone(),
+        vec![
+            Box::pin(crate::ops_http::serve(
+                ops.metrics_listen,
+                store.clone(),
+                stop.clone(),
+            )),
+            Box::pin(run_gateway(
+                store.clone(),
+                gateway,
+                &config.gateway,
+                secrets,
+                Arc::new(Notify::new()),
+                stop.clone(),
+            )),
+        ],
+    )
+    .await
 }
 
-pub async fn reconciler_only(common: &Common, cluster: &ClusterArgs, ui: &UiArgs) -> Result<()> {
+pub async fn reconciler_only(
+    common: &Common,
+    cluster: &ClusterArgs,
+    ui: &UiArgs,
+    ops: &OpsArgs,
+) -> Result<()> {
     let store = common.store().await?;
     store.ensure_migrated().await?;
     let backend = backend(common, &store, cluster).await?;
     let ui = staff_ui(common, &store, &backend, ui, None).await?;
-    let committed = Arc::new(Notify::new());
-    let (poll, resync) = intervals(cluster);
+    let stop = crate::shutdown::on_signal();
     let upkeep = standin_upkeep(common, &store, &backend);
-    tokio::select! {
-        r = run_ui(ui) => r,
-        _ = upkeep => Ok(()),
-        _ = backend.control_plane.run(Arc::new(Notify::new()), committed.clone(), INBOX_POLL) => Ok(()),
-        _ = backend.reconciler.run(committed, poll, resync) => Ok(()),
-        _ = tokio::signal::ctrl_c() => Ok(()),
-    }
+    until_stopped(
+        stop.clone(),
+        vec![
+            Box::pin(crate::ops_http::serve(
+                ops.metrics_listen,
+                store.clone(),
+                stop.clone(),
+            )),
+            Box::pin(run_ui(ui, stop.clone())),
+            Box::pin(async {
+                tokio::select! {
+                    _ = upkeep => {}
+                    _ = stop.cancelled() => {}
+                }
+                Ok(())
+            }),
+            Box::pin(async {
+                run_backend(
+                    &store,
+                    &backend,
+                    Arc::new(Notify::new()),
+                    intervals(cluster),
+                    stop.clone(),
+                )
+                .await;
+                Ok(())
+            }),
+        ],
+    )
+    .await
 }

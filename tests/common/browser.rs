@@ -216,6 +216,7 @@ impl Serve {
             .args(["serve", "--cluster", "in-memory", "--poll-seconds", "1"])
             .args(["--repo", super::REPO, "--allow", "Codertocat"])
             .args(["--ui-listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")

@@ -11,7 +11,7 @@ use issueops_control_plane::render::Templates;
 use issueops_control_plane::ControlPlane;
 use issueops_core::state_repo::StateRepo;
 use issueops_core::{AuditRow, Config, Store};
-use issueops_gateway::{router, sign, AppState, Secrets};
+use issueops_gateway::{sign, AppState, Secrets};
 use issueops_reconciler::Reconciler;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -178,20 +178,23 @@ impl Harness {
         let safety = issueops_reconciler::PruneSafety::from_config(&config.lifecycle);
         let config_for_reconciler = config.clone();
         let config = Arc::new(config);
-        let app = router(AppState {
-            store: store.clone(),
-            secrets: Secrets::new(vec![
+        let app = AppState::new(
+            store.clone(),
+            Secrets::new(vec![
                 b"previous-secret".to_vec(),
                 SECRET.as_bytes().to_vec(),
             ])
             .unwrap(),
-            stored: Arc::new(Notify::new()),
-            body_limit: 64 * 1024,
-        });
+            Arc::new(Notify::new()),
+            64 * 1024,
+            &config.gateway,
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
+            issueops_gateway::serve(listener, app, std::future::pending())
+                .await
+                .unwrap();
         });
         Self {
             control_plane: ControlPlane::new(
@@ -202,7 +205,8 @@ impl Harness {
             ),
             reconciler: Reconciler::new(store.clone(), repo.clone(), client.clone())
                 .with_safety(safety)
-                .with_instance(config_for_reconciler.instance.clone()),
+                .with_instance(config_for_reconciler.instance.clone())
+                .with_kinds(&config_for_reconciler.cluster.kinds),
             url: format!("http://{addr}"),
             http: reqwest::Client::new(),
             dir,

@@ -90,6 +90,9 @@ impl Env {
             // be applied before the idle issue is pruned again.
             "lifecycle": { "run_retention_seconds": 0, "issue_idle_seconds": 20, "max_unguarded_deletes": 15 },
             "github": { "api_url": github.uri(), "catch_up_seconds": 86400, "approvers": [APPROVER] },
+            // The test cluster has no issueops namespace; a short Lease keeps
+            // the two-replica scenario's takeover quick.
+            "cluster": { "lease_namespace": "default", "lease_seconds": 4 },
         });
         std::fs::write(
             work.join("config.yaml"),
@@ -112,6 +115,8 @@ impl Env {
                 "--resync-seconds",
                 "5",
                 "--ui-listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
                 "127.0.0.1:0",
             ])
             .arg("--listen")

@@ -272,6 +272,31 @@ fn outcome(
     }
 }
 
+/// The control plane's exclusive lock, so a decision made here never
+/// interleaves with a pass of the control plane (or a CLI command).
+async fn take_turn(
+    state: &AppState,
+) -> Result<issueops_core::store::lock::Exclusive, Box<Response>> {
+    state
+        .parts
+        .store
+        .exclusive(
+            issueops_control_plane::WRITER_ROLE,
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "staff UI decision waited too long for the control plane");
+            Box::new(state.message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Busy",
+                &format!(
+                    "The control plane is busy; nothing was decided. Try again in a moment. ({e})"
+                ),
+            ))
+        })
+}
+
 pub async fn decide(
     State(state): State<AppState>,
     who: Signed,
@@ -293,6 +318,10 @@ pub async fn decide(
             )
         }
     };
+    let _turn = match take_turn(&state).await {
+        Ok(turn) => turn,
+        Err(busy) => return *busy,
+    };
     let result = state
         .parts
         .control_plane
@@ -311,6 +340,10 @@ pub async fn cancel(
     let reason = match admit(&state, &who, &form) {
         Ok(reason) => reason,
         Err(refused) => return *refused,
+    };
+    let _turn = match take_turn(&state).await {
+        Ok(turn) => turn,
+        Err(busy) => return *busy,
     };
     let result = state
         .parts

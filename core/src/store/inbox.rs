@@ -4,7 +4,7 @@
 //! Invariant: one row per `X-GitHub-Delivery`; a second insert of the same id is
 //! reported as a duplicate and changes nothing.
 
-use super::{sql, Store, StoreError};
+use super::{sql, Backend, Store, StoreError};
 use crate::now_ms;
 
 #[derive(Debug, Clone)]
@@ -21,6 +21,18 @@ pub struct NewDelivery {
 pub enum Inserted {
     Stored { seq: i64 },
     Duplicate,
+}
+
+/// A delivery that will not be tried again until someone says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub delivery_id: String,
+    pub event: String,
+    pub action: Option<String>,
+    pub repo: Option<String>,
+    pub attempts: i64,
+    pub reason: String,
+    pub dead_at: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -87,10 +99,11 @@ impl Store {
         })
     }
 
-    /// Unprocessed deliveries, oldest first.
+    /// Unprocessed deliveries that are not dead letters, oldest first
+    /// (whether claimed or waiting for a retry).
     pub async fn pending_deliveries(&self, limit: i64) -> Result<Vec<InboxRow>, StoreError> {
         let rows: Vec<Row> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM inbox WHERE processed_at IS NULL ORDER BY seq LIMIT $1"
+            "SELECT {COLUMNS} FROM inbox WHERE processed_at IS NULL AND dead_at IS NULL ORDER BY seq LIMIT $1"
         ))
         .bind(limit)
         .fetch_all(self.pool())
@@ -99,15 +112,159 @@ impl Store {
         Ok(rows.into_iter().map(InboxRow::from).collect())
     }
 
-    pub async fn mark_processed(&self, seq: i64, outcome: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE inbox SET processed_at = $1, outcome = $2 WHERE seq = $3")
-            .bind(now_ms())
-            .bind(outcome)
+    /// Claims up to `limit` deliveries that are due, oldest first, for
+    /// `lease_ms`: nobody else claims them until the lease runs out (a
+    /// consumer that dies gives them back that way). A delivery waiting for a
+    /// retry holds back the later deliveries of its repo, so one repo's events
+    /// stay in order while other repos flow.
+    pub async fn claim_deliveries(
+        &self,
+        limit: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<InboxRow>, StoreError> {
+        // PostgreSQL: concurrent consumers skip each other's rows instead of
+        // waiting; SQLite has one writer at a time, so the UPDATE is the claim.
+        let lock = match self.backend() {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let now = now_ms();
+        let mut rows: Vec<Row> = sqlx::query_as(&format!(
+            "UPDATE inbox SET claimed_until = $1 WHERE seq IN (
+                 SELECT seq FROM inbox d
+                  WHERE d.processed_at IS NULL AND d.dead_at IS NULL
+                    AND d.next_attempt_at <= $2 AND d.claimed_until <= $2
+                    AND NOT EXISTS (
+                        SELECT 1 FROM inbox w
+                         WHERE w.processed_at IS NULL AND w.dead_at IS NULL AND w.attempts > 0
+                           AND w.seq < d.seq AND COALESCE(w.repo, '') = COALESCE(d.repo, ''))
+                  ORDER BY seq LIMIT $3{lock})
+             RETURNING {COLUMNS}"
+        ))
+        .bind(now.saturating_add(lease_ms))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql("claiming deliveries"))?;
+        rows.sort_by_key(|r| r.0);
+        Ok(rows.into_iter().map(InboxRow::from).collect())
+    }
+
+    /// Gives a claimed delivery back without counting an attempt.
+    pub async fn release_delivery(&self, seq: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE inbox SET claimed_until = 0 WHERE seq = $1")
             .bind(seq)
             .execute(self.pool())
             .await
-            .map_err(sql("marking a delivery processed"))?;
+            .map_err(sql("releasing a delivery"))?;
         Ok(())
+    }
+
+    pub async fn mark_processed(&self, seq: i64, outcome: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE inbox SET processed_at = $1, outcome = $2, claimed_until = 0 WHERE seq = $3",
+        )
+        .bind(now_ms())
+        .bind(outcome)
+        .bind(seq)
+        .execute(self.pool())
+        .await
+        .map_err(sql("marking a delivery processed"))?;
+        Ok(())
+    }
+
+    /// Records a failed attempt at delivery `seq`: with `retry_at` it is tried
+    /// again from then, without it becomes a dead letter. Returns the attempts
+    /// made so far.
+    pub async fn fail_delivery(
+        &self,
+        seq: i64,
+        error: &str,
+        retry_at: Option<i64>,
+    ) -> Result<i64, StoreError> {
+        let (attempts,): (i64,) = sqlx::query_as(
+            "UPDATE inbox SET attempts = attempts + 1, last_error = $1, claimed_until = 0,
+                    next_attempt_at = COALESCE($2, next_attempt_at),
+                    dead_at = CASE WHEN $2 IS NULL THEN $3 ELSE NULL END
+              WHERE seq = $4 RETURNING attempts",
+        )
+        .bind(error)
+        .bind(retry_at)
+        .bind(now_ms())
+        .bind(seq)
+        .fetch_one(self.pool())
+        .await
+        .map_err(sql("recording a delivery's failed attempt"))?;
+        Ok(attempts)
+    }
+
+    /// Attempts counted so far for delivery `seq`.
+    pub async fn delivery_attempts(&self, seq: i64) -> Result<i64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as("SELECT attempts FROM inbox WHERE seq = $1")
+            .bind(seq)
+            .fetch_one(self.pool())
+            .await
+            .map_err(sql("reading a delivery's attempts"))?;
+        Ok(n)
+    }
+
+    /// Keeps why a delivery could not be handled, without counting an attempt
+    /// (the store or the state repo failed, not the delivery), and gives its
+    /// claim back.
+    pub async fn note_delivery_error(&self, seq: i64, error: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE inbox SET last_error = $1, claimed_until = 0 WHERE seq = $2")
+            .bind(error)
+            .bind(seq)
+            .execute(self.pool())
+            .await
+            .map_err(sql("recording why a delivery failed"))?;
+        Ok(())
+    }
+
+    /// Dead letters, oldest first.
+    pub async fn dead_deliveries(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows: Vec<(
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            i64,
+            Option<String>,
+            i64,
+        )> = sqlx::query_as(
+            "SELECT delivery_id, event, action, repo, attempts, last_error, dead_at
+                   FROM inbox WHERE dead_at IS NOT NULL ORDER BY seq",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql("listing dead deliveries"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DeadLetter {
+                delivery_id: r.0,
+                event: r.1,
+                action: r.2,
+                repo: r.3,
+                attempts: r.4,
+                reason: r.5.unwrap_or_default(),
+                dead_at: r.6,
+            })
+            .collect())
+    }
+
+    /// Puts a dead letter back in line with a fresh count of attempts.
+    /// `false` when no dead letter has that id.
+    pub async fn retry_dead_delivery(&self, delivery_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE inbox SET dead_at = NULL, attempts = 0, next_attempt_at = 0, claimed_until = 0
+              WHERE delivery_id = $1 AND dead_at IS NOT NULL",
+        )
+        .bind(delivery_id)
+        .execute(self.pool())
+        .await
+        .map_err(sql("retrying a dead delivery"))?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// The event name and payload of a stored delivery.

@@ -7,6 +7,7 @@
 
 pub mod approvals;
 pub mod inbox;
+pub mod lock;
 pub mod reconciler_state;
 pub mod reports;
 pub mod results;
@@ -34,6 +35,11 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the database has no issueops schema yet: run `issueops migrate` first")]
     NotMigrated,
+    /// Another process holds a writer lock for longer than the caller waits.
+    #[error("{0}")]
+    Busy(String),
+    #[error("writer lock: {0}")]
+    Lock(String),
 }
 
 /// Shorthand used by every query to attach what it was doing.
@@ -51,6 +57,8 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The database file, for the writer locks beside it (SQLite on disk).
+    sqlite_path: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Store {
@@ -93,7 +101,14 @@ impl Store {
                 .await
                 .map_err(sql("enabling WAL"))?;
         }
-        Ok(Self { pool, backend })
+        let sqlite_path = (backend == Backend::Sqlite)
+            .then(|| sqlite_file(&url))
+            .flatten();
+        Ok(Self {
+            pool,
+            backend,
+            sqlite_path,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -126,18 +141,52 @@ impl Store {
     }
 }
 
-/// Hides the password of a database URL before it reaches a log or an error.
+/// The file of a `sqlite://PATH?...` URL; `None` for an in-memory database.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && !path.contains(":memory:")).then(|| path.into())
+}
+
+/// Hides the credentials of a URL (database or git) before it reaches a
+/// log, an error or an audit row: the password, a user name that is really a
+/// token (`https://TOKEN@host`), and token-like query parameters.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
+    let mut out = match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at))
+            if at > scheme_end && !url[scheme_end + 3..at].contains('/') =>
+        {
             let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_string(),
-            }
+            let shown = match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                // A user name alone is how GitHub tokens are usually given.
+                None if userinfo.len() >= 20 => "***".into(),
+                None => userinfo.into(),
+            };
+            format!("{}{shown}{}", &url[..scheme_end + 3], &url[at..])
         }
         _ => url.to_string(),
+    };
+    if let Some(q) = out.find('?') {
+        let (base, query) = out.split_at(q + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _))
+                    if ["token", "access_token", "password", "sslpassword", "secret"]
+                        .iter()
+                        .any(|s| k.eq_ignore_ascii_case(s)) =>
+                {
+                    format!("{k}=***")
+                }
+                _ => pair.to_string(),
+            })
+            .collect();
+        out = format!("{base}{}", query.join("&"));
     }
+    out
 }
 
 #[cfg(test)]
@@ -151,5 +200,30 @@ mod tests {
             "postgres://u:***@db:5432/x"
         );
         assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+
+    #[test]
+    fn tokens_in_git_urls_are_hidden() {
+        assert_eq!(
+            redact_url("https://x-access-token:ghs_abcdef@github.com/o/r.git"),
+            "https://x-access-token:***@github.com/o/r.git"
+        );
+        assert_eq!(
+            redact_url("https://ghp_0123456789abcdefghij0123@github.com/o/r.git"),
+            "https://***@github.com/o/r.git"
+        );
+        assert_eq!(
+            redact_url("ssh://git@github.com/o/r.git"),
+            "ssh://git@github.com/o/r.git"
+        );
+        assert_eq!(
+            redact_url("https://h/r.git?access_token=abc&ref=main"),
+            "https://h/r.git?access_token=***&ref=main"
+        );
+        assert_eq!(
+            redact_url("https://h/o/r@v1?x=1"),
+            "https://h/o/r@v1?x=1",
+            "an @ in the path is not a user name"
+        );
     }
 }

@@ -301,6 +301,21 @@ impl Store {
         .map_err(sql("listing idle issues"))
     }
 
+    /// Runs still committed or applied (their Job never started) since
+    /// before `before_ms`.
+    pub async fn runs_stuck(&self, before_ms: i64) -> Result<Vec<Run>, StoreError> {
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM runs
+             WHERE state IN ('committed', 'applied') AND updated_at <= $1
+             ORDER BY updated_at, run_id"
+        ))
+        .bind(before_ms)
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql("listing stuck runs"))?;
+        Ok(rows.into_iter().map(Run::from).collect())
+    }
+
     /// Finished, not yet pruned runs that finished at or before `before_ms`.
     pub async fn runs_due_for_prune(&self, before_ms: i64) -> Result<Vec<Run>, StoreError> {
         let rows: Vec<Row> = sqlx::query_as(&format!(

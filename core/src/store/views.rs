@@ -116,6 +116,8 @@ pub struct DeliveryView {
     pub outcome: Option<String>,
     pub attempts: i64,
     pub last_error: Option<String>,
+    /// Set for a dead letter: not retried until `issueops deliveries retry`.
+    pub dead_at: Option<i64>,
 }
 
 /// What to search the audit table by; empty fields match everything.
@@ -218,7 +220,7 @@ impl Store {
         };
         let rows: Vec<sqlx::any::AnyRow> = sqlx::query(&format!(
             "SELECT seq, delivery_id, event, action, repo, sender, received_at, processed_at,
-                    outcome, attempts, last_error
+                    outcome, attempts, last_error, dead_at
                FROM inbox{filter} ORDER BY seq DESC LIMIT $1 OFFSET $2"
         ))
         .bind(PAGE)
@@ -242,6 +244,7 @@ impl Store {
                     outcome: row.try_get(8)?,
                     attempts: row.try_get(9)?,
                     last_error: row.try_get(10)?,
+                    dead_at: row.try_get(11)?,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -253,15 +256,16 @@ impl Store {
         Ok((deliveries, total))
     }
 
-    /// Records a failed attempt at processing delivery `seq`; it stays pending.
-    pub async fn record_delivery_error(&self, seq: i64, error: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE inbox SET attempts = attempts + 1, last_error = $1 WHERE seq = $2")
-            .bind(error)
-            .bind(seq)
-            .execute(self.pool())
-            .await
-            .map_err(sql("recording a delivery's failed attempt"))?;
-        Ok(())
+    /// How many runs are in each state.
+    pub async fn count_runs_by_state(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM runs GROUP BY state")
+                .fetch_all(self.pool())
+                .await
+                .map_err(sql("counting runs by state"))?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Audit rows matching `filter`, newest first; at most `limit`.
