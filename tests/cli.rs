@@ -178,6 +178,11 @@ async fn serve_turns_a_signed_delivery_into_an_applied_run() {
         .local_addr()
         .unwrap()
         .port();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = issueops()
         .arg("serve")
         .args([
@@ -188,9 +193,9 @@ async fn serve_turns_a_signed_delivery_into_an_applied_run() {
             "--log-format",
             "json",
             "--no-ui",
-            "--metrics-listen",
-            "127.0.0.1:0",
         ])
+        .arg("--metrics-listen")
+        .arg(format!("127.0.0.1:{metrics_port}"))
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
@@ -240,8 +245,53 @@ async fn serve_turns_a_signed_delivery_into_an_applied_run() {
     let v: serde_json::Value = serde_json::from_str(&done).unwrap();
     assert_eq!(v["applied"], 10, "{done}");
     assert_eq!(v["failed"], 0, "{done}");
-    let _ = child.kill();
-    let _ = child.wait();
+    // The operations endpoint: health, readiness and the metrics of this run.
+    let ops = format!("http://127.0.0.1:{metrics_port}");
+    for path in ["/healthz", "/readyz"] {
+        let resp = reqwest::get(format!("{ops}{path}")).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+    }
+    let metrics = reqwest::get(format!("{ops}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        "issueops_deliveries_total{outcome=\"stored\"} 1",
+        "issueops_deliveries_total{outcome=\"handled\"} 1",
+        "issueops_decisions_total{outcome=\"run\"} 1",
+        "issueops_step_duration_seconds_count{step=\"commit\"} 1",
+        "issueops_step_duration_seconds_count{step=\"apply\"} 10",
+        "issueops_step_duration_seconds_count{step=\"reconcile\"}",
+        "issueops_runs{state=\"applied\"} 1",
+        "issueops_leader{role=\"control-plane\"} 1",
+        "issueops_leader{role=\"reconciler\"} 1",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from:\n{metrics}"
+        );
+    }
+    // SIGTERM (what Kubernetes sends) drains and stops cleanly.
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    wait_for("SIGTERM: draining");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
     let out = issueops()
         .arg("runs")
         .arg("--data-dir")

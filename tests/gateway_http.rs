@@ -344,3 +344,127 @@ async fn readiness_fails_on_a_database_that_was_never_migrated() {
     assert!(resp.text().await.unwrap().contains("issueops migrate"));
     server.abort();
 }
+
+/// A TCP proxy to PostgreSQL that can stop passing bytes: the database as a
+/// load balancer sees it when the server hangs or the network drops packets.
+struct Blackhole {
+    addr: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Blackhole {
+    async fn to(upstream: String) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = cut.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok(outbound) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                for (mut from, mut to, cut) in [
+                    (
+                        Box::new(ri) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                        Box::new(wo) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                        flag.clone(),
+                    ),
+                    (Box::new(ro), Box::new(wi), flag.clone()),
+                ] {
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            // Cut: the bytes go nowhere, the peer waits forever.
+                            if cut.load(Ordering::SeqCst) {
+                                continue;
+                            }
+                            if to.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Self { addr, cut, task }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// With PostgreSQL unreachable, a webhook and `/readyz` answer 503 within
+/// 2 s (GitHub gives up at 10 s; a load balancer must stop routing here).
+#[tokio::test]
+async fn with_the_database_unreachable_answers_come_within_two_seconds() {
+    let pg = common::PgDatabase::create().await;
+    let upstream = pg
+        .url
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_string();
+    let proxy = Blackhole::to(upstream.clone()).await;
+    let url = pg.url.replace(&upstream, &proxy.addr.to_string());
+    let store = issueops_core::Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let state = issueops_gateway::AppState::new(
+        store,
+        issueops_gateway::Secrets::new(vec![common::SECRET.as_bytes().to_vec()]).unwrap(),
+        Default::default(),
+        1 << 20,
+        &Default::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(issueops_gateway::serve(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+    let http = reqwest::Client::new();
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+
+    proxy.cut();
+    let body = labeled("issues/labeled.payload.json", "run:dev");
+    let started = std::time::Instant::now();
+    let resp = http
+        .post(format!("{base}/webhooks/github"))
+        .header("X-GitHub-Event", "issues")
+        .header("X-GitHub-Delivery", "db-down-1")
+        .header(
+            "X-Hub-Signature-256",
+            sign(common::SECRET.as_bytes(), &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert!(took < Duration::from_secs(2), "the webhook took {took:?}");
+    assert!(resp.text().await.unwrap().contains("did not answer"));
+    let started = std::time::Instant::now();
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(ready.status().as_u16(), 503);
+    assert!(took < Duration::from_secs(2), "readiness took {took:?}");
+    server.abort();
+    proxy.task.abort();
+    pg.drop_db().await;
+}

@@ -31,10 +31,6 @@ pub enum Authorization {
     NeedsApproval { permission: String },
 }
 
-fn github_err(e: issueops_github::GitHubError) -> ControlPlaneError {
-    ControlPlaneError::GitHub(e.to_string())
-}
-
 impl ControlPlane {
     /// Checks the sender of a trigger. A GitHub failure is an error: the
     /// delivery stays in the inbox and is retried, never lost or let through.
@@ -62,8 +58,7 @@ impl ControlPlane {
         };
         let permission = github
             .permission(&event.repository.full_name, sender)
-            .await
-            .map_err(github_err)?;
+            .await?;
         if issueops_github::may_trigger(&permission) {
             Ok(Authorization::Allowed {
                 how: format!("permission {permission}"),
@@ -128,9 +123,7 @@ impl ControlPlane {
             return Ok(true);
         }
         match &self.github {
-            Some(github) => {
-                Ok(github.permission(repo, login).await.map_err(github_err)? == "admin")
-            }
+            Some(github) => Ok(github.permission(repo, login).await? == "admin"),
             None => Ok(false),
         }
     }

@@ -14,6 +14,14 @@ use issueops_core::state_repo::{Change, CommitRequest, FileDelta};
 use issueops_core::store::runs::{Run, RunState};
 use serde_json::json;
 
+/// What a prune pass decided: finished runs (with whether their issue is
+/// idle too, so its folder goes with them), and idle issues' folders.
+#[derive(Debug, Default)]
+pub struct PrunePlan {
+    pub runs: Vec<(Run, bool)>,
+    pub issues: Vec<(String, String, i64)>,
+}
+
 impl ControlPlane {
     /// `issues.closed`: cancel the active run, prune the issue's namespace.
     pub(crate) async fn close_issue(
@@ -195,12 +203,18 @@ impl ControlPlane {
     /// any issue idle for longer than the idle time, except issues held by the
     /// debug label. Returns the commits made.
     pub async fn prune_due(&self, now_ms: i64) -> Result<Vec<String>, ControlPlaneError> {
+        let plan = self.plan_prunes(now_ms).await?;
+        self.execute_prunes(plan).await
+    }
+
+    /// Decides what is due for pruning at `now_ms`, changing nothing.
+    pub async fn plan_prunes(&self, now_ms: i64) -> Result<PrunePlan, ControlPlaneError> {
         let lifecycle = &self.config.lifecycle;
         let retention_ms = (lifecycle.run_retention_seconds as i64).saturating_mul(1000);
         let idle_ms = (lifecycle.issue_idle_seconds as i64).saturating_mul(1000);
         let held = self.held_issues(now_ms).await?;
         let is_held = |repo: &str, issue: i64| held.contains(&(repo.to_ascii_lowercase(), issue));
-        let mut commits = Vec::new();
+        let mut plan = PrunePlan::default();
         for run in self.store.runs_due_for_prune(now_ms - retention_ms).await? {
             if is_held(&run.repo, run.issue_number) {
                 continue;
@@ -210,15 +224,28 @@ impl ControlPlane {
                 .runs_for_issue(&run.repo, run.issue_number)
                 .await?;
             let idle = issue_is_idle(&runs, &run.run_id, now_ms - idle_ms);
-            if let Some(sha) = self.prune_run(&run, idle).await? {
-                commits.push(sha);
-            }
+            plan.runs.push((run, idle));
         }
         // Issues whose runs were pruned before the issue went idle.
         for (namespace, repo, issue) in self.store.idle_issue_namespaces(now_ms - idle_ms).await? {
-            if is_held(&repo, issue) {
-                continue;
+            if !is_held(&repo, issue) {
+                plan.issues.push((namespace, repo, issue));
             }
+        }
+        Ok(plan)
+    }
+
+    /// Carries out a prune plan. An issue folder goes only if its issue is
+    /// still idle now: a run started after the plan was made (an approval, a
+    /// label) keeps it, and its objects.
+    pub async fn execute_prunes(&self, plan: PrunePlan) -> Result<Vec<String>, ControlPlaneError> {
+        let mut commits = Vec::new();
+        for (run, idle) in &plan.runs {
+            if let Some(sha) = self.prune_run(run, *idle).await? {
+                commits.push(sha);
+            }
+        }
+        for (namespace, repo, issue) in plan.issues {
             let dir = issue_dir(&namespace);
             let state_repo = self.repo.clone();
             let exists = tokio::task::spawn_blocking(move || state_repo.path_exists(&dir))

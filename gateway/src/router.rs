@@ -207,13 +207,19 @@ async fn receive(
             Err(refusal) => {
                 let reason = refusal.reason();
                 let status = refusal.status();
-                tracing::debug!(status = status.as_u16(), %reason, %source, "delivery refused");
+                if matches!(refusal, Refusal::Unavailable(_)) {
+                    tracing::error!(%reason, "delivery not stored; GitHub may redeliver");
+                } else {
+                    tracing::debug!(status = status.as_u16(), %reason, %source, "delivery refused");
+                }
                 issueops_core::metrics::delivery_outcome("refused");
-                if let Some(mut event) =
-                    state
-                        .guard
-                        .refused(refusal.class(), source, status.as_u16(), &reason)
-                {
+                // With the database unavailable, a row could not be written
+                // either (and trying would double the wait): log and count.
+                let audit = state
+                    .guard
+                    .refused(refusal.class(), source, status.as_u16(), &reason)
+                    .filter(|_| !matches!(refusal, Refusal::Unavailable(_)));
+                if let Some(mut event) = audit {
                     tracing::warn!(status = status.as_u16(), %reason, %source, "delivery refused (further ones like it are counted)");
                     event.detail["event"] = json!(header(&headers, "x-github-event")
                         .map(|e| e.chars().take(64).collect::<String>()));

@@ -128,7 +128,7 @@ pub struct Harness {
     pub url: String,
     pub http: reqwest::Client,
     server: tokio::task::JoinHandle<()>,
-    pg: Option<PgDatabase>,
+    pub pg: Option<PgDatabase>,
 }
 
 impl Harness {
