@@ -24,32 +24,97 @@ use kube::discovery::pinned_kind;
 const SYSTEM_NAMESPACE: &str = "issueops-system";
 const SERVICE_ACCOUNT: &str = "issueops-reconciler";
 
-/// Every object of `deploy/*.yaml`, with the file it comes from.
-fn deploy_objects() -> Vec<(String, DynamicObject)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
+/// The ways to install issueops: the Kustomize overlays and the Helm chart
+/// in both modes, each as `(name, command rendering it)`.
+fn variants() -> Vec<(&'static str, Vec<String>)> {
+    let tools = std::path::PathBuf::from(std::env::var("ISSUEOPS_TEST_DEPLOY_TOOLS").unwrap_or_else(|_| {
+        panic!("ISSUEOPS_TEST_DEPLOY_TOOLS is not set: run the tests with scripts/test, or `eval \"$(scripts/deploy-tools)\"`")
+    }));
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let kustomize = tools.join("kustomize").display().to_string();
+    let helm = tools.join("helm").display().to_string();
+    let overlay = |name: &str| deploy.join("overlays").join(name).display().to_string();
+    let chart = deploy.join("helm/issueops").display().to_string();
+    vec![
+        (
+            "kustomize-embedded",
+            vec![kustomize.clone(), "build".into(), overlay("embedded")],
+        ),
+        (
+            "kustomize-production",
+            vec![kustomize, "build".into(), overlay("production")],
+        ),
+        (
+            "helm-embedded",
+            vec![
+                helm.clone(),
+                "template".into(),
+                "issueops".into(),
+                chart.clone(),
+                "-n".into(),
+                SYSTEM_NAMESPACE.into(),
+            ],
+        ),
+        (
+            "helm-production",
+            vec![
+                helm,
+                "template".into(),
+                "issueops".into(),
+                chart,
+                "-n".into(),
+                SYSTEM_NAMESPACE.into(),
+                "--set".into(),
+                "mode=production".into(),
+            ],
+        ),
+    ]
+}
+
+fn render(variant: &str) -> String {
+    let (_, argv) = variants().into_iter().find(|(n, _)| *n == variant).unwrap();
+    let out = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{variant}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every object of a rendered install, with its kind and name for messages.
+fn objects_of(yaml: &str) -> Vec<(String, DynamicObject)> {
     let mut out = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc).unwrap();
-            if value.is_null() {
-                continue;
-            }
-            let obj: DynamicObject = serde_yaml::from_value(value).unwrap();
-            out.push((
-                file.file_name().unwrap().to_string_lossy().into_owned(),
-                obj,
-            ));
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc).unwrap();
+        if value.is_null() {
+            continue;
         }
+        let obj: DynamicObject = serde_yaml::from_value(value).unwrap();
+        let kind = obj.types.as_ref().unwrap().kind.clone();
+        out.push((
+            format!("{kind}/{}", obj.metadata.name.clone().unwrap_or_default()),
+            obj,
+        ));
     }
     out
 }
+
+/// The production overlay: what the reconciler's RBAC test installs.
+fn deploy_objects() -> Vec<(String, DynamicObject)> {
+    objects_of(&render("kustomize-production"))
+}
+
+const RBAC_KINDS: [&str; 5] = [
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+];
 
 async fn apply(
     client: &kube::Client,
@@ -156,7 +221,7 @@ async fn deploy_is_accepted_and_its_service_account_runs_the_reconciler_without_
     // Install the reconciler's identity and role for real, and act as it.
     for (_, obj) in objects
         .iter()
-        .filter(|(f, o)| f == "reconciler.yaml" && o.types.as_ref().unwrap().kind != "Deployment")
+        .filter(|(_, o)| RBAC_KINDS.contains(&o.types.as_ref().unwrap().kind.as_str()))
     {
         apply(&admin, obj, false).await.unwrap();
     }
@@ -269,4 +334,87 @@ async fn deploy_is_accepted_and_its_service_account_runs_the_reconciler_without_
             .is_none()
     })
     .await;
+}
+
+/// Both deploy paths in both modes: rendered by the real tools, valid for
+/// Kubernetes 1.36 under `kubernetes-validate --strict`, and accepted by the
+/// test cluster's API server (server-side dry run); the production variants
+/// have two gateways behind a PodDisruptionBudget, two reconcilers, and a
+/// NetworkPolicy for issueops' namespace.
+#[tokio::test]
+async fn kustomize_and_helm_render_valid_installs_the_api_server_accepts() {
+    let admin = kube::Client::try_from(real_config().await).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Server-side dry runs of namespaced objects need the namespace.
+    let namespace: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": SYSTEM_NAMESPACE }
+    }))
+    .unwrap();
+    let _ = Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &namespace)
+        .await;
+    for (variant, _) in variants() {
+        let yaml = render(variant);
+        let file = dir.path().join(format!("{variant}.yaml"));
+        std::fs::write(&file, &yaml).unwrap();
+        let validated = std::process::Command::new("kubernetes-validate")
+            .args(["--strict", "-k", "1.36.0", "--quiet"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            validated.status.success(),
+            "{variant}: {}{}",
+            String::from_utf8_lossy(&validated.stdout),
+            String::from_utf8_lossy(&validated.stderr)
+        );
+        let objects = objects_of(&yaml);
+        for (what, obj) in &objects {
+            apply(&admin, obj, true)
+                .await
+                .unwrap_or_else(|e| panic!("{variant}: {what} refused: {e}"));
+        }
+        let kinds: Vec<&str> = objects.iter().map(|(w, _)| w.as_str()).collect();
+        let replicas = |name_part: &str| -> Option<u64> {
+            objects
+                .iter()
+                .find(|(w, _)| w.starts_with("Deployment/") && w.contains(name_part))
+                .and_then(|(_, o)| o.data["spec"]["replicas"].as_u64())
+        };
+        if variant.ends_with("production") {
+            assert_eq!(replicas("gateway"), Some(2), "{variant}");
+            assert_eq!(replicas("reconciler"), Some(2), "{variant}");
+            for kind in ["PodDisruptionBudget/", "NetworkPolicy/", "Job/"] {
+                assert!(
+                    kinds.iter().any(|k| k.starts_with(kind)),
+                    "{variant}: no {kind} in {kinds:?}"
+                );
+            }
+        } else {
+            let serve = objects
+                .iter()
+                .filter(|(w, _)| w.starts_with("Deployment/"))
+                .collect::<Vec<_>>();
+            assert_eq!(serve.len(), 1, "{variant}: {kinds:?}");
+            assert_eq!(serve[0].1.data["spec"]["replicas"].as_u64(), Some(1));
+            assert!(
+                kinds
+                    .iter()
+                    .any(|k| k.starts_with("PersistentVolumeClaim/")),
+                "{variant}"
+            );
+        }
+        for kind in [
+            "Role/",
+            "RoleBinding/",
+            "ClusterRole/",
+            "ServiceAccount/",
+            "ConfigMap/",
+        ] {
+            assert!(
+                kinds.iter().any(|k| k.starts_with(kind)),
+                "{variant}: no {kind}"
+            );
+        }
+    }
 }

@@ -607,3 +607,172 @@ async fn the_agent_pod_spec_is_accepted_and_its_result_decides_the_run() {
     cleanup(&h.client, &namespace).await;
     h.finish().await;
 }
+
+/// Leader election on a real `coordination.k8s.io` Lease: one holder at a
+/// time; a standby takes over once the holder stops renewing for the lease
+/// duration, and at once when the holder releases it.
+#[tokio::test]
+async fn the_reconciler_lease_has_one_holder_and_passes_on() {
+    use issueops_reconciler::lease::LeaseLock;
+    let client = kube::Client::try_from(real_config().await).unwrap();
+    let name = format!("issueops-test-{}", hex::encode(rand::random::<[u8; 4]>()));
+    let duration = std::time::Duration::from_secs(2);
+    let a = LeaseLock::new(client.clone(), "default", &name, "replica-a", duration);
+    let b = LeaseLock::new(client.clone(), "default", &name, "replica-b", duration);
+    assert!(
+        a.acquire_or_renew().await.unwrap(),
+        "the first candidate wins"
+    );
+    assert!(!b.acquire_or_renew().await.unwrap(), "two holders");
+    assert!(a.acquire_or_renew().await.unwrap(), "the holder renews");
+    // a stops renewing (it died): b takes over after the duration, not before.
+    let stopped = std::time::Instant::now();
+    let took_over = common::wait_for(
+        "the standby takes the Lease over",
+        std::time::Duration::from_secs(10),
+        || async {
+            b.acquire_or_renew()
+                .await
+                .unwrap()
+                .then_some(stopped.elapsed())
+        },
+    )
+    .await;
+    assert!(took_over >= duration, "taken over after {took_over:?}");
+    assert!(
+        took_over < duration * 2,
+        "took {took_over:?} for a {duration:?} Lease"
+    );
+    assert!(
+        !a.acquire_or_renew().await.unwrap(),
+        "the old holder is out"
+    );
+    let lease =
+        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), "default")
+            .get(&name)
+            .await
+            .unwrap();
+    let spec = lease.spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some("replica-b"));
+    assert_eq!(spec.lease_transitions, Some(1));
+    // Released on shutdown: the standby does not wait for the duration.
+    b.release().await.unwrap();
+    assert!(a.acquire_or_renew().await.unwrap());
+    Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client, "default")
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+/// Issue namespaces enforce Pod Security `restricted` (the API server refuses
+/// a privileged pod there), and the egress policy leaves the cluster's own
+/// ranges out of its HTTPS rule.
+#[tokio::test]
+async fn issue_namespaces_enforce_restricted_pods_and_keep_egress_off_cluster_ranges() {
+    let (h, _) = start(holding(real_cluster_config())).await;
+    let issue = unique_issue();
+    let namespace = naming::namespace_for_issue(REPO, issue);
+    trigger(&h, issue, "real-psa-1").await;
+    let report = h.reconciler.reconcile_once().await.unwrap();
+    assert!(report.converged(), "{report:?}");
+    let ns = Api::<Namespace>::all(h.client.clone())
+        .get(&namespace)
+        .await
+        .unwrap();
+    let labels = ns.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("restricted")
+    );
+    // A plain pod: root allowed, privilege escalation, no seccomp profile.
+    let privileged: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "unhardened" },
+        "spec": { "containers": [{ "name": "c", "image": "busybox" }] }
+    }))
+    .unwrap();
+    let refused = Api::<Pod>::namespaced(h.client.clone(), &namespace)
+        .create(&PostParams::default(), &privileged)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("violates PodSecurity"),
+        "{refused}"
+    );
+    let policy = Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(
+        h.client.clone(),
+        &namespace,
+    )
+    .get("issueops-default-deny")
+    .await
+    .unwrap();
+    let egress = policy.spec.unwrap().egress.unwrap();
+    let https = egress
+        .iter()
+        .find(|r| {
+            r.ports.iter().flatten().any(|p| {
+                p.port == Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(443))
+            })
+        })
+        .unwrap();
+    let v4 = https
+        .to
+        .iter()
+        .flatten()
+        .filter_map(|peer| peer.ip_block.as_ref())
+        .find(|b| b.cidr == "0.0.0.0/0")
+        .unwrap();
+    let except = v4.except.clone().unwrap_or_default();
+    for range in [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+    ] {
+        assert!(
+            except.iter().any(|e| e == range),
+            "{range} not excluded: {except:?}"
+        );
+    }
+    h.finish().await;
+}
+
+/// A namespace of an issue's name that someone else made is not ours: no
+/// object goes into it, the run fails with the reason, and nothing of it is
+/// deleted later.
+#[tokio::test]
+async fn a_namespace_someone_else_made_is_never_used() {
+    let (h, _) = start(holding(real_cluster_config())).await;
+    let issue = unique_issue();
+    let namespace = naming::namespace_for_issue(REPO, issue);
+    let theirs: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": namespace, "labels": { "team": "someone-else" } }
+    }))
+    .unwrap();
+    Api::<Namespace>::all(h.client.clone())
+        .create(&PostParams::default(), &theirs)
+        .await
+        .unwrap();
+    let run = trigger(&h, issue, "real-foreign-ns-1").await;
+    let report = h.reconciler.reconcile_once().await.unwrap();
+    assert!(report.applied.is_empty(), "{report:?}");
+    assert_eq!(state(&h, &run).await, "failed");
+    assert!(
+        run_reason(&h, &run)
+            .await
+            .contains("not managed by this issueops install"),
+        "{}",
+        run_reason(&h, &run).await
+    );
+    let jobs = Api::<Job>::namespaced(h.client.clone(), &namespace)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(jobs.items.is_empty());
+    Api::<Namespace>::all(h.client.clone())
+        .delete(&namespace, &DeleteParams::default())
+        .await
+        .unwrap();
+    h.finish().await;
+}
