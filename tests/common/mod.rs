@@ -389,6 +389,15 @@ pub fn writes(log: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// A loopback port free right now, for a process started next.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// An issue number no other test (or earlier run) on the shared cluster uses.
 pub fn unique_issue() -> u64 {
     rand::random::<u32>() as u64 % 900_000_000 + 100_000_000

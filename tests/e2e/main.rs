@@ -10,7 +10,13 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod hardening;
+
 use common::{fake_repo_api, git_http};
+use hardening::{
+    forged_flood_leaves_no_trace_but_a_counter, poison_delivery_dead_lettered_others_flow,
+    two_replicas_one_writer, unmanaged_object_not_taken_over,
+};
 use issueops_core::state_repo::StateRepo;
 use issueops_core::{naming, Store};
 use k8s_openapi::api::batch::v1::Job;
@@ -44,6 +50,8 @@ struct Env {
     store: Store,
     repo: StateRepo,
     serve: std::sync::Mutex<Child>,
+    /// serve's operations endpoint (`/metrics`, `/healthz`, `/readyz`).
+    metrics_url: String,
     /// The staff UI's one-time sign-in link, as serve printed it.
     ui_link: String,
     /// The repo's side of GitHub (issues, pull requests, labels), with state.
@@ -72,7 +80,9 @@ impl Env {
         let instance = format!("e2e-{}", hex::encode(rand::random::<[u8; 4]>()));
         let agent_argv = |_mode: &str| ["sh", FAKE_AGENT, "{model}", "{model}", "{reasoning}"];
         let config = json!({
-            "repos": [common::REPO],
+            // The second repo has no App installation: its deliveries are
+            // the poison of the dead-letter scenario.
+            "repos": [common::REPO, hardening::UNINSTALLED_REPO],
             "instance": instance,
             // The node stand-in runs the agent image's entrypoint (the real
             // runner) for `exec` images; the stand-in agent's model label says
@@ -104,6 +114,7 @@ impl Env {
             .local_addr()
             .unwrap()
             .port();
+        let metrics_port = common::free_port();
         let log = std::fs::File::create(root.join("serve.log")).unwrap();
         let serve = Command::new(bin())
             .args([
@@ -116,9 +127,9 @@ impl Env {
                 "5",
                 "--ui-listen",
                 "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
             ])
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{metrics_port}"))
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .env("ISSUEOPS_DATA_DIR", &work)
@@ -167,6 +178,7 @@ impl Env {
             store,
             repo,
             serve: std::sync::Mutex::new(serve),
+            metrics_url: format!("http://127.0.0.1:{metrics_port}"),
             ui_link,
             api,
             git,
@@ -440,6 +452,8 @@ struct Issues {
     agent: u64,
     approval: u64,
     held: [u64; 3],
+    /// An issue whose namespace someone else created first.
+    foreign: u64,
 }
 
 async fn dev_run_to_succeeded_and_pruned(env: &Env, issues: &Issues) -> Evidence {
@@ -1001,6 +1015,7 @@ async fn main() -> std::process::ExitCode {
             common::unique_issue(),
             common::unique_issue(),
         ],
+        foreign: common::unique_issue(),
     });
     let scenarios: Vec<(&str, ScenarioFn)> = vec![
         scenario!(dev_run_to_succeeded_and_pruned),
@@ -1013,6 +1028,10 @@ async fn main() -> std::process::ExitCode {
         scenario!(agent_revise_updates_the_pull_request),
         scenario!(staff_ui_shows_the_run_and_its_pr),
         scenario!(emptied_state_repo_trips_the_prune_guard),
+        scenario!(unmanaged_object_not_taken_over),
+        scenario!(poison_delivery_dead_lettered_others_flow),
+        scenario!(two_replicas_one_writer),
+        scenario!(forged_flood_leaves_no_trace_but_a_counter),
         scenario!(nothing_left_behind),
     ];
     let mut results = Vec::new();
