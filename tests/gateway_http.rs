@@ -88,8 +88,7 @@ async fn missing_malformed_or_forged_signatures_get_401() {
 /// requests came; the numbers are in the metrics and the summaries.
 #[tokio::test]
 async fn a_forged_flood_leaves_a_handful_of_rows_and_a_counter() {
-    let mut config = issueops_core::Config::default();
-    config.repos = vec!["Codertocat/Hello-World".into()];
+    let mut config = common::test_config();
     config.gateway.rate_per_second = 50;
     config.gateway.rate_burst = 100;
     config.gateway.refused_summary_seconds = 5;

@@ -47,6 +47,17 @@ pub struct InboxRow {
     pub outcome: Option<String>,
 }
 
+/// delivery id, event, action, repo, attempts, last error, dead at.
+type DeadRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<String>,
+    i64,
+);
+
 type Row = (
     i64,
     String,
@@ -224,15 +235,7 @@ impl Store {
 
     /// Dead letters, oldest first.
     pub async fn dead_deliveries(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        let rows: Vec<(
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-            i64,
-            Option<String>,
-            i64,
-        )> = sqlx::query_as(
+        let rows: Vec<DeadRow> = sqlx::query_as(
             "SELECT delivery_id, event, action, repo, attempts, last_error, dead_at
                    FROM inbox WHERE dead_at IS NOT NULL ORDER BY seq",
         )
