@@ -322,21 +322,8 @@ async fn approvals_are_decided_from_the_command_line() {
     )
     .unwrap();
     let issueops = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_issueops"))
-            .env_remove("ISSUEOPS_GITHUB_TOKEN")
-            .env_remove("RUST_LOG")
-            .arg("--data-dir")
-            .arg(h.dir.path())
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let config = config.to_str().unwrap();
+        common::run_issueops(h.dir.path(), &[&["--config", config], args].concat())
     };
     let (ok, list, _) = issueops(&["approvals"]);
     assert!(

@@ -186,20 +186,7 @@ async fn a_dead_letter_is_listed_and_retried_from_the_command_line() {
     h.post_signed("issues", "not-installed-1", &trigger_for(REPO, 1))
         .await;
     h.control_plane.process_pending().await.unwrap();
-    let issueops = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_issueops"))
-            .env_remove("RUST_LOG")
-            .arg("--data-dir")
-            .arg(h.dir.path())
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let issueops = |args: &[&str]| common::run_issueops(h.dir.path(), args);
     let (ok, list, err) = issueops(&["deliveries"]);
     assert!(ok, "{err}");
     assert!(

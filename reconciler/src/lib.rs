@@ -599,18 +599,10 @@ impl Reconciler {
                             let reason = format!(
                                 "namespace {ns} exists and is not managed by this issueops install ({owner}); refusing to put objects into it"
                             );
-                            tracing::error!(object = %reference, %reason, "refused");
-                            refused.by_scope.insert(scope.clone(), reason.clone());
-                            report.skipped.push(reference.clone());
-                            self.store
-                                .append_audit(
-                                    &AuditEvent {
-                                        outcome: "refused-not-ours".into(),
-                                        ..audit
-                                    }
-                                    .detail(json!({ "reason": reason })),
-                                )
-                                .await?;
+                            self.refuse_not_ours(
+                                &reference, scope, &reason, audit, report, refused,
+                            )
+                            .await?;
                             self.fail_runs_in(ns, &reason).await?;
                             return Ok(());
                         }
@@ -680,17 +672,7 @@ impl Reconciler {
                 .err()
                 .map(|e| e.to_string())
                 .unwrap_or_default();
-            tracing::error!(object = %reference, %reason, "refused");
-            report.skipped.push(reference.clone());
-            refused.by_scope.insert(scope, reason.clone());
-            self.store
-                .append_audit(
-                    &AuditEvent {
-                        outcome: "refused-not-ours".into(),
-                        ..audit
-                    }
-                    .detail(json!({ "reason": reason })),
-                )
+            self.refuse_not_ours(&reference, scope, &reason, audit, report, refused)
                 .await?;
             if obj.resource.kind == "Job" {
                 self.fail_refused_run(run_id.as_deref(), &reason).await?;
@@ -753,6 +735,32 @@ pub(crate) struct Refusals {
 }
 
 impl Reconciler {
+    /// Records that `reference` (and everything else in its scope this cycle)
+    /// is not applied because something there is not ours.
+    async fn refuse_not_ours(
+        &self,
+        reference: &str,
+        scope: String,
+        reason: &str,
+        audit: AuditEvent,
+        report: &mut CycleReport,
+        refused: &mut Refusals,
+    ) -> Result<(), ReconcileError> {
+        tracing::error!(object = %reference, %reason, "refused");
+        report.skipped.push(reference.to_string());
+        refused.by_scope.insert(scope, reason.to_string());
+        self.store
+            .append_audit(
+                &AuditEvent {
+                    outcome: "refused-not-ours".into(),
+                    ..audit
+                }
+                .detail(json!({ "reason": reason })),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Ends a run whose objects were refused, with the reason, and audits it.
     async fn fail_refused_run(
         &self,

@@ -255,7 +255,7 @@ async fn run_backend(
     wake: Arc<Notify>,
     (poll, resync): (Duration, Duration),
     stop: CancellationToken,
-) {
+) -> Result<()> {
     let config = &backend.config;
     let committed = Arc::new(Notify::new());
     let control_plane_gate = Gate::Database {
@@ -287,14 +287,12 @@ async fn run_backend(
             .run(committed.clone(), poll, resync, lost)
     });
     tokio::join!(control_plane, reconciler);
+    Ok(())
 }
 
 /// Runs the parts of a role side by side until a signal or the first
 /// failure, which stops the others (each finishing what it is doing).
-async fn until_stopped(
-    stop: CancellationToken,
-    parts: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + '_>>>,
-) -> Result<()> {
+async fn until_stopped(stop: CancellationToken, parts: Vec<Part<'_>>) -> Result<()> {
     let all = futures::future::join_all(parts.into_iter().map(|part| {
         let stop = stop.clone();
         async move {
@@ -318,6 +316,45 @@ async fn until_stopped(
     }
 }
 
+type Part<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>>;
+
+/// The parts `serve` and `reconciler` share: the operations endpoint, the
+/// staff UI, the stand-in's upkeep, and the control plane with the reconciler.
+fn backend_parts<'a>(
+    common: &'a Common,
+    store: &'a Store,
+    backend: &'a Backend,
+    ui: Option<(tokio::net::TcpListener, issueops_ui::AppState)>,
+    (ops, cluster): (&'a OpsArgs, &'a ClusterArgs),
+    wake: Arc<Notify>,
+    stop: &CancellationToken,
+) -> Vec<Part<'a>> {
+    let upkeep = standin_upkeep(common, store, backend);
+    let stopped = stop.clone();
+    vec![
+        Box::pin(crate::ops_http::serve(
+            ops.metrics_listen,
+            store.clone(),
+            stop.clone(),
+        )),
+        Box::pin(run_ui(ui, stop.clone())),
+        Box::pin(async move {
+            tokio::select! {
+                _ = upkeep => {}
+                _ = stopped.cancelled() => {}
+            }
+            Ok(())
+        }),
+        Box::pin(run_backend(
+            store,
+            backend,
+            wake,
+            intervals(cluster),
+            stop.clone(),
+        )),
+    ]
+}
+
 pub async fn serve(
     common: &Common,
     gateway: &GatewayArgs,
@@ -333,45 +370,24 @@ pub async fn serve(
     let ui = staff_ui(common, &store, &backend, ui, Some(gateway.listen)).await?;
     let stop = crate::shutdown::on_signal();
     let stored = Arc::new(Notify::new());
-    let upkeep = standin_upkeep(common, &store, &backend);
-    until_stopped(
+    let mut parts = backend_parts(
+        common,
+        &store,
+        &backend,
+        ui,
+        (ops, cluster),
+        stored.clone(),
+        &stop,
+    );
+    parts.push(Box::pin(run_gateway(
+        store.clone(),
+        gateway,
+        &backend.config.gateway,
+        secrets,
+        stored,
         stop.clone(),
-        vec![
-            Box::pin(crate::ops_http::serve(
-                ops.metrics_listen,
-                store.clone(),
-                stop.clone(),
-            )),
-            Box::pin(run_gateway(
-                store.clone(),
-                gateway,
-                &backend.config.gateway,
-                secrets,
-                stored.clone(),
-                stop.clone(),
-            )),
-            Box::pin(run_ui(ui, stop.clone())),
-            Box::pin(async {
-                tokio::select! {
-                    _ = upkeep => {}
-                    _ = stop.cancelled() => {}
-                }
-                Ok(())
-            }),
-            Box::pin(async {
-                run_backend(
-                    &store,
-                    &backend,
-                    stored.clone(),
-                    intervals(cluster),
-                    stop.clone(),
-                )
-                .await;
-                Ok(())
-            }),
-        ],
-    )
-    .await
+    )));
+    until_stopped(stop, parts).await
 }
 
 pub async fn gateway_only(common: &Common, gateway: &GatewayArgs, ops: &OpsArgs) -> Result<()> {
@@ -412,35 +428,16 @@ pub async fn reconciler_only(
     let backend = backend(common, &store, cluster).await?;
     let ui = staff_ui(common, &store, &backend, ui, None).await?;
     let stop = crate::shutdown::on_signal();
-    let upkeep = standin_upkeep(common, &store, &backend);
-    until_stopped(
-        stop.clone(),
-        vec![
-            Box::pin(crate::ops_http::serve(
-                ops.metrics_listen,
-                store.clone(),
-                stop.clone(),
-            )),
-            Box::pin(run_ui(ui, stop.clone())),
-            Box::pin(async {
-                tokio::select! {
-                    _ = upkeep => {}
-                    _ = stop.cancelled() => {}
-                }
-                Ok(())
-            }),
-            Box::pin(async {
-                run_backend(
-                    &store,
-                    &backend,
-                    Arc::new(Notify::new()),
-                    intervals(cluster),
-                    stop.clone(),
-                )
-                .await;
-                Ok(())
-            }),
-        ],
-    )
-    .await
+    // Without a gateway in this process, nothing wakes the control plane: it
+    // polls the inbox.
+    let parts = backend_parts(
+        common,
+        &store,
+        &backend,
+        ui,
+        (ops, cluster),
+        Arc::new(Notify::new()),
+        &stop,
+    );
+    until_stopped(stop, parts).await
 }

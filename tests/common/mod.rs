@@ -389,6 +389,25 @@ pub fn writes(log: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Runs the real `issueops` binary on the data dir `data_dir` with `args`
+/// (and no GitHub token or log level from the environment): whether it
+/// succeeded, its stdout and its stderr.
+pub fn run_issueops(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_issueops"))
+        .env_remove("ISSUEOPS_GITHUB_TOKEN")
+        .env_remove("RUST_LOG")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A loopback port free right now, for a process started next.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
