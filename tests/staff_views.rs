@@ -209,6 +209,11 @@ async fn views_on(db: Db) {
     assert_eq!(stuck[0].attempts, 2);
     assert_eq!(stuck[0].last_error.as_deref(), Some("GitHub is still down"));
     assert_eq!(stuck[0].dead_at, None);
+    // Given up on: a dead letter, shown on the deliveries and health pages.
+    h.store
+        .fail_delivery(seq, "GitHub refuses for good", None)
+        .await
+        .unwrap();
 
     // Every page renders on this database, paged past the first 20 runs.
     let pages = [
@@ -230,6 +235,14 @@ async fn views_on(db: Db) {
         let (status, body) = ui.get(page).await;
         assert_eq!(status, 200, "{page}: {body}");
     }
+    let (_, deliveries) = ui.get("/deliveries?stuck=1").await;
+    assert!(
+        deliveries.contains("dead letter")
+            && deliveries.contains("gave up after 3 attempts: GitHub refuses for good"),
+        "{deliveries}"
+    );
+    let (_, health) = ui.get("/health").await;
+    assert!(health.contains("1 given up on"), "{health}");
     let (_, second) = ui.get("/runs?page=1").await;
     assert!(second.contains("page 2 of 2"), "{second}");
     let (_, run_page) = ui.get(&format!("/runs/{victim}")).await;

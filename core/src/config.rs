@@ -192,8 +192,10 @@ pub struct ClusterConfig {
     pub egress_excluded_cidrs: Vec<String>,
     /// Pod Security Admission level enforced on issue namespaces.
     pub pod_security: String,
-    /// Namespace of the reconciler's leader-election Lease (issueops' own).
-    pub lease_namespace: String,
+    /// Namespace of the reconciler's leader-election Lease; by default the
+    /// client's own (the pod's namespace in a cluster, the kubeconfig
+    /// context's outside).
+    pub lease_namespace: Option<String>,
     /// A standby reconciler takes over once the leader has not renewed its
     /// Lease for this long.
     pub lease_seconds: u64,
@@ -226,7 +228,7 @@ impl Default for ClusterConfig {
             .map(String::from)
             .to_vec(),
             pod_security: "restricted".into(),
-            lease_namespace: "issueops".into(),
+            lease_namespace: None,
             lease_seconds: 15,
         }
     }

@@ -263,9 +263,15 @@ async fn run_backend(
         role: issueops_control_plane::WRITER_ROLE,
     };
     let reconciler_gate = if backend.cluster.real {
+        let client = &backend.cluster.client;
+        let namespace = config
+            .cluster
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string());
         Gate::Lease(issueops_reconciler::lease::LeaseLock::new(
-            backend.cluster.client.clone(),
-            &config.cluster.lease_namespace,
+            client.clone(),
+            &namespace,
             &format!("issueops-reconciler-{}", config.instance),
             &crate::leader::holder_identity(),
             Duration::from_secs(config.cluster.lease_seconds),

@@ -533,6 +533,7 @@ pub async fn health(State(state): State<AppState>, who: Signed) -> Result<Respon
         .cloned();
     let resync = store.last_audit(kind::RECONCILE, "resynced").await?;
     let (_, stuck) = store.deliveries_page(true, 0).await?;
+    let dead = store.dead_deliveries().await?.len();
     state.render(
         "health.html",
         context! {
@@ -541,7 +542,7 @@ pub async fn health(State(state): State<AppState>, who: Signed) -> Result<Respon
                 cycle, applied, head, head_error,
                 in_sync => head.is_some() && head == applied,
                 tripped, blocked, resync,
-                stuck,
+                stuck, dead,
                 cluster_description => parts.cluster_description,
                 database => format!("{:?}", store.backend()),
                 state_repo => parts.repo.location(),
