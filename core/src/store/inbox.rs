@@ -124,8 +124,9 @@ impl Store {
     }
 
     /// Claims up to `limit` deliveries that are due, oldest first, for
-    /// `lease_ms`: nobody else claims them until the lease runs out (a
-    /// consumer that dies gives them back that way). A delivery waiting for a
+    /// `lease_ms`: on PostgreSQL nobody else claims them until the lease runs
+    /// out (a consumer that dies gives them back that way); on SQLite the
+    /// leader's lock file already keeps other consumers out. A delivery waiting for a
     /// retry holds back the later deliveries of its repo, so one repo's events
     /// stay in order while other repos flow.
     pub async fn claim_deliveries(
@@ -133,31 +134,35 @@ impl Store {
         limit: i64,
         lease_ms: i64,
     ) -> Result<Vec<InboxRow>, StoreError> {
-        // PostgreSQL: concurrent consumers skip each other's rows instead of
-        // waiting; SQLite has one writer at a time, so the UPDATE is the claim.
-        let lock = match self.backend() {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
-        let now = now_ms();
-        let mut rows: Vec<Row> = sqlx::query_as(&format!(
-            "UPDATE inbox SET claimed_until = $1 WHERE seq IN (
-                 SELECT seq FROM inbox d
-                  WHERE d.processed_at IS NULL AND d.dead_at IS NULL
+        const DUE: &str = "d.processed_at IS NULL AND d.dead_at IS NULL
                     AND d.next_attempt_at <= $2 AND d.claimed_until <= $2
                     AND NOT EXISTS (
                         SELECT 1 FROM inbox w
                          WHERE w.processed_at IS NULL AND w.dead_at IS NULL AND w.attempts > 0
-                           AND w.seq < d.seq AND COALESCE(w.repo, '') = COALESCE(d.repo, ''))
-                  ORDER BY seq LIMIT $3{lock})
-             RETURNING {COLUMNS}"
-        ))
-        .bind(now.saturating_add(lease_ms))
-        .bind(now)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await
-        .map_err(sql("claiming deliveries"))?;
+                           AND w.seq < d.seq AND COALESCE(w.repo, '') = COALESCE(d.repo, ''))";
+        let now = now_ms();
+        let query = match self.backend() {
+            // Concurrent consumers skip each other's rows instead of waiting,
+            // and a claim outlives a crash only by its lease.
+            Backend::Postgres => format!(
+                "UPDATE inbox SET claimed_until = $1 WHERE seq IN (
+                     SELECT seq FROM inbox d WHERE {DUE}
+                      ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED)
+                 RETURNING {COLUMNS}"
+            ),
+            // One process at a time writes a SQLite database (the leader's
+            // lock file): reading is claiming, and saves a write per pass.
+            Backend::Sqlite => format!(
+                "SELECT {COLUMNS} FROM inbox d WHERE $1 = $1 AND {DUE} ORDER BY seq LIMIT $3"
+            ),
+        };
+        let mut rows: Vec<Row> = sqlx::query_as(&query)
+            .bind(now.saturating_add(lease_ms))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await
+            .map_err(sql("claiming deliveries"))?;
         rows.sort_by_key(|r| r.0);
         Ok(rows.into_iter().map(InboxRow::from).collect())
     }
