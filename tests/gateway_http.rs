@@ -177,6 +177,43 @@ async fn a_forged_flood_leaves_a_handful_of_rows_and_a_counter() {
     h.finish().await;
 }
 
+/// GitHub's signed deliveries never spend a source's budget: a burst of them
+/// from one address (GitHub's, or an ingress in front of the gateway) is
+/// stored whole, even with the strictest limit.
+#[tokio::test]
+async fn signed_deliveries_are_never_throttled() {
+    let mut config = common::test_config();
+    config.gateway.rate_per_second = 1;
+    config.gateway.rate_burst = 1;
+    let h = Harness::start_configured(Db::Sqlite, config).await;
+    for i in 0..50 {
+        let body = common::labeled_issue("run:dev", 100 + i);
+        let (status, text) = h.post_signed("issues", &format!("burst-{i}"), &body).await;
+        assert_eq!(status, 202, "delivery {i}: {text}");
+    }
+    assert_eq!(h.store.count_deliveries().await.unwrap(), 50);
+    // Two refusals spend the budget of one: the source is throttled.
+    let body = labeled("issues/labeled.payload.json", "run:dev");
+    let forged = Some(sign(b"guess", &body));
+    assert_eq!(
+        h.post(Some("issues"), Some("f1"), &body, forged.clone())
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        h.post(Some("issues"), Some("f2"), &body, forged.clone())
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        h.post(Some("issues"), Some("f3"), &body, forged).await.0,
+        429
+    );
+    h.finish().await;
+}
+
 #[tokio::test]
 async fn previous_secret_still_verifies_during_rotation() {
     let h = Harness::start(Db::Sqlite).await;

@@ -1,5 +1,12 @@
-//! What unauthenticated callers can make the gateway do: a per-source rate
-//! limit, and refusals that are counted instead of each leaving a row.
+//! What unauthenticated callers can make the gateway do: a per-source budget
+//! of *refused* requests, and refusals that are counted instead of each
+//! leaving a row.
+//!
+//! Only refusals spend the budget: GitHub's signed deliveries never do, so a
+//! burst of real deliveries (all from GitHub's few addresses, or from one
+//! ingress) is never throttled. A source that spends its budget is answered
+//! 429 for everything, before any verification, until it has a token again
+//! (at least a second).
 //!
 //! Invariant: however many requests a source sends, the audit table gains at
 //! most two rows per reason, source and window (the first refusal, and a
@@ -27,10 +34,15 @@ struct Window {
     reason: String,
 }
 
+/// The shortest time a source that spent its budget is answered 429.
+const MIN_THROTTLE: Duration = Duration::from_secs(1);
+
 pub struct Guard {
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
     window: Duration,
     windows: Mutex<HashMap<(&'static str, IpAddr), Window>>,
+    /// Sources that spent their budget, and until when they are throttled.
+    throttled: Mutex<HashMap<IpAddr, Instant>>,
 }
 
 impl Guard {
@@ -43,14 +55,40 @@ impl Guard {
             limiter,
             window: Duration::from_secs(config.refused_summary_seconds.max(1)),
             windows: Mutex::new(HashMap::new()),
+            throttled: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Whether `source` is within its rate.
+    /// Whether `source` may be heard: false while it is throttled.
     pub fn admit(&self, source: IpAddr) -> bool {
-        self.limiter
-            .as_ref()
-            .is_none_or(|l| l.check_key(&source).is_ok())
+        let mut throttled = self.throttled.lock().unwrap_or_else(|p| p.into_inner());
+        match throttled.get(&source) {
+            Some(until) if *until > Instant::now() => false,
+            Some(_) => {
+                throttled.remove(&source);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Spends one token of `source`'s budget for a refused request; a source
+    /// with none left is throttled.
+    pub fn charge(&self, source: IpAddr) {
+        let Some(limiter) = &self.limiter else {
+            return;
+        };
+        if let Err(not_until) = limiter.check_key(&source) {
+            let wait = not_until
+                .wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                ))
+                .max(MIN_THROTTLE);
+            let mut throttled = self.throttled.lock().unwrap_or_else(|p| p.into_inner());
+            if throttled.len() < MAX_TRACKED || throttled.contains_key(&source) {
+                throttled.insert(source, Instant::now() + wait);
+            }
+        }
     }
 
     /// Counts a refusal; returns the audit row to write when it is the first
@@ -102,6 +140,10 @@ impl Guard {
             l.retain_recent();
         }
         let now = Instant::now();
+        self.throttled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, until| *until > now);
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let mut rows = Vec::new();
         windows.retain(|(class, source), w| {
@@ -174,13 +216,20 @@ mod tests {
     }
 
     #[test]
-    fn the_rate_limit_is_per_source() {
+    fn only_refusals_spend_a_sources_budget() {
         let g = guard(1, 3);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
-        let admitted = (0..10).filter(|_| g.admit(a)).count();
-        assert_eq!(admitted, 3, "the burst, then the rate");
-        assert!(g.admit(b));
-        assert!(guard(0, 0).admit(a), "0 turns the limit off");
+        assert!((0..1000).all(|_| g.admit(a)), "admitting spends nothing");
+        for _ in 0..3 {
+            g.charge(a);
+            assert!(g.admit(a), "within the burst");
+        }
+        g.charge(a);
+        assert!(!g.admit(a), "the budget is spent: throttled");
+        assert!(g.admit(b), "other sources are not");
+        let off = guard(0, 0);
+        (0..100).for_each(|_| off.charge(a));
+        assert!(off.admit(a), "0 turns the limit off");
     }
 }

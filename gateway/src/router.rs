@@ -210,6 +210,9 @@ async fn receive(
                 if matches!(refusal, Refusal::Unavailable(_)) {
                     tracing::error!(%reason, "delivery not stored; GitHub may redeliver");
                 } else {
+                    if !matches!(refusal, Refusal::RateLimited) {
+                        state.guard.charge(source);
+                    }
                     tracing::debug!(status = status.as_u16(), %reason, %source, "delivery refused");
                 }
                 issueops_core::metrics::delivery_outcome("refused");
