@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{labeled, test_config, Db, Harness, REPO};
+use common::{test_config, Db, Harness, REPO};
 use issueops_core::store::StoreError;
 use issueops_github::Credentials;
 use serde_json::json;
@@ -18,9 +18,8 @@ const OTHER_REPO: &str = "octo-org/other";
 /// GitHub's example delivery, for `repo` and `issue`.
 fn trigger_for(repo: &str, issue: u64) -> Vec<u8> {
     let mut v: serde_json::Value =
-        serde_json::from_slice(&labeled("issues/labeled.payload.json", "run:dev")).unwrap();
+        serde_json::from_slice(&common::labeled_issue("run:dev", issue)).unwrap();
     v["repository"]["full_name"] = repo.into();
-    v["issue"]["number"] = issue.into();
     serde_json::to_vec(&v).unwrap()
 }
 
