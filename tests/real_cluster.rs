@@ -187,6 +187,89 @@ async fn a_new_run_applies_ten_objects_and_a_resync_right_after_writes_nothing()
 }
 
 #[tokio::test]
+async fn drift_by_another_field_manager_is_found_and_corrected_by_the_watched_resync() {
+    use k8s_openapi::api::core::v1::ResourceQuota;
+    use kube::api::{Patch, PatchParams};
+    let (h, log) = start(holding(real_cluster_config())).await;
+    let issue = unique_issue();
+    let namespace = naming::namespace_for_issue(REPO, issue);
+    trigger(&h, issue, "real-drift-1").await;
+    assert!(h.reconciler.reconcile_once().await.unwrap().converged());
+
+    // With the watches running, a resync lists nothing: the first one reads
+    // and checks every file once, and writes nothing.
+    let _watches = h.reconciler.watch();
+    let first = h.reconciler.resync(false).await.unwrap();
+    assert_eq!(first.list_calls, 0, "{first:?}");
+    assert_eq!(first.files_read, 10, "{first:?}");
+    assert!(first.cycle.applied.is_empty(), "{first:?}");
+
+    // `kubectl edit`: a merge patch by field manager kubectl-edit that
+    // changes a value issueops applied and removes a label it applied.
+    let quotas: Api<ResourceQuota> = Api::namespaced(h.client.clone(), &namespace);
+    let edited = quotas
+        .patch(
+            "issueops-quota",
+            &PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(serde_json::json!({
+                "metadata": {"labels": {"issueops.dev/scope": null}},
+                "spec": {"hard": {"pods": "99"}}
+            })),
+        )
+        .await
+        .unwrap();
+    let reference = format!("ResourceQuota/{namespace}/issueops-quota");
+    let version: u64 = edited.metadata.resource_version.unwrap().parse().unwrap();
+    assert!(
+        h.reconciler
+            .inventory()
+            .wait_for(&reference, version, std::time::Duration::from_secs(30))
+            .await,
+        "the watch never delivered the edit"
+    );
+
+    log.lock().unwrap().clear();
+    let repaired = h.reconciler.resync(false).await.unwrap();
+    assert_eq!(repaired.list_calls, 0, "{repaired:?}");
+    assert_eq!(
+        repaired.files_read, 1,
+        "only the edited object's file is read"
+    );
+    assert_eq!(repaired.cycle.applied, vec![reference.clone()]);
+    assert_eq!(
+        writes(&log.lock().unwrap()),
+        vec![format!(
+            "PATCH /api/v1/namespaces/{namespace}/resourcequotas/issueops-quota"
+        )],
+        "one apply, no LIST"
+    );
+    let quota = quotas.get("issueops-quota").await.unwrap();
+    assert_eq!(quota.spec.unwrap().hard.unwrap()["pods"].0, "4");
+    assert!(quota
+        .metadata
+        .labels
+        .unwrap()
+        .contains_key("issueops.dev/scope"));
+    let audit = h.audit().await;
+    let row = audit
+        .iter()
+        .rev()
+        .find(|r| r.kind == kind::APPLY && r.object.as_deref() == Some(reference.as_str()))
+        .unwrap();
+    let detail: serde_json::Value = serde_json::from_str(&row.detail).unwrap();
+    let why = detail["resync"].as_str().unwrap_or_default().to_string();
+    assert!(why.contains("kubectl-edit"), "{why}");
+    let again = h.reconciler.resync(false).await.unwrap();
+    assert!(again.cycle.applied.is_empty(), "{again:?}");
+
+    cleanup(&h.client, &namespace).await;
+    h.finish().await;
+}
+
+#[tokio::test]
 async fn a_run_goes_running_succeeded_then_pruned_job_first_namespace_last() {
     let mut config = holding(real_cluster_config());
     config.lifecycle.run_retention_seconds = 0;

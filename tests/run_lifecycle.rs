@@ -472,11 +472,18 @@ async fn resync_repairs_drift_and_deletes_orphans_but_never_unmanaged_objects() 
     sa.delete("agent", &Default::default()).await.unwrap();
     let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> =
         Api::namespaced(h.client.clone(), &ns());
+    // Another manager takes a field over. (kube-fake-client records field
+    // ownership for applies only; tests/real_cluster.rs makes the same drift
+    // with `kubectl edit`'s merge patch on the real API server.)
     quotas
         .patch(
             "issueops-quota",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"hard": {"pods": "99"}}})),
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "v1", "kind": "ResourceQuota",
+                "metadata": {"name": "issueops-quota", "namespace": ns()},
+                "spec": {"hard": {"pods": "99"}}
+            })),
         )
         .await
         .unwrap();

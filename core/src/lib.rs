@@ -36,6 +36,11 @@ pub fn managed_selector(instance: &str) -> String {
 /// Field manager used for every server-side apply.
 pub const FIELD_MANAGER: &str = "issueops";
 
+/// Annotation on every applied object: the git blob id of the state-repo file
+/// it was applied from (`git cat-file -p <id>` shows it). The full resync
+/// compares it with the file at HEAD instead of comparing the objects.
+pub const DIGEST_ANNOTATION: &str = "issueops.dev/applied-digest";
+
 /// Milliseconds since the Unix epoch, the one time format in the store.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -10,9 +10,11 @@
 //! their object ids, so the cost of a commit does not grow with the repo.
 //! Calls are blocking (libgit2); async callers use `spawn_blocking`.
 
+/// A git object id: commits, and the blob ids that digest state-repo files.
+pub use git2::Oid;
 use git2::{
-    Commit, Cred, ErrorCode, FetchOptions, ObjectType, Oid, PushOptions, RemoteCallbacks,
-    Repository, Signature, Tree,
+    Commit, Cred, ErrorCode, FetchOptions, ObjectType, PushOptions, RemoteCallbacks, Repository,
+    Signature, Tree,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -511,6 +513,42 @@ impl StateRepo {
         }
     }
 
+    /// Every file at `sha` that satisfies `wanted`, with its blob id, without
+    /// reading any file: the full resync compares these ids with the digests
+    /// the cluster's objects carry, and reads only the files that differ.
+    pub fn blob_index(
+        &self,
+        sha: &str,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Vec<(String, Oid)>, StateRepoError> {
+        let repo = self.open()?;
+        let tree = self.find_tree(&repo, sha)?;
+        let mut out = Vec::new();
+        tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            if entry.kind() == Some(git2::ObjectType::Blob) {
+                let path = format!("{dir}{}", entry.name().unwrap_or_default());
+                if wanted(&path) {
+                    out.push((path, entry.id()));
+                }
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .map_err(self.err("walking a tree"))?;
+        Ok(out)
+    }
+
+    /// The content of the blobs `ids`, in order, read with one repository handle.
+    pub fn read_blobs(&self, ids: &[Oid]) -> Result<Vec<Vec<u8>>, StateRepoError> {
+        let repo = self.open()?;
+        ids.iter()
+            .map(|id| {
+                repo.find_blob(*id)
+                    .map(|b| b.content().to_vec())
+                    .map_err(self.err("reading a blob"))
+            })
+            .collect()
+    }
+
     /// Every file at `sha`, by path.
     pub fn files_at(&self, sha: &str) -> Result<BTreeMap<String, Vec<u8>>, StateRepoError> {
         Ok(self
@@ -767,6 +805,13 @@ fn build_tree(
         return Ok(None);
     }
     builder.write().map(Some)
+}
+
+/// The git blob id of `content`: what a state-repo file with this content is
+/// stored as, and the digest the reconciler puts on what it applies.
+pub fn blob_id(content: &[u8]) -> Oid {
+    // Hashing cannot fail for a blob; the zero id would only ever mismatch.
+    Oid::hash_object(git2::ObjectType::Blob, content).unwrap_or_else(|_| Oid::zero())
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 use crate::desired::DesiredObject;
 use issueops_core::retry::{self, Retryable};
 use issueops_core::{
-    DEFAULT_INSTANCE, FIELD_MANAGER, INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+    DEFAULT_INSTANCE, DIGEST_ANNOTATION, FIELD_MANAGER, INSTANCE_LABEL, MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
 };
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::DynamicObject;
@@ -159,6 +160,10 @@ pub async fn apply(
     // Server-managed fields never belong in an apply body.
     body.metadata.resource_version = None;
     body.metadata.managed_fields = None;
+    body.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(DIGEST_ANNOTATION.into(), obj.digest.to_string());
     let patch = Patch::Apply(&body);
     Ok(with_backoff(&obj.reference(), || api.patch(&obj.name, &params, &patch)).await?)
 }

@@ -173,6 +173,9 @@ pub struct DesiredObject {
     pub name: String,
     /// Position of the kind in apply order.
     pub rank: usize,
+    /// The git blob id of the file: put on the object as
+    /// [`issueops_core::DIGEST_ANNOTATION`] when applied.
+    pub digest: issueops_core::state_repo::Oid,
 }
 
 impl DesiredObject {
@@ -246,6 +249,7 @@ pub fn parse(path: &str, content: &[u8]) -> Result<DesiredObject, DesiredError> 
         namespace,
         name,
         rank,
+        digest: issueops_core::state_repo::blob_id(content),
     })
 }
 

@@ -11,8 +11,10 @@ pub mod agent_result;
 pub mod apply;
 pub mod credentials;
 pub mod desired;
+pub mod inventory;
 pub mod lease;
 pub mod observe;
+pub mod ownership;
 pub mod resync;
 
 use apply::DeleteOutcome;
@@ -134,6 +136,8 @@ pub struct Reconciler {
     /// The agent's model API key, written beside the GitHub token (key
     /// `agent-api-key`); never logged, audited or committed.
     agent_api_key: Option<credentials::AgentApiKey>,
+    /// What the cluster holds of ours, for the full resync.
+    inventory: inventory::Inventory,
 }
 
 /// One change to make, with the commit that asked for it.
@@ -144,6 +148,8 @@ pub(crate) struct Step {
     /// Not applied by us before (a new file, or missing from the cluster):
     /// look before applying, so nobody else's object is taken over.
     pub(crate) check_owner: bool,
+    /// Why a resync does this (drift, missing, orphan), for the audit row.
+    pub(crate) note: Option<String>,
 }
 
 fn trailer<'a>(info: Option<&'a CommitInfo>, key: &str) -> Option<&'a str> {
@@ -167,6 +173,7 @@ impl Reconciler {
                 &issueops_core::config::ClusterConfig::default().kinds,
             ),
             agent_api_key: None,
+            inventory: inventory::Inventory::default(),
         }
     }
 
@@ -203,8 +210,9 @@ impl Reconciler {
         self
     }
 
-    /// Also watch Jobs (events as they happen) beside the periodic list. For a
-    /// real API server; the in-process stand-in serves no watches.
+    /// Watch the cluster: Jobs (their runs move as events arrive) and the
+    /// inventory of managed objects (a resync then needs no LIST). For a real
+    /// API server; the in-process stand-in serves no watches.
     pub fn with_job_watch(mut self, on: bool) -> Self {
         self.watch_jobs = on;
         self
@@ -233,15 +241,7 @@ impl Reconciler {
         resync: Duration,
         stop: tokio_util::sync::CancellationToken,
     ) {
-        let _watch = self.watch_jobs.then(|| {
-            let (client, store) = (self.client.clone(), self.store.clone());
-            let instance = self.instance.clone();
-            AbortOnDrop(tokio::spawn(async move {
-                if let Err(e) = observe::watch_jobs(client, store, &instance).await {
-                    tracing::error!(error = %e, "Job watcher stopped; the periodic list goes on");
-                }
-            }))
-        });
+        let _watches = self.watch_jobs.then(|| self.watch());
         let mut last_resync = std::time::Instant::now();
         loop {
             let turn = match self.store.exclusive(WRITER_ROLE, CYCLE_LOCK_WAIT).await {
@@ -291,6 +291,31 @@ impl Reconciler {
                 _ = tokio::time::timeout(poll, wake.notified()) => {}
             }
         }
+    }
+
+    /// Starts the watches (until the returned value is dropped): Jobs, whose
+    /// runs move as events arrive, and the inventory of managed objects, so
+    /// a resync needs no LIST.
+    pub fn watch(&self) -> Watches {
+        let (client, store) = (self.client.clone(), self.store.clone());
+        let instance = self.instance.clone();
+        let jobs = AbortOnDrop(tokio::spawn(async move {
+            if let Err(e) = observe::watch_jobs(client, store, &instance).await {
+                tracing::error!(error = %e, "Job watcher stopped; the periodic list goes on");
+            }
+        }));
+        let (inventory, client) = (&self.inventory, self.client.clone());
+        let instance = self.instance.clone();
+        let objects = AbortOnDrop(tokio::spawn(inventory.watch(client, instance)));
+        Watches {
+            _jobs: jobs,
+            _objects: objects,
+        }
+    }
+
+    /// What the cluster holds of this install's objects, as the resync sees it.
+    pub fn inventory(&self) -> &inventory::Inventory {
+        &self.inventory
     }
 
     /// What the next cycle would create or change and delete, without doing
@@ -541,6 +566,9 @@ impl Reconciler {
         if let Some(a) = trailer(step.origin.as_ref(), "Actor") {
             audit = audit.actor(a);
         }
+        if let Some(note) = &step.note {
+            audit = audit.detail(json!({ "resync": note }));
+        }
         // A run runs once: a finished run's Job is never created again, not by a
         // resync, a drift correction or a rollback that brings its file back.
         if !step.delete && obj.resource.kind == "Job" {
@@ -646,8 +674,11 @@ impl Reconciler {
         let started = std::time::Instant::now();
         let outcome = async {
             if step.delete {
-                apply::delete(&self.client, obj, &self.instance)
-                    .await
+                let outcome = apply::delete(&self.client, obj, &self.instance).await;
+                if let Ok(DeleteOutcome::Deleted | DeleteOutcome::AlreadyAbsent) = outcome {
+                    self.inventory.forget(&reference);
+                }
+                outcome
                     .map(|o| match o {
                         DeleteOutcome::Deleted => "deleted",
                         DeleteOutcome::AlreadyAbsent => "already-absent",
@@ -657,7 +688,12 @@ impl Reconciler {
             } else {
                 apply::apply(&self.client, obj, &self.instance, check_owner)
                     .await
-                    .map(|_| "applied")
+                    .map(|live| {
+                        // What the server answered is the newest state: the
+                        // next resync needs no watch event to know it.
+                        self.inventory.record(obj.rank, &live.metadata);
+                        "applied"
+                    })
             }
         }
         .instrument(span)
@@ -797,6 +833,12 @@ impl Reconciler {
     }
 }
 
+/// The reconciler's watches; dropping this stops them.
+pub struct Watches {
+    _jobs: AbortOnDrop,
+    _objects: AbortOnDrop,
+}
+
 /// Stops a background task when its owner stops.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -853,6 +895,7 @@ fn plan_cycle(
                 delete,
                 origin: origins.remove(path.as_str()),
                 check_owner: added,
+                note: None,
             }),
             Err(e) => report.refused.push(e.to_string()),
         }
