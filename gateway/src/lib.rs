@@ -2,6 +2,7 @@
 //! deliveries, then answers. It never decides, renders, commits or talks to
 //! Kubernetes; the control plane reads what it stored.
 
+pub mod group_commit;
 pub mod guard;
 pub mod router;
 pub mod signature;

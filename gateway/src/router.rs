@@ -6,6 +6,7 @@
 //! answer comes within `DB_DEADLINE` plus the time to read the body, even with
 //! the database down (GitHub gives up after 10 s).
 
+use crate::group_commit::GroupCommit;
 use crate::guard::Guard;
 use crate::signature::Secrets;
 use axum::body::Bytes;
@@ -16,7 +17,7 @@ use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use issueops_core::audit::{kind, AuditEvent};
+use issueops_core::audit::AuditEvent;
 use issueops_core::event::Envelope;
 use issueops_core::store::inbox::{Inserted, NewDelivery};
 use issueops_core::Store;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub stored: Arc<Notify>,
     pub body_limit: usize,
     pub guard: Arc<Guard>,
+    /// Stores deliveries, grouped into shared commits.
+    pub inbox: GroupCommit,
 }
 
 impl AppState {
@@ -54,6 +57,7 @@ impl AppState {
         config: &issueops_core::config::GatewayConfig,
     ) -> Self {
         Self {
+            inbox: GroupCommit::start(store.clone()),
             store,
             secrets,
             stored,
@@ -288,7 +292,8 @@ async fn accept(
         // Stored as received, so the audit trail holds exactly what GitHub sent.
         payload: String::from_utf8_lossy(&body).into_owned(),
     };
-    let inserted = tokio::time::timeout(DB_DEADLINE, state.store.insert_delivery(&delivery))
+    let (repo, sender) = (delivery.repo.clone(), delivery.sender.clone());
+    let inserted = tokio::time::timeout(DB_DEADLINE, state.inbox.store(delivery))
         .await
         .map_err(|_| {
             Refusal::Unavailable(format!(
@@ -308,22 +313,10 @@ async fn accept(
                 .into_response())
         }
         Inserted::Stored { seq } => {
-            let mut audit = AuditEvent::new(kind::DELIVERY_RECEIVED, "stored")
-                .delivery(delivery_id)
-                .detail(json!({ "event": event, "action": envelope.action, "repo": delivery.repo, "inbox_seq": seq }));
-            if let Some(sender) = &delivery.sender {
-                audit = audit.actor(sender.clone());
-            }
+            // Its audit row was written in the same transaction.
             issueops_core::metrics::delivery_outcome("stored");
-            match tokio::time::timeout(DB_DEADLINE, state.store.append_audit(&audit)).await {
-                Ok(Ok(_)) => {}
-                // The delivery is safely stored; losing this row must not make
-                // GitHub think the delivery failed.
-                Ok(Err(e)) => tracing::error!(error = %e, "could not audit a stored delivery"),
-                Err(_) => tracing::error!("could not audit a stored delivery in time"),
-            }
             state.stored.notify_one();
-            tracing::info!(event, seq, "delivery stored");
+            tracing::info!(event, seq, repo = ?repo, sender = ?sender, "delivery stored");
             let status = if event == "ping" { "pong" } else { "accepted" };
             Ok((
                 StatusCode::ACCEPTED,

@@ -246,6 +246,14 @@ impl Inventory {
         self.read().objects.clone()
     }
 
+    /// Whether `reference` is held (and not being deleted).
+    pub fn contains(&self, reference: &str) -> bool {
+        self.read()
+            .objects
+            .get(reference)
+            .is_some_and(|o| !o.deleting)
+    }
+
     /// How many objects are held.
     pub fn len(&self) -> usize {
         self.read().objects.len()

@@ -263,7 +263,14 @@ impl Reconciler {
                 Err(e) => tracing::error!(error = %e, "reconcile cycle failed"),
             }
             self.record_cycle(&cycle).await;
-            if let Err(e) = observe::observe_jobs(&self.client, &self.store, &self.instance).await {
+            // Watched, Jobs need no LIST: the watch moves their runs, and the
+            // inventory says which are gone.
+            let observed = if self.inventory.is_watched() {
+                observe::end_runs_without_jobs(&self.client, &self.store, &self.inventory).await
+            } else {
+                observe::observe_jobs(&self.client, &self.store, &self.instance).await
+            };
+            if let Err(e) = observed {
                 tracing::error!(error = %e, "observing Jobs failed");
             }
             let now = (issueops_core::now_ms() / 1000) as i64;
@@ -387,7 +394,7 @@ impl Reconciler {
         })
         .await
         .map_err(|e| ReconcileError::Task(e.to_string()))??;
-        let Some((head, steps, mut report)) = planned else {
+        let Some((head, steps, report)) = planned else {
             return Ok(CycleReport {
                 head: last,
                 ..Default::default()
@@ -443,11 +450,10 @@ impl Reconciler {
                     .await;
             }
         }
-        async {
-            let mut refused = Refusals::default();
-            for step in &steps {
-                self.execute(step, &head, &mut report, &mut refused).await?;
-            }
+        let report = async {
+            let pass = Pass::new(report);
+            self.execute_all(&steps, &head, &pass).await?;
+            let report = pass.into_report();
             if report.converged() {
                 self.store
                     .set_last_applied_commit(&self.state_key, &head)
@@ -473,7 +479,7 @@ impl Reconciler {
                 failed = report.failed.len(),
                 "cycle done"
             );
-            Ok::<_, ReconcileError>(())
+            Ok::<_, ReconcileError>(report)
         }
         .instrument(span)
         .await?;
@@ -529,13 +535,26 @@ impl Reconciler {
         }
     }
 
-    async fn execute(
+    /// Executes `steps` in order, the steps of one kind and direction (all
+    /// Namespaces, then all Roles, …) side by side, at most
+    /// [`APPLY_CONCURRENCY`] at a time.
+    pub(crate) async fn execute_all(
         &self,
-        step: &Step,
+        steps: &[Step],
         head: &str,
-        report: &mut CycleReport,
-        refused: &mut Refusals,
+        pass: &Pass,
     ) -> Result<(), ReconcileError> {
+        use futures::{StreamExt, TryStreamExt};
+        for group in steps.chunk_by(|a, b| (a.delete, a.object.rank) == (b.delete, b.object.rank)) {
+            futures::stream::iter(group.iter().map(|step| self.execute(step, head, pass)))
+                .buffer_unordered(APPLY_CONCURRENCY)
+                .try_collect::<Vec<()>>()
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn execute(&self, step: &Step, head: &str, pass: &Pass) -> Result<(), ReconcileError> {
         let obj = &step.object;
         let reference = obj.reference();
         let run_id = obj
@@ -581,7 +600,7 @@ impl Reconciler {
                     .is_some_and(|s| s.is_finished());
                 if finished {
                     tracing::info!(object = %reference, "run already finished; Job not re-created");
-                    report.skipped.push(reference.clone());
+                    pass.report().skipped.push(reference.clone());
                     let audit = AuditEvent {
                         outcome: "skipped-finished-run".into(),
                         ..audit
@@ -595,9 +614,10 @@ impl Reconciler {
         // with it: the run must not start beside, or with, a stranger's objects.
         let scope = obj.namespace.clone().unwrap_or_else(|| obj.name.clone());
         if !step.delete {
-            if let Some(reason) = refused.by_scope.get(&scope) {
+            let refused_scope = pass.refused().by_scope.get(&scope).cloned();
+            if let Some(reason) = refused_scope {
                 let reason = format!("not applied: {reason}");
-                report.skipped.push(reference.clone());
+                pass.report().skipped.push(reference.clone());
                 self.store
                     .append_audit(
                         &AuditEvent {
@@ -618,24 +638,26 @@ impl Reconciler {
         // with everything in it.
         if !step.delete && step.check_owner {
             if let Some(ns) = obj.namespace.as_deref() {
-                if !refused.created.contains(ns) && !refused.verified.contains(ns) {
+                let known = {
+                    let refused = pass.refused();
+                    refused.created.contains(ns) || refused.verified.contains(ns)
+                };
+                if !known {
                     match apply::foreign_namespace(&self.client, ns, &self.instance).await {
                         Ok(None) => {
-                            refused.verified.insert(ns.to_string());
+                            pass.refused().verified.insert(ns.to_string());
                         }
                         Ok(Some(owner)) => {
                             let reason = format!(
                                 "namespace {ns} exists and is not managed by this issueops install ({owner}); refusing to put objects into it"
                             );
-                            self.refuse_not_ours(
-                                &reference, scope, &reason, audit, report, refused,
-                            )
-                            .await?;
+                            self.refuse_not_ours(&reference, scope, &reason, audit, pass)
+                                .await?;
                             self.fail_runs_in(ns, &reason).await?;
                             return Ok(());
                         }
                         Err(e) => {
-                            report.failed.push(reference.clone());
+                            pass.report().failed.push(reference.clone());
                             let audit = AuditEvent {
                                 outcome: "error".into(),
                                 ..audit
@@ -654,7 +676,7 @@ impl Reconciler {
             if let Some(run) = &run_id {
                 if let Err(e) = self.token_before_job(run).await {
                     tracing::error!(object = %reference, error = %e, "agent token not written; Job held back");
-                    report.failed.push(reference.clone());
+                    pass.report().failed.push(reference.clone());
                     let audit = AuditEvent {
                         outcome: "error".into(),
                         ..audit
@@ -669,7 +691,7 @@ impl Reconciler {
             && !(obj
                 .namespace
                 .as_ref()
-                .is_some_and(|ns| refused.created.contains(ns)));
+                .is_some_and(|ns| pass.refused().created.contains(ns)));
         let span = tracing::info_span!("object", object = %reference, run_id = run_id.as_deref().unwrap_or("-"));
         let started = std::time::Instant::now();
         let outcome = async {
@@ -708,7 +730,7 @@ impl Reconciler {
                 .err()
                 .map(|e| e.to_string())
                 .unwrap_or_default();
-            self.refuse_not_ours(&reference, scope, &reason, audit, report, refused)
+            self.refuse_not_ours(&reference, scope, &reason, audit, pass)
                 .await?;
             if obj.resource.kind == "Job" {
                 self.fail_refused_run(run_id.as_deref(), &reason).await?;
@@ -722,15 +744,18 @@ impl Reconciler {
         // A namespace we just created holds nothing of anyone else's: its other
         // new objects need no look first (saves a GET per object of a new issue).
         if outcome.is_ok() && !step.delete && check_owner && obj.resource.kind == "Namespace" {
-            refused.created.insert(obj.name.clone());
+            pass.refused().created.insert(obj.name.clone());
         }
         let audit = match outcome {
             Ok(outcome) => {
                 tracing::info!(object = %reference, outcome, "object reconciled");
-                match outcome {
-                    "applied" => report.applied.push(reference.clone()),
-                    "skipped-not-managed" => report.skipped.push(reference.clone()),
-                    _ => report.deleted.push(reference.clone()),
+                {
+                    let mut report = pass.report();
+                    match outcome {
+                        "applied" => report.applied.push(reference.clone()),
+                        "skipped-not-managed" => report.skipped.push(reference.clone()),
+                        _ => report.deleted.push(reference.clone()),
+                    }
                 }
                 if outcome == "applied" && obj.resource.kind == "Job" {
                     if let Some(run) = &run_id {
@@ -746,7 +771,7 @@ impl Reconciler {
             }
             Err(e) => {
                 tracing::error!(object = %reference, error = %e, "object failed");
-                report.failed.push(reference.clone());
+                pass.report().failed.push(reference.clone());
                 AuditEvent {
                     outcome: "error".into(),
                     ..audit
@@ -756,6 +781,38 @@ impl Reconciler {
         };
         self.store.append_audit(&audit).await?;
         Ok(())
+    }
+}
+
+/// Objects of one kind applied (or deleted) side by side in a cycle: enough
+/// to keep the API server busy without flooding it.
+const APPLY_CONCURRENCY: usize = 8;
+
+/// What one pass has done so far, shared by the steps running side by side.
+pub(crate) struct Pass {
+    report: std::sync::Mutex<CycleReport>,
+    refused: std::sync::Mutex<Refusals>,
+}
+
+impl Pass {
+    pub(crate) fn new(report: CycleReport) -> Self {
+        Self {
+            report: std::sync::Mutex::new(report),
+            refused: Default::default(),
+        }
+    }
+
+    // A step that panicked while holding a lock left whole entries only.
+    fn report(&self) -> std::sync::MutexGuard<'_, CycleReport> {
+        self.report.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn refused(&self) -> std::sync::MutexGuard<'_, Refusals> {
+        self.refused.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn into_report(self) -> CycleReport {
+        self.report.into_inner().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -779,12 +836,11 @@ impl Reconciler {
         scope: String,
         reason: &str,
         audit: AuditEvent,
-        report: &mut CycleReport,
-        refused: &mut Refusals,
+        pass: &Pass,
     ) -> Result<(), ReconcileError> {
         tracing::error!(object = %reference, %reason, "refused");
-        report.skipped.push(reference.to_string());
-        refused.by_scope.insert(scope, reason.to_string());
+        pass.report().skipped.push(reference.to_string());
+        pass.refused().by_scope.insert(scope, reason.to_string());
         self.store
             .append_audit(
                 &AuditEvent {

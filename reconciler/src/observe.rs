@@ -201,9 +201,24 @@ pub async fn observe_jobs(
             None => break,
         }
     }
-    for run in expected.iter().filter(|r| !seen.contains(&r.run_id)) {
-        // Not in the list: look it up by name once (a Job labelled before
-        // instance labels existed is still there), and only a 404 means gone.
+    let missing: Vec<_> = expected
+        .into_iter()
+        .filter(|r| !seen.contains(&r.run_id))
+        .collect();
+    end_missing(client, store, &missing, &mut report).await?;
+    Ok(report)
+}
+
+/// Ends the runs of `missing` whose Job is gone: each is looked up by name
+/// once (a Job labelled before instance labels existed is still there), and
+/// only a 404 means gone.
+async fn end_missing(
+    client: &kube::Client,
+    store: &Store,
+    missing: &[issueops_core::store::runs::Run],
+    report: &mut ObserveReport,
+) -> Result<(), ObserveError> {
+    for run in missing {
         let jobs: Api<Job> = Api::namespaced(client.clone(), &run.namespace);
         let name = format!("run-{}", run.run_id);
         if let Some(job) = crate::apply::with_backoff("get Job", || jobs.get_opt(&name)).await? {
@@ -229,6 +244,29 @@ pub async fn observe_jobs(
             report.moved.push((run.run_id.clone(), RunState::Cancelled));
         }
     }
+    Ok(())
+}
+
+/// What [`observe_jobs`] does when watches keep Jobs and the inventory
+/// current: the watch moves runs as their Jobs change, so only runs whose
+/// Job the inventory does not hold are looked at (no API call otherwise).
+pub async fn end_runs_without_jobs(
+    client: &kube::Client,
+    store: &Store,
+    inventory: &crate::inventory::Inventory,
+) -> Result<ObserveReport, ObserveError> {
+    let mut report = ObserveReport::default();
+    let missing: Vec<_> = store
+        .list_runs()
+        .await?
+        .into_iter()
+        .filter(|r| matches!(r.run_state(), Some(RunState::Applied | RunState::Running)))
+        .filter(|r| {
+            let job = format!("Job/{}/run-{}", r.namespace, r.run_id);
+            !inventory.contains(&job)
+        })
+        .collect();
+    end_missing(client, store, &missing, &mut report).await?;
     Ok(report)
 }
 

@@ -184,11 +184,9 @@ impl Reconciler {
         let mut orphans = orphans;
         orphans.sort_by_key(|s| std::cmp::Reverse(s.object.rank));
         steps.extend(orphans);
-        let mut refused = crate::Refusals::default();
-        for step in &steps {
-            self.execute(step, &head, &mut report.cycle, &mut refused)
-                .await?;
-        }
+        let pass = crate::Pass::new(std::mem::take(&mut report.cycle));
+        self.execute_all(&steps, &head, &pass).await?;
+        report.cycle = pass.into_report();
         let audit = AuditEvent::new(kind::RECONCILE, if report.cycle.converged() { "resynced" } else { "resync-incomplete" })
             .commit(head.clone())
             .detail(json!({

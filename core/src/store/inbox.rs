@@ -110,6 +110,52 @@ impl Store {
         })
     }
 
+    /// Stores `deliveries` in one transaction, each stored one with the audit
+    /// row `audit` makes for it (given its inbox sequence number); duplicates
+    /// get none. One commit for a group of concurrent requests: the gateway's
+    /// group commit, which is what makes SQLite (one writer) keep up.
+    pub async fn insert_deliveries(
+        &self,
+        deliveries: &[NewDelivery],
+        audit: impl Fn(&NewDelivery, i64) -> crate::AuditEvent,
+    ) -> Result<Vec<Inserted>, StoreError> {
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(sql("starting to store deliveries"))?;
+        let mut out = Vec::with_capacity(deliveries.len());
+        let received_at = now_ms();
+        for d in deliveries {
+            let seq: Option<(i64,)> = sqlx::query_as(
+                "INSERT INTO inbox (delivery_id, event, action, repo, sender, payload, received_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (delivery_id) DO NOTHING RETURNING seq",
+            )
+            .bind(&d.delivery_id)
+            .bind(&d.event)
+            .bind(&d.action)
+            .bind(&d.repo)
+            .bind(&d.sender)
+            .bind(&d.payload)
+            .bind(received_at)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sql("storing a delivery in the inbox"))?;
+            out.push(match seq {
+                Some((seq,)) => {
+                    crate::audit::insert_audit(&mut *tx, &audit(d, seq)).await?;
+                    Inserted::Stored { seq }
+                }
+                None => Inserted::Duplicate,
+            });
+        }
+        tx.commit()
+            .await
+            .map_err(sql("committing stored deliveries"))?;
+        Ok(out)
+    }
+
     /// Unprocessed deliveries that are not dead letters, oldest first
     /// (whether claimed or waiting for a retry).
     pub async fn pending_deliveries(&self, limit: i64) -> Result<Vec<InboxRow>, StoreError> {
