@@ -162,6 +162,23 @@ impl Store {
         insert_audit(self.pool(), e).await
     }
 
+    /// Appends `rows` in one transaction (one commit for a reconciler's
+    /// group of applies instead of one each).
+    pub async fn append_audits(&self, rows: &[AuditEvent]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(sql("starting to append audit rows"))?;
+        for e in rows {
+            insert_audit(&mut *tx, e).await?;
+        }
+        tx.commit().await.map_err(sql("committing audit rows"))
+    }
+
     /// Whether a row of `kind` exists for `run_id`: lets a replay after a crash
     /// write a missing row without doubling one that was written.
     pub async fn has_audit(&self, run_id: &str, kind: &str) -> Result<bool, StoreError> {

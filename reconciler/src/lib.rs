@@ -546,10 +546,15 @@ impl Reconciler {
     ) -> Result<(), ReconcileError> {
         use futures::{StreamExt, TryStreamExt};
         for group in steps.chunk_by(|a, b| (a.delete, a.object.rank) == (b.delete, b.object.rank)) {
-            futures::stream::iter(group.iter().map(|step| self.execute(step, head, pass)))
-                .buffer_unordered(APPLY_CONCURRENCY)
-                .try_collect::<Vec<()>>()
-                .await?;
+            let done =
+                futures::stream::iter(group.iter().map(|step| self.execute(step, head, pass)))
+                    .buffer_unordered(APPLY_CONCURRENCY)
+                    .try_collect::<Vec<()>>()
+                    .await;
+            // The rows of what was done are written even when a step failed.
+            let rows = std::mem::take(&mut *pass.audits());
+            self.store.append_audits(&rows).await?;
+            done?;
         }
         Ok(())
     }
@@ -779,7 +784,8 @@ impl Reconciler {
                 .detail(json!({ "error": e.to_string() }))
             }
         };
-        self.store.append_audit(&audit).await?;
+        // Written with the rest of its group, in one transaction.
+        pass.audit(audit);
         Ok(())
     }
 }
@@ -792,6 +798,8 @@ const APPLY_CONCURRENCY: usize = 8;
 pub(crate) struct Pass {
     report: std::sync::Mutex<CycleReport>,
     refused: std::sync::Mutex<Refusals>,
+    /// Audit rows of the steps done, written per group.
+    audits: std::sync::Mutex<Vec<AuditEvent>>,
 }
 
 impl Pass {
@@ -799,7 +807,16 @@ impl Pass {
         Self {
             report: std::sync::Mutex::new(report),
             refused: Default::default(),
+            audits: Default::default(),
         }
+    }
+
+    fn audits(&self) -> std::sync::MutexGuard<'_, Vec<AuditEvent>> {
+        self.audits.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn audit(&self, row: AuditEvent) {
+        self.audits().push(row);
     }
 
     // A step that panicked while holding a lock left whole entries only.

@@ -11,6 +11,7 @@
 mod common;
 
 mod hardening;
+mod scale;
 
 use common::{fake_repo_api, git_http};
 use hardening::{
@@ -22,6 +23,7 @@ use issueops_core::{naming, Store};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, ListParams};
+use scale::kubectl_edit_drift_corrected_by_resync;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -1032,6 +1034,7 @@ async fn main() -> std::process::ExitCode {
         scenario!(poison_delivery_dead_lettered_others_flow),
         scenario!(two_replicas_one_writer),
         scenario!(forged_flood_leaves_no_trace_but_a_counter),
+        scenario!(kubectl_edit_drift_corrected_by_resync),
         scenario!(nothing_left_behind),
     ];
     let mut results = Vec::new();
