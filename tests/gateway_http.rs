@@ -504,3 +504,53 @@ async fn with_the_database_unreachable_answers_come_within_two_seconds() {
     proxy.task.abort();
     pg.drop_db().await;
 }
+
+/// Concurrent deliveries are stored in shared commits (the gateway's group
+/// commit): every one exactly once with its own audit row naming its inbox
+/// row, and a delivery id sent twice at once is stored once and answered
+/// "duplicate" the other time. On both databases.
+#[tokio::test]
+async fn concurrent_deliveries_are_each_stored_once_with_their_audit_row() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let h = std::sync::Arc::new(Harness::start(db).await);
+        let mut posts = tokio::task::JoinSet::new();
+        for i in 0..48u64 {
+            let h = h.clone();
+            // Ids 0..40, and eight of them a second time, all at once.
+            let id = format!("group-{}", i % 40);
+            posts.spawn(async move {
+                let body = common::labeled_issue("run:dev", 1 + i % 40);
+                let sig = sign(common::SECRET.as_bytes(), &body);
+                h.post(Some("issues"), Some(&id), &body, Some(sig)).await
+            });
+        }
+        let answers: Vec<(u16, String)> = posts.join_all().await;
+        let stored = answers.iter().filter(|(s, _)| *s == 202).count();
+        let duplicates = answers
+            .iter()
+            .filter(|(s, t)| *s == 200 && t.contains("duplicate"))
+            .count();
+        assert_eq!((stored, duplicates), (40, 8), "{answers:?}");
+        assert_eq!(h.store.count_deliveries().await.unwrap(), 40);
+        let rows: Vec<_> = h
+            .audit()
+            .await
+            .into_iter()
+            .filter(|r| {
+                r.kind == issueops_core::audit::kind::DELIVERY_RECEIVED && r.outcome == "stored"
+            })
+            .collect();
+        assert_eq!(rows.len(), 40);
+        let pending = h.store.pending_deliveries(100).await.unwrap();
+        for row in &rows {
+            let detail: serde_json::Value = serde_json::from_str(&row.detail).unwrap();
+            let seq = detail["inbox_seq"].as_i64().unwrap();
+            let inbox = pending.iter().find(|d| d.seq == seq).unwrap();
+            assert_eq!(Some(&inbox.delivery_id), row.delivery_id.as_ref());
+        }
+        match std::sync::Arc::try_unwrap(h) {
+            Ok(h) => h.finish().await,
+            Err(_) => panic!("harness still shared"),
+        }
+    }
+}

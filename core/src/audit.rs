@@ -154,6 +154,41 @@ where
     Ok(())
 }
 
+/// Appends `rows` through `executor` in one statement.
+pub(crate) async fn insert_audits<'e, E>(executor: E, rows: &[AuditEvent]) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let query = format!(
+        "INSERT INTO audit_events
+             (at, kind, outcome, delivery_id, run_id, commit_sha, actor, object, detail)
+         VALUES {}",
+        crate::store::inbox::placeholders(rows.len(), 9)
+    );
+    let at = now_ms();
+    let mut insert = sqlx::query(&query);
+    for e in rows {
+        insert = insert
+            .bind(at)
+            .bind(&e.kind)
+            .bind(&e.outcome)
+            .bind(&e.delivery_id)
+            .bind(&e.run_id)
+            .bind(&e.commit_sha)
+            .bind(&e.actor)
+            .bind(&e.object)
+            .bind(e.detail.to_string());
+    }
+    insert
+        .execute(executor)
+        .await
+        .map_err(sql("appending audit rows"))?;
+    Ok(())
+}
+
 pub(crate) const COLUMNS: &str =
     "id, at, kind, outcome, delivery_id, run_id, commit_sha, actor, object, detail";
 
@@ -173,8 +208,9 @@ impl Store {
             .begin()
             .await
             .map_err(sql("starting to append audit rows"))?;
-        for e in rows {
-            insert_audit(&mut *tx, e).await?;
+        // Bounded statements: SQLite allows a few thousand bound values.
+        for chunk in rows.chunks(100) {
+            insert_audits(&mut *tx, chunk).await?;
         }
         tx.commit().await.map_err(sql("committing audit rows"))
     }

@@ -277,12 +277,13 @@ async fn accept(
         .ok_or_else(|| Refusal::BadRequest("missing or invalid X-GitHub-Event header".into()))?;
     let delivery_id = delivery_id
         .ok_or_else(|| Refusal::BadRequest("missing or invalid X-GitHub-Delivery header".into()))?;
-    let payload: serde_json::Value = serde_json::from_slice(&body)
+    // Checked and read without building the payload: it is stored as received.
+    serde_json::from_slice::<serde::de::IgnoredAny>(&body)
         .map_err(|e| Refusal::BadRequest(format!("body is not JSON: {e}")))?;
-    if !payload.is_object() {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(Refusal::BadRequest("body is not a JSON object".into()));
     }
-    let envelope: Envelope = serde_json::from_value(payload).unwrap_or_default();
+    let envelope: Envelope = serde_json::from_slice(&body).unwrap_or_default();
     let delivery = NewDelivery {
         delivery_id: delivery_id.to_string(),
         event: event.to_string(),

@@ -124,32 +124,49 @@ impl Store {
             .begin()
             .await
             .map_err(sql("starting to store deliveries"))?;
-        let mut out = Vec::with_capacity(deliveries.len());
+        // One statement per table for the whole group: the round trips, not
+        // the rows, are what a commit waits for.
         let received_at = now_ms();
+        let mut query = String::from(
+            "INSERT INTO inbox (delivery_id, event, action, repo, sender, payload, received_at) VALUES ",
+        );
+        query.push_str(&placeholders(deliveries.len(), 7));
+        query.push_str(" ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id, seq");
+        let mut insert = sqlx::query_as::<_, (String, i64)>(&query);
         for d in deliveries {
-            let seq: Option<(i64,)> = sqlx::query_as(
-                "INSERT INTO inbox (delivery_id, event, action, repo, sender, payload, received_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (delivery_id) DO NOTHING RETURNING seq",
-            )
-            .bind(&d.delivery_id)
-            .bind(&d.event)
-            .bind(&d.action)
-            .bind(&d.repo)
-            .bind(&d.sender)
-            .bind(&d.payload)
-            .bind(received_at)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(sql("storing a delivery in the inbox"))?;
-            out.push(match seq {
-                Some((seq,)) => {
-                    crate::audit::insert_audit(&mut *tx, &audit(d, seq)).await?;
-                    Inserted::Stored { seq }
-                }
-                None => Inserted::Duplicate,
-            });
+            insert = insert
+                .bind(&d.delivery_id)
+                .bind(&d.event)
+                .bind(&d.action)
+                .bind(&d.repo)
+                .bind(&d.sender)
+                .bind(&d.payload)
+                .bind(received_at);
         }
+        let mut stored: std::collections::HashMap<String, i64> = insert
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(sql("storing deliveries in the inbox"))?
+            .into_iter()
+            .collect();
+        // A delivery id twice in one group: the first is stored, the rest are
+        // duplicates (as they would be one after the other).
+        let out: Vec<Inserted> = deliveries
+            .iter()
+            .map(|d| match stored.remove(&d.delivery_id) {
+                Some(seq) => Inserted::Stored { seq },
+                None => Inserted::Duplicate,
+            })
+            .collect();
+        let rows: Vec<crate::AuditEvent> = deliveries
+            .iter()
+            .zip(&out)
+            .filter_map(|(d, i)| match i {
+                Inserted::Stored { seq } => Some(audit(d, *seq)),
+                Inserted::Duplicate => None,
+            })
+            .collect();
+        crate::audit::insert_audits(&mut *tx, &rows).await?;
         tx.commit()
             .await
             .map_err(sql("committing stored deliveries"))?;
@@ -362,4 +379,15 @@ impl Store {
             .map_err(sql("counting deliveries"))?;
         Ok(n)
     }
+}
+
+/// `($1, …, $width), ($width+1, …)` for `rows` rows.
+pub(crate) fn placeholders(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cells: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
