@@ -223,6 +223,7 @@ async fn scale(n: u64, kubeconfig: &std::path::Path) {
         );
         resyncs.push((secs, calls.take(), compat::files_read(&resync)));
     }
+    let resync_peak = memory_mib("self", "VmHWM:");
 
     // 5. Steady state: the loop with nothing to do.
     let stop = tokio_util::sync::CancellationToken::new();
@@ -242,6 +243,7 @@ async fn scale(n: u64, kubeconfig: &std::path::Path) {
         stopper
     );
     let steady_per_min = calls.take() as f64 * 60.0 / STEADY.as_secs_f64();
+    let steady_peak = memory_mib("self", "VmHWM:");
 
     // 6. 1,000 new runs at once, through the gateway.
     let app = router(AppState::new(
@@ -311,7 +313,7 @@ async fn scale(n: u64, kubeconfig: &std::path::Path) {
     let pid = apiserver_pid(kubeconfig);
     let (first, second) = (&resyncs[0], &resyncs[1]);
     println!(
-        "| {n:>6} | {cycle_calls} calls, {cycle_ms:.1} ms (commit {commit_ms:.1} ms) | first {:.2} s ({} calls, {} files read), then {:.2} s ({} calls, {} read) | {steady_per_min:.0} | {burst_secs:.1} s (all committed after {committed_secs:.1} s) | {:.0} MiB | {:.0} MiB | {:.0} MiB | setup {setup_secs:.1} s; watches in sync after {} |",
+        "| {n:>6} | {cycle_calls} calls, {cycle_ms:.1} ms (commit {commit_ms:.1} ms) | first {:.2} s ({} calls, {} files read), then {:.2} s ({} calls, {} read) | {steady_per_min:.0} | {burst_secs:.1} s (all committed after {committed_secs:.1} s) | {resync_peak:.0} / {steady_peak:.0} / {:.0} MiB | {:.0} MiB | {:.0} MiB | setup {setup_secs:.1} s; watches in sync after {} |",
         first.0, first.1, first.2, second.0, second.1, second.2,
         memory_mib("self", "VmHWM:"),
         setup_peak,
@@ -385,7 +387,7 @@ async fn main() {
     } else {
         sizes
     };
-    println!("| active runs | incremental cycle, one new run | full resync | steady state, API calls/min beyond the watches | 1,000 new runs at once, webhook → all applied | issueops peak RSS after setup | issueops peak RSS, first apply of all | API server RSS | notes |");
+    println!("| active runs | incremental cycle, one new run | full resync | steady state, API calls/min beyond the watches | 1,000 new runs at once, webhook → all applied | issueops peak RSS after setup: through the resyncs / the steady state / the 1,000 new runs | issueops peak RSS, first apply of all | API server RSS | notes |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
         scale(n, &kubeconfig).await;

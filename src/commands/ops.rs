@@ -144,9 +144,10 @@ pub async fn reconcile(
     if resync {
         let r = backend.reconciler.resync(force).await?;
         println!(
-            "resync: {} live objects ({} LIST calls), re-applied {}, deleted {}",
+            "resync: {} live objects ({} metadata LIST calls), {} state-repo files read (the rest matched by digest), re-applied {}, deleted {}",
             r.live_objects,
             r.list_calls,
+            r.files_read,
             r.cycle.applied.len(),
             r.cycle.deleted.len()
         );
