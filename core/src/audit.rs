@@ -129,31 +129,6 @@ impl From<Row> for AuditRow {
     }
 }
 
-/// Appends `e` through `executor` (the pool, or a transaction).
-pub(crate) async fn insert_audit<'e, E>(executor: E, e: &AuditEvent) -> Result<(), StoreError>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Any>,
-{
-    sqlx::query(
-        "INSERT INTO audit_events
-             (at, kind, outcome, delivery_id, run_id, commit_sha, actor, object, detail)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(now_ms())
-    .bind(&e.kind)
-    .bind(&e.outcome)
-    .bind(&e.delivery_id)
-    .bind(&e.run_id)
-    .bind(&e.commit_sha)
-    .bind(&e.actor)
-    .bind(&e.object)
-    .bind(e.detail.to_string())
-    .execute(executor)
-    .await
-    .map_err(sql("appending an audit row"))?;
-    Ok(())
-}
-
 /// Appends `rows` through `executor` in one statement.
 pub(crate) async fn insert_audits<'e, E>(executor: E, rows: &[AuditEvent]) -> Result<(), StoreError>
 where
@@ -194,7 +169,7 @@ pub(crate) const COLUMNS: &str =
 
 impl Store {
     pub async fn append_audit(&self, e: &AuditEvent) -> Result<(), StoreError> {
-        insert_audit(self.pool(), e).await
+        insert_audits(self.pool(), std::slice::from_ref(e)).await
     }
 
     /// Appends `rows` in one transaction (one commit for a reconciler's
