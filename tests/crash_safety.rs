@@ -9,6 +9,7 @@ use issueops_control_plane::render::Templates;
 use issueops_control_plane::ControlPlane;
 use issueops_core::naming;
 use issueops_core::state_repo::StateRepo;
+use issueops_core::Store;
 use issueops_reconciler::Reconciler;
 use kube::Api;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,15 +39,77 @@ async fn exec(h: &Harness, sql: &str) {
     sqlx::query(sql).execute(h.store.pool()).await.unwrap();
 }
 
+/// The database URL of the harness' store (the SQLite file, or the
+/// PostgreSQL database).
+fn database_url(h: &Harness) -> String {
+    match &h.pg {
+        Some(pg) => pg.url.clone(),
+        None => format!("sqlite://{}", h.dir.path().join("issueops.db").display()),
+    }
+}
+
+/// A delivery answered 202 by a real `issueops gateway` process survives
+/// that process being killed (SIGKILL, right after the answer) and is found
+/// by a control plane on a store opened afresh from the file or server, which
+/// starts its run once. Catches a gateway that answers before its delivery is
+/// committed (in `GroupCommit::store`, the delivery handed to a spawned task
+/// and `Ok(Inserted::New)` returned at once): nothing is there to reopen.
 async fn crash_after_inbox_insert(db: Db) {
     let h = Harness::start(db).await;
+    let url = database_url(&h);
+    let port = common::free_port();
+    let mut gateway = std::process::Command::new(env!("CARGO_BIN_EXE_issueops"))
+        .args(["gateway", "--metrics-listen", "127.0.0.1:0", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env("ISSUEOPS_DATABASE_URL", &url)
+        .env("ISSUEOPS_DATA_DIR", h.dir.path())
+        .env("ISSUEOPS_WEBHOOK_SECRET", common::SECRET)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("issueops gateway starts");
+    let base = format!("http://127.0.0.1:{port}");
+    common::eventually("the gateway is ready", || async {
+        h.http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
     let body = labeled("issues/labeled.payload.json", "run:dev");
-    assert_eq!(h.post_signed("issues", "crash-a", &body).await.0, 202);
-    // Crash: the control plane never ran. Restart it.
-    let cp = restarted_control_plane(&h, test_config());
+    let answer = h
+        .http
+        .post(format!("{base}/webhooks/github"))
+        .header("X-GitHub-Event", "issues")
+        .header("X-GitHub-Delivery", "crash-a")
+        .header(
+            "X-Hub-Signature-256",
+            issueops_gateway::sign(common::SECRET.as_bytes(), &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    // Crash: the gateway dies right after answering; the control plane never ran.
+    gateway.kill().unwrap();
+    gateway.wait().unwrap();
+    assert_eq!(answer.status().as_u16(), 202);
+    // Restart: everything opened anew from what is on disk.
+    let reopened = Store::connect(&url).await.unwrap();
+    let cp = ControlPlane::new(
+        reopened.clone(),
+        h.repo.clone(),
+        Arc::new(test_config()),
+        Templates::embedded(),
+    );
     assert_eq!(cp.process_pending().await.unwrap(), 1);
-    assert_eq!(h.store.list_runs().await.unwrap().len(), 1);
+    let runs = reopened.list_runs().await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].run_id, naming::run_id_for_delivery("crash-a"));
     assert_eq!(h.repo.log().unwrap().len(), 1);
+    reopened.pool().close().await;
     h.finish().await;
 }
 
@@ -105,6 +168,13 @@ async fn crash_after_the_commit_on_postgres() {
     crash_after_the_commit(Db::Postgres).await;
 }
 
+/// The API server fails the run's objects mid-cycle: the commit is not
+/// marked applied, a restarted reconciler applies it all again, and the Job
+/// is applied exactly once (its audit rows: one failed try, one apply; the
+/// next cycle applies nothing). A count of Jobs by name cannot see a second
+/// apply (the fake keeps one object per name); the audit rows can. Catches
+/// a Job step executed twice (`group.iter()` in `Reconciler::execute_all`
+/// chained with the group's Job steps again).
 #[tokio::test]
 async fn crash_mid_apply() {
     // The API server goes away after some objects were applied.
@@ -159,6 +229,21 @@ async fn crash_mid_apply() {
         .unwrap();
     assert_eq!(jobs.items.len(), 1, "exactly one Job");
     assert!(restarted.reconcile_once().await.unwrap().applied.is_empty());
+    // The fake keys objects by name, so a second apply would still show one
+    // Job: the audit says how often it was really applied.
+    let run = naming::run_id_for_delivery("crash-c");
+    let job_rows: Vec<_> = h
+        .store
+        .audit_rows_for_run(&run)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| {
+            r.kind == "apply" && r.object.as_deref() == Some(&format!("Job/{ns}/run-{run}"))
+        })
+        .map(|r| r.outcome)
+        .collect();
+    assert_eq!(job_rows, ["error", "applied"], "one failed try, one apply");
     h.finish().await;
 }
 

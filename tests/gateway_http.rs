@@ -505,10 +505,11 @@ async fn with_the_database_unreachable_answers_come_within_two_seconds() {
     pg.drop_db().await;
 }
 
-/// Concurrent deliveries are stored in shared commits (the gateway's group
-/// commit): every one exactly once with its own audit row naming its inbox
-/// row, and a delivery id sent twice at once is stored once and answered
-/// "duplicate" the other time. On both databases.
+/// Concurrent deliveries, all through the group-commit writers: every one
+/// is stored exactly once with its own audit row naming its inbox row, and a
+/// delivery id sent twice at once is stored once and answered "duplicate"
+/// the other time. On both databases. (That waiting deliveries share a
+/// transaction is proven by `deliveries_waiting_together_share_one_transaction`.)
 #[tokio::test]
 async fn concurrent_deliveries_are_each_stored_once_with_their_audit_row() {
     for db in [Db::Sqlite, Db::Postgres] {
@@ -525,6 +526,7 @@ async fn concurrent_deliveries_are_each_stored_once_with_their_audit_row() {
             });
         }
         let answers: Vec<(u16, String)> = posts.join_all().await;
+        assert_eq!(h.inbox.stats().deliveries, 48, "all through the writers");
         let stored = answers.iter().filter(|(s, _)| *s == 202).count();
         let duplicates = answers
             .iter()
@@ -551,6 +553,88 @@ async fn concurrent_deliveries_are_each_stored_once_with_their_audit_row() {
         match std::sync::Arc::try_unwrap(h) {
             Ok(h) => h.finish().await,
             Err(_) => panic!("harness still shared"),
+        }
+    }
+}
+
+/// Deliveries that wait while a transaction is in flight are stored together:
+/// with the inbox held by another transaction, 48 deliveries (8 of them a
+/// second time) queue up behind the writers (1 on SQLite, 4 on PostgreSQL);
+/// once it is released they are stored in at most one transaction per writer
+/// plus one, each exactly once. Catches a writer that stores one delivery
+/// per transaction (`MAX_GROUP` of 1 in `gateway/src/group_commit.rs`): 48
+/// transactions.
+#[tokio::test]
+async fn deliveries_waiting_together_share_one_transaction() {
+    use issueops_core::store::inbox::{Inserted, NewDelivery};
+    use issueops_core::store::Backend;
+    for db in [Db::Sqlite, Db::Postgres] {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, pg) = common::store_for(db, dir.path()).await;
+        let writers = match store.backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => 4,
+        };
+        // Another connection holds the inbox: no delivery can be written.
+        let url = match &pg {
+            Some(pg) => pg.url.clone(),
+            None => format!("sqlite://{}", dir.path().join("issueops.db").display()),
+        };
+        let other = issueops_core::Store::connect(&url).await.unwrap();
+        let mut holder = other.pool().acquire().await.unwrap();
+        let hold: &[&str] = match store.backend() {
+            Backend::Sqlite => &["BEGIN IMMEDIATE"],
+            Backend::Postgres => &["BEGIN", "LOCK TABLE inbox IN EXCLUSIVE MODE"],
+        };
+        for sql in hold {
+            sqlx::query(sql).execute(&mut *holder).await.unwrap();
+        }
+        let group = issueops_gateway::group_commit::GroupCommit::start(store.clone());
+        let mut stores = tokio::task::JoinSet::new();
+        for i in 0..48u64 {
+            let group = group.clone();
+            stores.spawn(async move {
+                group
+                    .store(NewDelivery {
+                        delivery_id: format!("together-{}", i % 40),
+                        event: "issues".into(),
+                        action: Some("labeled".into()),
+                        repo: Some(common::REPO.into()),
+                        sender: Some("Codertocat".into()),
+                        payload: "{}".into(),
+                    })
+                    .await
+            });
+        }
+        common::eventually("every delivery waits for, or is held by, a writer", || {
+            let stats = group.stats();
+            async move { stats.waiting as u64 + stats.writing == 48 }
+        })
+        .await;
+        assert_eq!(group.stats().transactions, 0, "{:?}", group.stats());
+        sqlx::query("COMMIT").execute(&mut *holder).await.unwrap();
+        let results: Vec<_> = stores.join_all().await;
+        let stored = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Inserted::Stored { .. })))
+            .count();
+        let duplicates = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Inserted::Duplicate)))
+            .count();
+        assert_eq!((stored, duplicates), (40, 8), "{results:?}");
+        let stats = group.stats();
+        assert_eq!(stats.deliveries, 48, "{stats:?}");
+        assert!(
+            stats.transactions <= writers + 1 && stats.largest > 1,
+            "{stats:?}"
+        );
+        assert_eq!(store.count_deliveries().await.unwrap(), 40);
+        drop(holder);
+        other.pool().close().await;
+        store.pool().close().await;
+        if let Some(pg) = pg {
+            pg.drop_db().await;
         }
     }
 }

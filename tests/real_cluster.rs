@@ -338,6 +338,15 @@ async fn a_run_goes_running_succeeded_then_pruned_job_first_namespace_last() {
     h.finish().await;
 }
 
+/// A Job deleted by a person (while its run runs) cancels the run and is
+/// never applied again (its apply is audited once, ever), and the issue
+/// takes a new run. Each of the two guards is tried where it stands alone:
+/// - a resync before the observer has seen the deletion (the run still
+///   `running`) must not re-create it. Catches `if self.job_started(&object)`
+///   in `reconciler/src/resync.rs` made `if false`;
+/// - a cycle that applies the Job's file again (a person's commit touching
+///   it, after the issue's next run started) must skip it. Catches `if
+///   finished` in `Reconciler::execute` made `if false`.
 #[tokio::test]
 async fn a_job_deleted_by_a_person_is_not_recreated_and_the_issue_is_free_again() {
     let (h, _log) = start(holding(real_cluster_config())).await;
@@ -350,13 +359,20 @@ async fn a_job_deleted_by_a_person_is_not_recreated_and_the_issue_is_free_again(
 
     // A person deletes the active Job (as `kubectl delete job` does).
     let jobs: Api<Job> = Api::namespaced(h.client.clone(), &namespace);
-    jobs.delete(&format!("run-{run}"), &DeleteParams::background())
+    let job_name = format!("run-{run}");
+    jobs.delete(&job_name, &DeleteParams::background())
         .await
         .unwrap();
     eventually("the Job is gone", || async {
-        jobs.get_opt(&format!("run-{run}")).await.unwrap().is_none()
+        jobs.get_opt(&job_name).await.unwrap().is_none()
     })
     .await;
+    // A resync that comes before the observer: the run still says running.
+    assert_eq!(state(&h, &run).await, "running");
+    let early = h.reconciler.resync(false).await.unwrap();
+    assert!(early.cycle.applied.is_empty(), "{early:?}");
+    assert!(jobs.get_opt(&job_name).await.unwrap().is_none());
+
     observe_until(&h, &run, "cancelled").await;
     assert!(
         run_reason(&h, &run)
@@ -365,12 +381,11 @@ async fn a_job_deleted_by_a_person_is_not_recreated_and_the_issue_is_free_again(
         "{}",
         run_reason(&h, &run).await
     );
-
     // Neither a resync nor a cycle brings it back.
     let resync = h.reconciler.resync(false).await.unwrap();
     assert!(resync.cycle.converged(), "{resync:?}");
     assert!(resync.cycle.applied.is_empty(), "{resync:?}");
-    assert!(jobs.get_opt(&format!("run-{run}")).await.unwrap().is_none());
+    assert!(jobs.get_opt(&job_name).await.unwrap().is_none());
 
     // The issue takes a new run.
     let next = trigger(&h, issue, "real-deleted-2").await;
@@ -381,6 +396,56 @@ async fn a_job_deleted_by_a_person_is_not_recreated_and_the_issue_is_free_again(
         .await
         .unwrap()
         .is_some());
+    run_pod(&h, &namespace, &next).await;
+    observe_until(&h, &next, "running").await;
+
+    // And it stays so when its file is applied again: a person's commit
+    // touches the deleted Job's file (the cycle applies what a commit changed).
+    let head = h.repo.head().unwrap().unwrap();
+    let files = h.repo.files_at(&head).unwrap();
+    let (path, content) = files
+        .iter()
+        .find(|(p, _)| p.ends_with(&format!("runs/{run}/job.yaml")))
+        .expect("the deleted run's Job file is still in the state repo");
+    let touched = format!(
+        "# touched by a person\n{}",
+        String::from_utf8_lossy(content)
+    );
+    h.repo
+        .commit(&issueops_core::state_repo::CommitRequest {
+            subject: "touch an old Job file".into(),
+            body: String::new(),
+            trailers: vec![("Actor".into(), "a-person".into())],
+            changes: vec![issueops_core::state_repo::Change::Write {
+                path: path.clone(),
+                content: touched.into_bytes(),
+            }],
+        })
+        .unwrap();
+    let cycle = h.reconciler.reconcile_once().await.unwrap();
+    assert!(cycle.applied.is_empty(), "{cycle:?}");
+    assert!(
+        cycle
+            .skipped
+            .contains(&format!("Job/{namespace}/{job_name}")),
+        "{cycle:?}"
+    );
+    assert!(
+        jobs.get_opt(&job_name).await.unwrap().is_none(),
+        "the deleted Job came back"
+    );
+    assert_eq!(state(&h, &run).await, "cancelled");
+    let applied_jobs: Vec<_> = h
+        .audit()
+        .await
+        .into_iter()
+        .filter(|r| {
+            r.kind == kind::APPLY
+                && r.outcome == "applied"
+                && r.object.as_deref() == Some(&format!("Job/{namespace}/{job_name}"))
+        })
+        .collect();
+    assert_eq!(applied_jobs.len(), 1, "{applied_jobs:?}");
 
     cleanup(&h.client, &namespace).await;
     h.finish().await;

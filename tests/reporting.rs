@@ -165,6 +165,12 @@ async fn one_comment_per_run_edited_through_its_states_despite_redeliveries() {
     h.finish().await;
 }
 
+/// A comment GitHub rate-limits (403 with `retry-after: 3600`) is not waited
+/// for an hour nor dropped: the pass fails naming the wait, the report stays
+/// unposted, server errors on the next pass are retried three times, and the
+/// pass after that posts it once. Catches a 403 rate limit taken for a plain
+/// refusal (`status == 403 && (…)` in `github/src/retry.rs`'s `verdict` made
+/// `false && (…)`), which "any error" let through.
 #[tokio::test]
 async fn a_rate_limited_report_is_delayed_not_lost() {
     let server = MockServer::start().await;
@@ -212,19 +218,29 @@ async fn a_rate_limited_report_is_delayed_not_lost() {
     )
     .await;
     h.control_plane.process_pending().await.unwrap();
+    let posts = || async { requests(&server, "POST").await.len() };
+    let unposted = || async { h.store.unposted_reports(10).await.unwrap().len() };
+    // Asked to wait an hour: the pass gives up on it at once, for later,
+    // with the wait named; the report stays to be posted.
+    let limited = h.control_plane.report_pass().await.unwrap_err().to_string();
     assert!(
-        h.control_plane.report_pass().await.is_err(),
-        "asked to wait an hour: later"
+        limited.contains("asked to wait 3600s") && limited.contains("will try again later"),
+        "{limited}"
     );
+    assert_eq!((posts().await, unposted().await), (1, 1), "{limited}");
+    // Server errors are retried within the pass, then left for the next.
+    let exhausted = h.control_plane.report_pass().await.unwrap_err().to_string();
     assert!(
-        h.control_plane.report_pass().await.is_err(),
-        "three 502s exhaust the attempts"
+        exhausted.contains("gave up after 3 attempts") && exhausted.contains("502"),
+        "{exhausted}"
     );
+    assert_eq!((posts().await, unposted().await), (4, 1), "{exhausted}");
     assert_eq!(
         h.control_plane.report_pass().await.unwrap(),
         1,
         "then it is posted"
     );
+    assert_eq!(unposted().await, 0);
     assert_eq!(
         h.control_plane.report_pass().await.unwrap(),
         0,

@@ -32,6 +32,33 @@ async fn approve_with(request: &fantoccini::elements::Element, reason: &str) {
         .unwrap();
 }
 
+/// Records, in the page itself, each text `#run-state` shows: a reload would
+/// lose the record, so what it holds was seen live, in order.
+const RECORD_STATES: &str = r##"
+    window.seenStates = [];
+    const note = () => {
+        const el = document.querySelector("#run-state");
+        const text = el ? el.textContent.trim() : "";
+        if (text && window.seenStates[window.seenStates.length - 1] !== text) {
+            window.seenStates.push(text);
+        }
+    };
+    note();
+    new MutationObserver(note).observe(document.body, { subtree: true, childList: true, characterData: true });
+"##;
+
+/// Signs in, then watches one run on its page move through every state by
+/// live updates alone (one document from accepted to pruned). Each state
+/// that would pass in milliseconds is held where a real fault would hold it:
+/// the state repo's branch locked (`refs/heads/main.lock`; the commit fails,
+/// the run stays accepted and the delivery is retried), then the reconciler's
+/// turn taken (the run stays committed), then both let go. Before, the page
+/// was first looked at once the run had succeeded, so a page that shows a
+/// commit or a state only as served passed. Catches the run page's commit
+/// section outside the live parts (`data-live` dropped from
+/// `<div data-live id="live-commit">` in `ui/templates/run.html`, as it was
+/// until this test found it): the diff never appears on a page opened
+/// before the commit.
 #[tokio::test]
 async fn sign_in_then_watch_a_run_live_from_accepted_to_pruned() {
     let serve = Serve::start(CONFIG).await;
@@ -51,6 +78,24 @@ async fn sign_in_then_watch_a_run_live_from_accepted_to_pruned() {
     assert_eq!(b.path().await, "/runs");
     assert!(b.text("header .who").await.contains("staff-tester"));
     b.wait_text("#count", "0 runs").await;
+
+    // Hold the run where it would not stay on its own: the branch's lock
+    // file makes the commit fail; the reconciler's turn keeps it unapplied.
+    let ref_lock = serve.dir.path().join("state.git/refs/heads/main.lock");
+    std::fs::write(&ref_lock, "").unwrap();
+    let store = issueops_core::Store::connect(&format!(
+        "sqlite://{}",
+        serve.dir.path().join("issueops.db").display()
+    ))
+    .await
+    .unwrap();
+    let reconciler_turn = store
+        .exclusive(
+            issueops_reconciler::WRITER_ROLE,
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
 
     // A run whose issue title is full of markup: it shows as text.
     assert_eq!(
@@ -89,8 +134,15 @@ async fn sign_in_then_watch_a_run_live_from_accepted_to_pruned() {
         .await
         .unwrap();
     b.wait_url(&format!("/runs/{run_id}")).await;
-    b.wait_text("#job", "run-").await;
+    b.wait_text("#run-state", "accepted").await;
+    c.execute(RECORD_STATES, vec![]).await.unwrap();
+    // The commit goes through once the branch is free again.
+    std::fs::remove_file(&ref_lock).unwrap();
+    b.wait_text("#run-state", "committed").await;
     b.wait_text("#diff", "kind: Job").await;
+    // The reconciler applies it once it has its turn back.
+    drop(reconciler_turn);
+    b.wait_text("#job", "run-").await;
     b.wait_text("#run-state", "succeeded").await;
     b.wait_text("#simulated", "simulated").await;
     b.wait_text("#reason", "simulated").await;
@@ -105,6 +157,24 @@ async fn sign_in_then_watch_a_run_live_from_accepted_to_pruned() {
         .await
         .unwrap();
     assert!(refreshed.is_some(), "the state arrived by live update");
+    let seen: Vec<String> = serde_json::from_value(
+        c.execute("return window.seenStates;", vec![])
+            .await
+            .unwrap(),
+    )
+    .expect("the record survived: the page was never reloaded");
+    let mut wanted = ["accepted", "committed", "running", "succeeded", "pruned"].into_iter();
+    let mut next = wanted.next();
+    for text in &seen {
+        if next.is_some_and(|w| text.contains(w)) {
+            next = wanted.next();
+        }
+    }
+    assert!(
+        next.is_none(),
+        "the page showed {seen:?}, never {next:?} after them"
+    );
+    store.pool().close().await;
     let timeline = b.text("table.timeline").await;
     for step in [
         "delivery.received",

@@ -26,6 +26,7 @@ struct Metrics {
     errors: Family<Labels, Counter>,
     github_rate_limit: Gauge,
     leader: Family<Labels, Gauge>,
+    inbox_group: Histogram,
 }
 
 fn histogram() -> Histogram {
@@ -81,8 +82,15 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "1 while this process is the one writer of the role, else 0",
         leader.clone(),
     );
+    let inbox_group = Histogram::new(exponential_buckets(1.0, 2.0, 8));
+    registry.register(
+        "inbox_group_size",
+        "Deliveries stored per inbox transaction (the gateway's group commit)",
+        inbox_group.clone(),
+    );
     Metrics {
         registry,
+        inbox_group,
         deliveries,
         refused,
         decisions,
@@ -155,6 +163,11 @@ pub fn leader(role: &'static str, is_leader: bool) {
         .leader
         .get_or_create(&vec![("role", role.to_string())])
         .set(i64::from(is_leader));
+}
+
+/// One inbox transaction stored `deliveries` deliveries.
+pub fn inbox_group(deliveries: usize) {
+    METRICS.inbox_group.observe(deliveries as f64);
 }
 
 /// Every metric in Prometheus' text format.

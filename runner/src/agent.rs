@@ -179,19 +179,63 @@ mod tests {
         );
     }
 
+    /// Whether process `pid` still runs (a zombie no longer does: nothing
+    /// may reap an orphan where PID 1 is not an init).
+    fn alive(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                // The state follows the command name in parentheses.
+                let (_, rest) = stat.rsplit_once(')')?;
+                rest.split_whitespace().next().map(|s| s != "Z" && s != "X")
+            })
+            .unwrap_or(false)
+    }
+
+    /// An agent that went past its timeout is stopped with everything it
+    /// started: here a shell whose child (`sleep`, in the same process
+    /// group, its output not on our pipes) would outlive it. Catches a
+    /// timeout that kills only the direct child (the `libc::killpg` call
+    /// removed: `kill_on_drop` and `child.kill()` stop the shell alone).
     #[tokio::test]
-    async fn a_slow_agent_is_stopped_at_its_timeout() {
+    async fn a_slow_agent_and_its_children_are_stopped_at_its_timeout() {
         let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("grandchild.pid");
+        let started = std::time::Instant::now();
         let run = run(Invocation {
-            argv: vec!["sleep".into(), "30".into()],
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                "sleep 30 >/dev/null 2>&1 & echo $! > grandchild.pid; wait".into(),
+            ],
             cwd: dir.path(),
             env: BTreeMap::new(),
             prompt: "",
-            timeout: Duration::from_millis(200),
+            timeout: Duration::from_millis(500),
         })
         .await
         .unwrap();
-        assert_eq!(run.exit, Exit::TimedOut(Duration::from_millis(200)));
+        assert_eq!(run.exit, Exit::TimedOut(Duration::from_millis(500)));
+        assert!(started.elapsed() < Duration::from_secs(10), "not stopped");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .expect("the agent started its child before the timeout")
+            .trim()
+            .parse()
+            .unwrap();
+        // SIGKILL is delivered asynchronously: poll (bounded) for it to land.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alive(pid) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let survived = alive(pid);
+        if survived {
+            // Do not leave it behind when the assertion fails.
+            // SAFETY: kill only sends a signal to the process we started.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        assert!(!survived, "the agent's child {pid} outlived the timeout");
     }
 
     #[tokio::test]

@@ -129,6 +129,8 @@ pub struct Harness {
     pub http: reqwest::Client,
     server: tokio::task::JoinHandle<()>,
     pub pg: Option<PgDatabase>,
+    /// The gateway's group-commit writers (their counts).
+    pub inbox: issueops_gateway::group_commit::GroupCommit,
 }
 
 impl Harness {
@@ -189,6 +191,7 @@ impl Harness {
             64 * 1024,
             &config.gateway,
         );
+        let inbox = app.inbox.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
@@ -215,6 +218,7 @@ impl Harness {
             client,
             server,
             pg,
+            inbox,
         }
     }
 

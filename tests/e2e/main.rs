@@ -306,6 +306,61 @@ impl Env {
             .collect()
     }
 
+    /// Waits for the reconciler's next whole pass after audit row `after`
+    /// and returns its resync row's id. serve's loop runs a cycle, observes
+    /// Jobs, then (every `--resync-seconds`) resyncs, one after the other: a
+    /// resync row written after `after` comes from a resync that started
+    /// after the pass that wrote `after`, and it looked at every object. So
+    /// a check made again past it means "and it stays so", without a sleep.
+    async fn next_resync_after(&self, after: i64) -> i64 {
+        self.wait_for("the reconciler's next resync", || async {
+            let rows: Vec<(i64, String, String)> = sqlx::query_as(
+                "SELECT id, outcome, detail FROM audit_events WHERE id > $1 AND kind = 'reconcile' ORDER BY id",
+            )
+            .bind(after)
+            .fetch_all(self.store.pool())
+            .await
+            .unwrap();
+            rows.into_iter()
+                .find(|(_, outcome, detail)| {
+                    // A resync stopped by prune safety says so in its detail.
+                    outcome.starts_with("resync")
+                        || serde_json::from_str::<Value>(detail)
+                            .is_ok_and(|d| d["resync"] == true)
+                })
+                .map(|(id, _, _)| id)
+        })
+        .await
+    }
+
+    /// When the control plane finished with `delivery` (its inbox row's
+    /// `processed_at`), once it has.
+    async fn processed(&self, delivery: &str) -> Option<String> {
+        let row: Option<(Option<i64>, Option<String>)> =
+            sqlx::query_as("SELECT processed_at, outcome FROM inbox WHERE delivery_id = $1")
+                .bind(delivery)
+                .fetch_optional(self.store.pool())
+                .await
+                .unwrap();
+        row.and_then(|(at, outcome)| at.map(|_| outcome.unwrap_or_default()))
+    }
+
+    /// State-repo commits whose `Delivery-Id` trailer names `delivery`.
+    fn commits_for_delivery(&self, delivery: &str) -> Vec<String> {
+        self.repo
+            .log()
+            .unwrap()
+            .into_iter()
+            .filter(|sha| {
+                self.repo.commit_info(sha).is_ok_and(|i| {
+                    i.trailers
+                        .iter()
+                        .any(|(k, v)| k == "Delivery-Id" && v == delivery)
+                })
+            })
+            .collect()
+    }
+
     async fn audit_ids(&self, run: &str) -> Vec<i64> {
         self.store
             .audit_rows_for_run(run)
@@ -775,6 +830,12 @@ async fn forged_delivery_refused(env: &Env, issues: &Issues) -> Evidence {
     e
 }
 
+/// A trigger from someone without write access becomes a pending approval
+/// and nothing else: the control plane finishes with the delivery without a
+/// run or a state-repo commit, and a whole reconciler pass later the issue
+/// still has no namespace. Catches a control plane that records the request
+/// and starts the run anyway (`return self.request_approval(…)` in
+/// `control-plane/src/lib.rs` made `self.request_approval(…)?;`).
 async fn untrusted_sender_waits_for_approval(env: &Env, issues: &Issues) -> Evidence {
     env.label("e2e-approval-1", issues.approval, "run:dev", STRANGER)
         .await;
@@ -788,6 +849,37 @@ async fn untrusted_sender_waits_for_approval(env: &Env, issues: &Issues) -> Evid
                 .find(|a| a.delivery_id == "e2e-approval-1" && a.state == "pending")
         })
         .await;
+    let outcome = env
+        .wait_for("the control plane is done with the delivery", || {
+            env.processed("e2e-approval-1")
+        })
+        .await;
+    let runs: Vec<_> = env
+        .store
+        .list_runs()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.delivery_id == "e2e-approval-1" || r.issue_number == issues.approval as i64)
+        .collect();
+    assert!(runs.is_empty(), "a run before the approval: {runs:?}");
+    let commits = env.commits_for_delivery("e2e-approval-1");
+    assert!(
+        commits.is_empty(),
+        "committed before the approval: {commits:?}"
+    );
+    // And it stays so: a whole reconciler pass later, nothing in the cluster.
+    let requested = env
+        .store
+        .audit_rows()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.delivery_id.as_deref() == Some("e2e-approval-1"))
+        .map(|r| r.id)
+        .max()
+        .expect("the request is audited");
+    let resync = env.next_resync_after(requested).await;
     let namespace = naming::namespace_for_issue(common::REPO, issues.approval);
     assert!(
         !env.our_namespaces().await.contains(&namespace),
@@ -795,6 +887,8 @@ async fn untrusted_sender_waits_for_approval(env: &Env, issues: &Issues) -> Evid
     );
     let mut e = Evidence::new();
     e.insert("approval_id".into(), pending.id.into());
+    e.insert("delivery_outcome".into(), outcome.into());
+    e.insert("checked_after_resync_audit_id".into(), resync.into());
     e
 }
 
@@ -833,6 +927,16 @@ async fn approval_then_run(env: &Env, _issues: &Issues) -> Evidence {
     e
 }
 
+/// Rolling the state repo back to the commit that brought a finished run's
+/// Job does not run it again: the cycle skips the Job (audited), and a
+/// resync once the namespace is back, which finds the file without a Job,
+/// leaves it so. A resync has two guards against that, each enough alone
+/// (`real_cluster`'s deleted-Job test tries each): catches a resync with
+/// both gone (`if self.job_started(&object)` in `reconciler/src/resync.rs`
+/// made `if false`, and `if finished` in `Reconciler::execute` made `if
+/// finished && step.note.is_none()`, i.e. cycles only), which re-creates the
+/// Job while the first cycle still skips it; a check right after the skip
+/// row let that through.
 async fn rollback_does_not_rerun_a_finished_job(env: &Env, issues: &Issues) -> Evidence {
     let run = naming::run_id_for_delivery("e2e-dev-1");
     env.wait_state(&run, &["pruned"]).await;
@@ -862,18 +966,39 @@ async fn rollback_does_not_rerun_a_finished_job(env: &Env, issues: &Issues) -> E
                 .find(|r| r.outcome == "skipped-finished-run")
         })
         .await;
-    let job = Api::<Job>::namespaced(env.kube.clone(), &namespace)
-        .get_opt(&format!("run-{run}"))
-        .await
-        .unwrap();
+    let jobs = Api::<Job>::namespaced(env.kube.clone(), &namespace);
+    let job = jobs.get_opt(&format!("run-{run}")).await.unwrap();
     assert!(job.is_none(), "the finished run's Job was created again");
+    // And it stays so. The pruned namespace may still be terminating (then
+    // nothing could be created in it): once the resync has made it again,
+    // the resync after that, which finds the Job's file and no Job in a
+    // namespace that takes objects, must not bring the Job back either.
+    env.wait_until("the restored namespace is active", || async {
+        env.our_namespaces().await.contains(&namespace)
+    })
+    .await;
+    let mark = env.store.audit_high_water().await.unwrap();
+    let resync = env.next_resync_after(mark).await;
+    let job = jobs.get_opt(&format!("run-{run}")).await.unwrap();
+    assert!(
+        job.is_none(),
+        "the finished run's Job was re-created by a resync"
+    );
+    assert_eq!(env.run_state(&run).await, "pruned", "the run moved again");
     let mut e = env.run_evidence(&run).await;
     e.insert("rolled_back_to".into(), with_job.into());
     e.insert("debug_hold_audit_id".into(), hold.id.into());
     e.insert("skip_audit_id".into(), skipped.id.into());
+    e.insert("checked_after_resync_audit_id".into(), resync.into());
     e
 }
 
+/// A push that empties the state repo deletes nothing: the cycle is stopped
+/// (audited), the resync that would delete orphans is stopped too, and the
+/// cycle after that is stopped again; the three held runs' namespaces stay
+/// and their runs keep running. Catches a resync without prune safety (`if
+/// !force` before `self.safety.check` in `reconciler/src/resync.rs` made `if
+/// false`): the guard blocked one cycle and the resync deleted everything.
 async fn emptied_state_repo_trips_the_prune_guard(env: &Env, issues: &Issues) -> Evidence {
     // Runs that stay Running (the stand-in holds "hold" pods) on three issues.
     let mut runs = Vec::new();
@@ -908,19 +1033,50 @@ async fn emptied_state_repo_trips_the_prune_guard(env: &Env, issues: &Issues) ->
                 .find(|r| r.outcome == "blocked-prune-safety")
         })
         .await;
-    for issue in &issues.held {
-        let namespace = naming::namespace_for_issue(common::REPO, *issue);
-        assert!(
-            env.our_namespaces().await.contains(&namespace),
-            "{namespace} was deleted"
-        );
-    }
+    let all_there = || async {
+        let ours = env.our_namespaces().await;
+        for issue in &issues.held {
+            let namespace = naming::namespace_for_issue(common::REPO, *issue);
+            assert!(ours.contains(&namespace), "{namespace} was deleted");
+        }
+        for run in &runs {
+            assert_eq!(env.run_state(run).await, "running", "run {run}");
+        }
+    };
+    all_there().await;
+    // And it stays so: the resync (which deletes orphans) is stopped too,
+    // and the next cycle after it blocks again rather than deleting.
+    let resync = env.next_resync_after(blocked.id).await;
+    let resync_row = env
+        .store
+        .audit_rows()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.id == resync)
+        .unwrap();
+    assert_eq!(
+        resync_row.outcome, "blocked-prune-safety",
+        "the resync after an emptied repo: {resync_row:?}"
+    );
+    let blocked_again = env
+        .wait_for("the next cycle is stopped too", || async {
+            env.store.audit_rows().await.unwrap().into_iter().find(|r| {
+                r.id > resync
+                    && r.outcome == "blocked-prune-safety"
+                    && !r.detail.contains("\"resync\"")
+            })
+        })
+        .await;
+    all_there().await;
     // Put it back; nothing was lost.
     git(&["revert", "--no-edit", "HEAD"]);
     git(&["push", "-q", "origin", "HEAD:main"]);
     let mut e = Evidence::new();
     e.insert("run_ids".into(), json!(runs));
     e.insert("blocked_audit_id".into(), blocked.id.into());
+    e.insert("blocked_resync_audit_id".into(), resync.into());
+    e.insert("blocked_again_audit_id".into(), blocked_again.id.into());
     e
 }
 
@@ -1037,8 +1193,27 @@ async fn main() -> std::process::ExitCode {
         scenario!(kubectl_edit_drift_corrected_by_resync),
         scenario!(nothing_left_behind),
     ];
+    // `ISSUEOPS_E2E_ONLY=a,b` runs just those (in the gate's order), for
+    // working on a scenario; a scenario that builds on an earlier one needs
+    // it named too. The gate itself always runs them all.
+    let only: Option<Vec<String>> = std::env::var("ISSUEOPS_E2E_ONLY")
+        .ok()
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
+    if let Some(only) = &only {
+        let unknown: Vec<_> = only
+            .iter()
+            .filter(|o| !scenarios.iter().any(|(name, _)| name == o))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "ISSUEOPS_E2E_ONLY names no scenario: {unknown:?}"
+        );
+    }
     let mut results = Vec::new();
     for (name, run) in scenarios {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|o| o == name)) {
+            continue;
+        }
         let started = Instant::now();
         let (env2, issues2) = (env.clone(), issues.clone());
         let outcome = tokio::spawn(async move { run(&env2, &issues2).await }).await;

@@ -1,9 +1,10 @@
 // Live updates: when the server says something changed (server-sent
-// events), fetch this page again and swap in its [data-live] part. Without
+// events), fetch this page again and swap in its [data-live] parts (each
+// found by its id; a form between them keeps what was typed). Without
 // JavaScript every page is complete as served; reload to refresh.
 (function () {
-  var live = document.querySelector("[data-live]");
-  if (!live || !window.EventSource) return;
+  var lives = document.querySelectorAll("[data-live]");
+  if (!lives.length || !window.EventSource) return;
   // From the mark the page was rendered at: a change in between is not missed.
   var events = new EventSource("/events?since=" + encodeURIComponent(document.body.getAttribute("data-mark") || ""));
   var busy = false, again = false;
@@ -14,8 +15,11 @@
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
         if (!html) return;
-        var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("[data-live]");
-        if (fresh) live.innerHTML = fresh.innerHTML;
+        var page = new DOMParser().parseFromString(html, "text/html");
+        Array.prototype.forEach.call(lives, function (live) {
+          var fresh = page.getElementById(live.id);
+          if (fresh) live.innerHTML = fresh.innerHTML;
+        });
         document.body.setAttribute("data-refreshed", String(Date.now()));
       })
       .finally(function () {
