@@ -638,3 +638,124 @@ async fn deliveries_waiting_together_share_one_transaction() {
         }
     }
 }
+
+/// Signed deliveries are verified before any throttle: 200 unsigned
+/// requests spend the address's budget (401, then 429), and a correctly
+/// signed delivery from the same address right after is stored (202).
+#[tokio::test]
+async fn a_signed_delivery_after_200_unsigned_ones_from_its_address_is_stored() {
+    let h = Harness::start(Db::Sqlite).await;
+    let body = labeled("issues/labeled.payload.json", "run:dev");
+    let mut statuses = Vec::new();
+    for i in 0..200 {
+        statuses.push(
+            h.post(Some("issues"), Some(&format!("unsigned-{i}")), &body, None)
+                .await
+                .0,
+        );
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&429),
+        "the budget was spent: {statuses:?}"
+    );
+    let (status, text) = h.post_signed("issues", "signed-after-flood", &body).await;
+    assert_eq!(status, 202, "{text}");
+    assert_eq!(h.store.count_deliveries().await.unwrap(), 1);
+    h.finish().await;
+}
+
+/// Behind a trusted proxy (`gateway.trusted_proxies`), each client named in
+/// `X-Forwarded-For` has its own budget: one client's forgeries throttle it,
+/// not the next client behind the same proxy.
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_budget() {
+    let mut config = common::test_config();
+    config.gateway.rate_per_second = 1;
+    config.gateway.rate_burst = 1;
+    config.gateway.trusted_proxies = vec!["127.0.0.0/8".into()];
+    let h = Harness::start_configured(Db::Sqlite, config).await;
+    let body = labeled("issues/labeled.payload.json", "run:dev");
+    let forged = sign(b"guess", &body);
+    let post_as = |client: &'static str, delivery: String, signature: String| {
+        let (h, body) = (&h, &body);
+        async move {
+            h.http
+                .post(format!("{}/webhooks/github", h.url))
+                .header("X-GitHub-Event", "issues")
+                .header("X-GitHub-Delivery", delivery)
+                .header("X-Hub-Signature-256", signature)
+                .header("X-Forwarded-For", client)
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let a: Vec<u16> = futures::future::join_all(
+        (0..3).map(|i| post_as("198.51.100.1", format!("a-{i}"), forged.clone())),
+    )
+    .await;
+    assert!(a.contains(&429), "client a is throttled: {a:?}");
+    assert_eq!(
+        post_as("198.51.100.2", "b-1".into(), forged.clone()).await,
+        401,
+        "client b has a budget of its own"
+    );
+    // IPv6 clients count by /64: another address of a's neighbour's /64 is
+    // throttled with it once that network spent its budget.
+    let v6: Vec<u16> = futures::future::join_all(
+        (0..3).map(|i| post_as("2001:db8:7:7::1", format!("v6-{i}"), forged.clone())),
+    )
+    .await;
+    assert!(v6.contains(&429), "{v6:?}");
+    assert_eq!(
+        post_as("2001:db8:7:7::99", "v6-same-64".into(), forged.clone()).await,
+        429
+    );
+    assert_eq!(
+        post_as("2001:db8:7:8::1", "v6-next-64".into(), forged).await,
+        401
+    );
+    h.finish().await;
+}
+
+/// A body that fails to read (a broken chunked encoding) with a real-looking
+/// delivery id is refused, and its id is only a claim in the audit row: the
+/// linking column stays empty, so it cannot show in a real run's timeline.
+#[tokio::test]
+async fn an_unreadable_unsigned_body_does_not_link_its_claimed_delivery_id() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start(Db::Sqlite).await;
+    let addr = h.url.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "POST /webhooks/github HTTP/1.1\r\nHost: {addr}\r\nX-GitHub-Event: issues\r\n\
+         X-GitHub-Delivery: claimed-1234\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let rows = h.audit().await;
+    assert!(
+        rows.iter()
+            .all(|r| r.delivery_id.as_deref() != Some("claimed-1234")),
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter().any(|r| r.kind == "delivery.rejected"
+            && r.detail
+                .contains("\"claimed_delivery_id\":\"claimed-1234\"")),
+        "{rows:?}"
+    );
+    assert_eq!(h.store.count_deliveries().await.unwrap(), 0);
+    h.finish().await;
+}

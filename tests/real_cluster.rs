@@ -883,6 +883,22 @@ async fn issue_namespaces_enforce_restricted_pods_and_keep_egress_off_cluster_ra
             "{range} not excluded: {except:?}"
         );
     }
+    // IPv6 too, by default: on a dual-stack cluster `::/0` without these
+    // would reach every in-cluster HTTPS service.
+    let v6 = https
+        .to
+        .iter()
+        .flatten()
+        .filter_map(|peer| peer.ip_block.as_ref())
+        .find(|b| b.cidr == "::/0")
+        .unwrap();
+    let except = v6.except.clone().unwrap_or_default();
+    for range in ["fc00::/7", "fe80::/10", "::1/128"] {
+        assert!(
+            except.iter().any(|e| e == range),
+            "{range} not excluded: {except:?}"
+        );
+    }
     h.finish().await;
 }
 

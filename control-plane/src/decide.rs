@@ -209,6 +209,18 @@ fn decide_review(config: &Config, payload: &str, check_repo: bool) -> Decision {
             review.action, review.review.state
         ));
     }
+    // Only our own branch is a run's: a fork can name a branch
+    // `issueops/issue-42` too (and put its title into our commit).
+    let same_repo = review.pull_request.head.repo.as_ref().is_some_and(|r| {
+        r.full_name
+            .eq_ignore_ascii_case(&review.repository.full_name)
+    });
+    if !same_repo {
+        return ignore(format!(
+            "pull request #{} comes from another repository (a fork), not from a run branch",
+            review.pull_request.number
+        ));
+    }
     let Some(issue) = naming::issue_for_branch(&review.pull_request.head.ref_) else {
         return ignore(format!(
             "pull request #{} is not from a run branch",
@@ -526,6 +538,26 @@ mod tests {
                 decide(&c, "pull_request_review", &review(state, head), true),
                 Decision::Ignore { .. }
             ));
+        }
+    }
+
+    /// A fork's pull request whose branch is named like a run's starts
+    /// nothing, and neither does one whose fork is gone (`head.repo: null`).
+    #[test]
+    fn changes_requested_on_a_forks_pull_request_start_nothing() {
+        let mut c = config();
+        c.labels.revise_on_changes_requested = true;
+        for repo in [
+            serde_json::json!({ "full_name": "mallory/Hello-World" }),
+            serde_json::Value::Null,
+        ] {
+            let mut v: serde_json::Value =
+                serde_json::from_str(&review("changes_requested", "issueops/issue-42")).unwrap();
+            v["pull_request"]["head"]["repo"] = repo;
+            match decide(&c, "pull_request_review", &v.to_string(), true) {
+                Decision::Ignore { reason } => assert!(reason.contains("fork"), "{reason}"),
+                d => panic!("{d:?}"),
+            }
         }
     }
 

@@ -165,6 +165,12 @@ pub struct GatewayConfig {
     /// written to the audit table at most once per this many seconds per
     /// reason and source address.
     pub refused_summary_seconds: u64,
+    /// Address ranges of the proxies in front of the gateway (an ingress, a
+    /// load balancer). A request from one of them is counted against the
+    /// client it names in `X-Forwarded-For` (the nearest address not itself
+    /// a trusted proxy); from anywhere else that header is ignored. Empty:
+    /// every request counts against its peer address.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -173,6 +179,7 @@ impl Default for GatewayConfig {
             rate_per_second: 20,
             rate_burst: 100,
             refused_summary_seconds: 60,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -224,6 +231,12 @@ impl Default for ClusterConfig {
                 "192.168.0.0/16",
                 "100.64.0.0/10",
                 "169.254.0.0/16",
+                // IPv6: unique local (where clusters put pods and services),
+                // link-local and loopback. (IPv4-mapped ranges are refused
+                // by the API server's validation of ipBlock.)
+                "fc00::/7",
+                "fe80::/10",
+                "::1/128",
             ]
             .map(String::from)
             .to_vec(),
@@ -610,6 +623,13 @@ impl Config {
             if !valid_cidr(cidr) {
                 return Err(ConfigError::Invalid(format!(
                     "cluster.egress_excluded_cidrs: {cidr:?} is not an address range like 10.0.0.0/8"
+                )));
+            }
+        }
+        for cidr in &self.gateway.trusted_proxies {
+            if !valid_cidr(cidr) {
+                return Err(ConfigError::Invalid(format!(
+                    "gateway.trusted_proxies: {cidr:?} is not an address range like 10.0.0.0/8"
                 )));
             }
         }

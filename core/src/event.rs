@@ -75,6 +75,10 @@ pub struct PullRequestRef {
 pub struct BranchRef {
     #[serde(rename = "ref")]
     pub ref_: String,
+    /// The repository the branch lives in: a fork's for a pull request from
+    /// a fork; `null` when that fork was deleted.
+    #[serde(default)]
+    pub repo: Option<Repository>,
 }
 
 /// Fields the gateway records beside every delivery so operators can query the

@@ -2,11 +2,12 @@
 //! of *refused* requests, and refusals that are counted instead of each
 //! leaving a row.
 //!
-//! Only refusals spend the budget: GitHub's signed deliveries never do, so a
-//! burst of real deliveries (all from GitHub's few addresses, or from one
-//! ingress) is never throttled. A source that spends its budget is answered
-//! 429 for everything, before any verification, until it has a token again
-//! (at least a second).
+//! Only refusals spend the budget, and the router checks the signature
+//! before it asks the guard: GitHub's signed deliveries are never throttled,
+//! even from an address (GitHub's few, or one ingress) that a forger shares.
+//! A source that spends its budget is answered 429 for every unsigned
+//! request, before any database or audit work, until it has a token again
+//! (at least a second). Sources are keyed by `source`.
 //!
 //! Invariant: however many requests a source sends, the audit table gains at
 //! most two rows per reason, source and window (the first refusal, and a
@@ -126,7 +127,7 @@ impl Guard {
                 "reason_class": class,
                 "reason": reason,
                 "status": status,
-                "source": source.to_string(),
+                "source": crate::source::describe(source),
                 "note": format!("further refusals of this kind from this source are summarised once per {}s", self.window.as_secs()),
             })),
         )
@@ -156,7 +157,7 @@ impl Guard {
                         "reason_class": class,
                         "reason": w.reason,
                         "status": w.status,
-                        "source": source.to_string(),
+                        "source": crate::source::describe(*source),
                         "count": w.seen - 1,
                         "window_seconds": self.window.as_secs(),
                     })),
@@ -181,6 +182,7 @@ mod tests {
             rate_per_second: rate,
             rate_burst: burst,
             refused_summary_seconds: 3600,
+            trusted_proxies: Vec::new(),
         })
     }
 

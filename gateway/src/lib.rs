@@ -6,6 +6,7 @@ pub mod group_commit;
 pub mod guard;
 pub mod router;
 pub mod signature;
+pub mod source;
 
 pub use router::{router, serve, AppState};
 pub use signature::{sign, Secrets};

@@ -9,6 +9,7 @@
 use crate::group_commit::GroupCommit;
 use crate::guard::Guard;
 use crate::signature::Secrets;
+use crate::source::Sources;
 use axum::body::Bytes;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::rejection::BytesRejection;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub stored: Arc<Notify>,
     pub body_limit: usize,
     pub guard: Arc<Guard>,
+    /// Whom a refused request counts against.
+    pub sources: Arc<Sources>,
     /// Stores deliveries, grouped into shared commits.
     pub inbox: GroupCommit,
 }
@@ -63,6 +66,7 @@ impl AppState {
             stored,
             body_limit,
             guard: Arc::new(Guard::new(config)),
+            sources: Arc::new(Sources::new(&config.trusted_proxies)),
         }
     }
 }
@@ -191,9 +195,10 @@ async fn receive(
 ) -> Response {
     // Without connection info (a router served without it) every caller
     // shares one bucket: stricter, never looser.
-    let source = extensions
+    let peer = extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let source = state.sources.key(peer, &headers);
     let raw_id = header(&headers, "x-github-delivery").unwrap_or("");
     let delivery_id = valid_delivery_id(raw_id).then(|| raw_id.to_string());
     let span = tracing::info_span!(
@@ -201,10 +206,16 @@ async fn receive(
         delivery_id = delivery_id.as_deref().unwrap_or("-")
     );
     async move {
-        let result = if state.guard.admit(source) {
-            accept(&state, &headers, body, delivery_id.as_deref()).await
-        } else {
-            Err(Refusal::RateLimited)
+        // The signature first (an HMAC over at most the body limit costs
+        // microseconds): a signed delivery is never throttled, whatever else
+        // came from its address. The throttle spares only the database and
+        // the audit work of refusals.
+        let verified = verify(&state, &headers, body);
+        let signed = verified.is_ok();
+        let result = match verified {
+            Ok(body) => accept(&state, &headers, body, delivery_id.as_deref()).await,
+            Err(refusal) if state.guard.admit(source) => Err(refusal),
+            Err(_) => Err(Refusal::RateLimited),
         };
         match result {
             Ok(response) => response,
@@ -214,10 +225,12 @@ async fn receive(
                 if matches!(refusal, Refusal::Unavailable(_)) {
                     tracing::error!(%reason, "delivery not stored; GitHub may redeliver");
                 } else {
-                    if !matches!(refusal, Refusal::RateLimited) {
+                    // Only unauthenticated refusals spend the budget: a
+                    // signed but malformed delivery is the secret holder's.
+                    if !signed && !matches!(refusal, Refusal::RateLimited) {
                         state.guard.charge(source);
                     }
-                    tracing::debug!(status = status.as_u16(), %reason, %source, "delivery refused");
+                    tracing::debug!(status = status.as_u16(), %reason, source = %crate::source::describe(source), "delivery refused");
                 }
                 issueops_core::metrics::delivery_outcome("refused");
                 // With the database unavailable, a row could not be written
@@ -227,17 +240,16 @@ async fn receive(
                     .refused(refusal.class(), source, status.as_u16(), &reason)
                     .filter(|_| !matches!(refusal, Refusal::Unavailable(_)));
                 if let Some(mut event) = audit {
-                    tracing::warn!(status = status.as_u16(), %reason, %source, "delivery refused (further ones like it are counted)");
+                    tracing::warn!(status = status.as_u16(), %reason, source = %crate::source::describe(source), "delivery refused (further ones like it are counted)");
                     event.detail["event"] = json!(header(&headers, "x-github-event")
                         .map(|e| e.chars().take(64).collect::<String>()));
                     // An unauthenticated request's delivery id is only a claim: keep it
-                    // out of the linking column so it cannot attach itself to a real run.
-                    match (&delivery_id, &refusal) {
-                        (Some(id), Refusal::BadRequest(_) | Refusal::Unavailable(_)) => {
-                            event = event.delivery(id.clone())
-                        }
-                        (Some(id), _) => event.detail["claimed_delivery_id"] = json!(id),
-                        (None, _) => {}
+                    // out of the linking column so it cannot attach itself to a real run
+                    // (its timeline in the staff UI). Only a signed one is linked.
+                    match &delivery_id {
+                        Some(id) if signed => event = event.delivery(id.clone()),
+                        Some(id) => event.detail["claimed_delivery_id"] = json!(id),
+                        None => {}
                     }
                     let audited = tokio::time::timeout(DB_DEADLINE, state.store.append_audit(&event));
                     if !matches!(audited.await, Ok(Ok(_))) {
@@ -252,12 +264,12 @@ async fn receive(
     .await
 }
 
-async fn accept(
+/// The body, read whole and signed with one of our secrets.
+fn verify(
     state: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-    delivery_id: Option<&str>,
-) -> Result<Response, Refusal> {
+) -> Result<Bytes, Refusal> {
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Refusal::TooLarge
@@ -272,6 +284,16 @@ async fn accept(
             &body,
         )
         .map_err(|e| Refusal::Signature(e.to_string()))?;
+    Ok(body)
+}
+
+/// Stores a verified delivery, or says why not.
+async fn accept(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Bytes,
+    delivery_id: Option<&str>,
+) -> Result<Response, Refusal> {
     let event = header(headers, "x-github-event")
         .filter(|e| !e.is_empty() && e.len() <= 64)
         .ok_or_else(|| Refusal::BadRequest("missing or invalid X-GitHub-Event header".into()))?;

@@ -20,9 +20,17 @@ const OAUTH_COOKIE: &str = "issueops_oauth";
 const MAX_REASON: usize = 500;
 
 /// Only local paths: a `next` pointing elsewhere would make the sign-in an
-/// open redirect.
+/// open redirect. It must read as a path-absolute relative reference (a
+/// path and query, nothing before the first `/`, not `//`), with no control
+/// character or backslash anywhere: browsers drop tabs and newlines from a
+/// URL (`/\t/evil.example` becomes `//evil.example`) and read `\` as `/`.
 fn safe_next(next: &str) -> String {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+    let plain = !next.chars().any(|c| c.is_control() || c == '\\');
+    let local = next.starts_with('/') && !next.starts_with("//");
+    let parses = next
+        .parse::<axum::http::uri::PathAndQuery>()
+        .is_ok_and(|p| p.as_str() == next);
+    if plain && local && parses {
         next.to_string()
     } else {
         "/runs".into()
@@ -364,6 +372,16 @@ mod tests {
         assert_eq!(safe_next("//evil.example/x"), "/runs");
         assert_eq!(safe_next("https://evil.example"), "/runs");
         assert_eq!(safe_next("/\\evil.example"), "/runs");
+        // What `next=/%09/evil.example` and `next=/%0a/x` decode to.
+        assert_eq!(safe_next("/\t/evil.example"), "/runs");
+        assert_eq!(safe_next("/\n/x"), "/runs");
+        assert_eq!(safe_next("/\r\n/x"), "/runs");
+        assert_eq!(safe_next("/runs\u{7f}"), "/runs");
+        assert_eq!(
+            safe_next("/runs?state=running&page=2"),
+            "/runs?state=running&page=2"
+        );
+        assert_eq!(safe_next(""), "/runs");
     }
 
     #[test]
