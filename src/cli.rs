@@ -151,11 +151,38 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<DeliveriesCommand>,
     },
+    /// List the staff UI's live sessions (or end some: `sessions revoke`).
+    Sessions {
+        #[command(subcommand)]
+        command: Option<SessionsCommand>,
+    },
     /// Print the audit trail, oldest first.
     Audit {
         /// Only the rows of this run (and of the delivery that started it).
         #[arg(long)]
         run: Option<String>,
+    },
+}
+
+/// `issueops sessions ...`
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// End sessions at their next request (copies of the cookie included):
+    /// one by the id `issueops sessions` shows, every session of a login, or
+    /// all of them.
+    Revoke {
+        /// The session id as listed (a prefix of it is enough).
+        #[arg(required_unless_present_any = ["login", "all"], conflicts_with_all = ["login", "all"])]
+        id: Option<String>,
+        /// Every session of this login.
+        #[arg(long, conflicts_with = "all")]
+        login: Option<String>,
+        /// Every session.
+        #[arg(long)]
+        all: bool,
+        /// Who asks, recorded in the audit table.
+        #[arg(long, env = "USER", default_value = "operator")]
+        actor: String,
     },
 }
 

@@ -11,7 +11,8 @@ mod standin;
 mod telemetry;
 
 use clap::Parser;
-use cli::{Cli, Command, DeliveriesCommand, LabelsCommand};
+use cli::{Cli, Command, DeliveriesCommand, LabelsCommand, SessionsCommand};
+use issueops_core::store::sessions::Revoke;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -75,6 +76,25 @@ async fn main() -> std::process::ExitCode {
         Command::Deliveries {
             command: Some(DeliveriesCommand::Retry { id, actor }),
         } => commands::ops::retry_delivery(&cli.common, &id, &actor).await,
+        Command::Sessions { command: None } => commands::ops::sessions(&cli.common).await,
+        Command::Sessions {
+            command:
+                Some(SessionsCommand::Revoke {
+                    id,
+                    login,
+                    all,
+                    actor,
+                }),
+        } => {
+            let which = match (&id, &login) {
+                (Some(id), _) => Revoke::Id(id),
+                (None, Some(login)) => Revoke::Login(login),
+                (None, None) if all => Revoke::All,
+                // clap requires one of them.
+                (None, None) => Revoke::Id(""),
+            };
+            commands::ops::revoke_sessions(&cli.common, which, &actor).await
+        }
         Command::Audit { run } => commands::ops::audit(&cli.common, run.as_deref()).await,
     };
     match result {

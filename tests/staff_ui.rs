@@ -514,3 +514,116 @@ async fn github_sign_in_gives_configured_people_their_role_and_refuses_others() 
     b.wait_text("header .who", "boss").await;
     assert!(b.text("header .who").await.contains("approver"));
 }
+
+/// Sessions live on the server: signing out ends the session for every
+/// copy of its cookie, and `issueops sessions revoke` ends one at its next
+/// request. Over plain HTTP against the real `issueops serve`.
+#[tokio::test]
+async fn sign_out_and_revoke_end_sessions_for_every_copy_of_the_cookie() {
+    let serve = Serve::start(CONFIG).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // The printed link: a session cookie.
+    let signed_in = http.get(&serve.link).send().await.unwrap();
+    assert_eq!(signed_in.status().as_u16(), 303, "{signed_in:?}");
+    let cookie = signed_in
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("issueops_session="))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let page = |cookie: String| {
+        let (http, ui) = (&http, &serve.ui);
+        async move {
+            let answer = http
+                .get(format!("{ui}/runs"))
+                .header("Cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            let status = answer.status().as_u16();
+            (status, answer.text().await.unwrap())
+        }
+    };
+    let (status, body) = page(cookie.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_issueops"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(serve.dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, listed) = cli(&["sessions"]);
+    assert!(
+        ok && listed.contains("staff-tester") && listed.contains("approver"),
+        "{listed}"
+    );
+
+    // Sign out with the page's CSRF token; a copy of the cookie kept aside.
+    let csrf = body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the sign-out form's token")
+        .to_string();
+    let copy = cookie.clone();
+    let out = http
+        .post(format!("{}/signout", serve.ui))
+        .header("Cookie", cookie)
+        .form(&[("csrf", csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status().as_u16(), 303);
+    let (status, _) = page(copy).await;
+    assert_eq!(status, 303, "a copy of a signed-out cookie still let in");
+    let (_, listed) = cli(&["sessions"]);
+    assert!(listed.contains("no live staff UI sessions"), "{listed}");
+
+    // A second session, ended by an operator.
+    let (ok, _) = cli(&["sessions", "revoke", "--all"]);
+    assert!(!ok, "nothing to revoke is an error");
+    let link = reqwest::get(format!("{}/signin", serve.ui)).await.unwrap();
+    assert!(link.status().is_success());
+    let fresh = std::fs::read_to_string(serve.dir.path().join("serve.log"))
+        .unwrap()
+        .lines()
+        .rev()
+        .find_map(|l| l.split_once("sign-in link (one-time): "))
+        .and_then(|(_, l)| l.split(['\u{1b}', ' ']).next())
+        .map(|l| l.trim().to_string())
+        .expect("a fresh link in the log");
+    let second = http.get(&fresh).send().await.unwrap();
+    let cookie = second
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("issueops_session="))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    assert_eq!(page(cookie.clone()).await.0, 200);
+    let (ok, said) = cli(&[
+        "sessions",
+        "revoke",
+        "--login",
+        "staff-tester",
+        "--actor",
+        "ops",
+    ]);
+    assert!(ok, "{said}");
+    assert_eq!(page(cookie).await.0, 303, "a revoked session still let in");
+}

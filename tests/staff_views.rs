@@ -341,3 +341,84 @@ async fn staff_views_and_decisions_on_sqlite() {
 async fn staff_views_and_decisions_on_postgres() {
     views_on(Db::Postgres).await;
 }
+
+/// The session store on both databases: a session is live until it expires
+/// or is revoked (by its id as listed, or by login), and ended ones are
+/// dropped when the next is made.
+#[tokio::test]
+async fn ui_sessions_on_both_databases() {
+    use issueops_core::store::sessions::{Revoke, UiSession};
+    for db in [Db::Sqlite, Db::Postgres] {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, pg) = common::store_for(db, dir.path()).await;
+        let now = issueops_core::now_ms();
+        let session = |hash: &str, login: &str, expires_at: i64| UiSession {
+            id_hash: hash.into(),
+            login: login.into(),
+            role: "viewer".into(),
+            how: "github".into(),
+            identity: "{}".into(),
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+        };
+        store
+            .create_ui_session(&session("aa11", "ann", now + 60_000))
+            .await
+            .unwrap();
+        store
+            .create_ui_session(&session("bb22", "bob", now + 60_000))
+            .await
+            .unwrap();
+        store
+            .create_ui_session(&session("cc33", "bob", now - 1))
+            .await
+            .unwrap();
+        assert!(store.live_ui_session("aa11").await.unwrap().is_some());
+        assert!(
+            store.live_ui_session("cc33").await.unwrap().is_none(),
+            "expired"
+        );
+        assert_eq!(store.live_ui_sessions().await.unwrap().len(), 2);
+        // Not a hex prefix: matches nothing (no LIKE wildcards from outside).
+        assert!(store
+            .revoke_ui_sessions(Revoke::Id("%"))
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store.revoke_ui_sessions(Revoke::Id("AA")).await.unwrap(),
+            ["ann"]
+        );
+        assert!(
+            store.live_ui_session("aa11").await.unwrap().is_none(),
+            "revoked"
+        );
+        assert_eq!(
+            store
+                .revoke_ui_sessions(Revoke::Login("bob"))
+                .await
+                .unwrap(),
+            ["bob"]
+        );
+        assert!(store
+            .revoke_ui_sessions(Revoke::All)
+            .await
+            .unwrap()
+            .is_empty());
+        // A new session drops the ended rows.
+        store
+            .create_ui_session(&session("dd44", "ann", now + 60_000))
+            .await
+            .unwrap();
+        let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM ui_sessions")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows, 1);
+        store.pool().close().await;
+        if let Some(pg) = pg {
+            pg.drop_db().await;
+        }
+    }
+}

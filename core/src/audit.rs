@@ -34,6 +34,8 @@ pub mod kind {
     pub const LABELS: &str = "labels";
     /// Someone signed in to the staff UI.
     pub const UI_SIGNIN: &str = "ui.signin";
+    /// Staff UI sessions ended by an operator (`issueops sessions revoke`).
+    pub const UI_SESSION_REVOKED: &str = "ui.session.revoked";
 }
 
 /// One audit row to append. Build with [`AuditEvent::new`] and the `with_*` methods.

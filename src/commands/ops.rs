@@ -4,6 +4,7 @@ use crate::cli::{ClusterArgs, Common};
 use anyhow::{bail, Result};
 use issueops_core::audit::{kind, AuditEvent};
 use issueops_core::store::redact_url;
+use issueops_core::store::sessions::Revoke;
 
 pub async fn migrate(common: &Common) -> Result<()> {
     let store = common.store().await?;
@@ -90,6 +91,60 @@ pub async fn retry_delivery(common: &Common, id: &str, actor: &str) -> Result<()
         )
         .await?;
     println!("delivery {id} is back in line; a running control plane handles it next");
+    Ok(())
+}
+
+/// The session id people see: the start of its hash (the id itself is only
+/// in its cookie).
+fn shown_id(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+pub async fn sessions(common: &Common) -> Result<()> {
+    let store = common.store().await?;
+    store.ensure_migrated().await?;
+    let live = store.live_ui_sessions().await?;
+    if live.is_empty() {
+        println!("no live staff UI sessions");
+    }
+    for s in live {
+        println!(
+            "{}  {}  {}  via {}  since {}  until {}",
+            shown_id(&s.id_hash),
+            s.login,
+            s.role,
+            s.how,
+            issueops_ui::view::time(Some(s.created_at)),
+            issueops_ui::view::time(Some(s.expires_at)),
+        );
+    }
+    Ok(())
+}
+
+pub async fn revoke_sessions(common: &Common, which: Revoke<'_>, actor: &str) -> Result<()> {
+    let store = common.store().await?;
+    store.ensure_migrated().await?;
+    let what = match &which {
+        Revoke::Id(id) => format!("session {id}"),
+        Revoke::Login(login) => format!("every session of {login}"),
+        Revoke::All => "every session".into(),
+    };
+    let ended = store.revoke_ui_sessions(which.clone()).await?;
+    if ended.is_empty() {
+        bail!("no live session matches ({what}): `issueops sessions` lists them");
+    }
+    store
+        .append_audit(
+            &AuditEvent::new(kind::UI_SESSION_REVOKED, "revoked")
+                .actor(actor)
+                .detail(serde_json::json!({ "which": what, "logins": ended })),
+        )
+        .await?;
+    println!(
+        "ended {} session(s) of {}: at their next request they sign in again",
+        ended.len(),
+        ended.join(", ")
+    );
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! approver role.
 
 use crate::oauth::role_for;
-use crate::session::{cookie, random_token, Role, Session, SESSION_COOKIE};
+use crate::session::{cookie, random_token, Role, Session, GITHUB, LOOPBACK, SESSION_COOKIE};
 use crate::{AppState, Signed, UiError};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -50,7 +50,10 @@ pub async fn signin_page(
     Query(q): Query<SignInQuery>,
 ) -> Result<Response, UiError> {
     let next = safe_next(&q.next);
-    if Session::from_jar(&jar).is_some() {
+    if Session::live(&jar, &state.parts.store, &state.parts.config)
+        .await
+        .is_some()
+    {
         return Ok(Redirect::to(&next).into_response());
     }
     let github = state.parts.github_sign_in.is_some();
@@ -91,7 +94,14 @@ pub async fn signin_link(
         Role::Approver,
         state.parts.config.ui.session_hours,
     );
-    audit_signin(&state, &session, "loopback link").await;
+    let identity = crate::oauth::Identity {
+        login: session.login.clone(),
+        orgs: Vec::new(),
+        teams: Vec::new(),
+    };
+    begin(&state, &session, LOOPBACK, &identity)
+        .await
+        .map_err(|e| e.into_response())?;
     let jar = session.store(jar, state.secure_cookies);
     Ok((jar, Redirect::to(&safe_next(&q.next))).into_response())
 }
@@ -181,19 +191,34 @@ pub async fn github_callback(
         )
             .into_response();
     };
-    let session = Session::new(who.login, role, state.parts.config.ui.session_hours);
-    audit_signin(&state, &session, "github").await;
+    let session = Session::new(who.login.clone(), role, state.parts.config.ui.session_hours);
+    if let Err(e) = begin(&state, &session, GITHUB, &who).await {
+        return (jar, e.into_response()).into_response();
+    }
     let jar = session.store(jar, state.secure_cookies);
     (jar, Redirect::to(&pending.next)).into_response()
 }
 
-async fn audit_signin(state: &AppState, session: &Session, how: &str) {
+/// Makes `session` live on the server (its row) and audits the sign-in. No
+/// row, no session: the cookie alone would let nobody in.
+async fn begin(
+    state: &AppState,
+    session: &Session,
+    how: &str,
+    identity: &crate::oauth::Identity,
+) -> Result<(), UiError> {
+    state
+        .parts
+        .store
+        .create_ui_session(&session.row(how, identity))
+        .await?;
     let audit = AuditEvent::new(kind::UI_SIGNIN, "signed-in")
         .actor(session.login.clone())
-        .detail(serde_json::json!({ "how": how, "role": session.role }));
+        .detail(serde_json::json!({ "how": how, "role": session.role, "session": &session.id_hash()[..12] }));
     if let Err(e) = state.parts.store.append_audit(&audit).await {
         tracing::warn!(error = %e, "cannot audit a sign-in");
     }
+    Ok(())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -210,6 +235,16 @@ pub async fn signout(
 ) -> Response {
     if !who.0.csrf_ok(&form.csrf) {
         return csrf_refused(&state);
+    }
+    // The server's row goes first: a copy of the cookie is worth nothing after.
+    let hash = who.0.id_hash();
+    if let Err(e) = state
+        .parts
+        .store
+        .revoke_ui_sessions(issueops_core::store::sessions::Revoke::Id(&hash))
+        .await
+    {
+        return UiError::from(e).into_response();
     }
     let jar = jar.remove(Cookie::from(SESSION_COOKIE));
     (jar, Redirect::to("/signin")).into_response()

@@ -193,7 +193,7 @@ impl FromRequestParts<AppState> for Signed {
         let jar = PrivateCookieJar::<Key>::from_request_parts(parts, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        if let Some(session) = Session::from_jar(&jar) {
+        if let Some(session) = Session::live(&jar, &state.parts.store, &state.parts.config).await {
             return Ok(Signed(session));
         }
         let uri = OriginalUri::from_request_parts(parts, state)

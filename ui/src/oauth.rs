@@ -26,8 +26,9 @@ pub struct GitHubSignIn {
     http: reqwest::Client,
 }
 
-/// Who signed in, as GitHub says.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who signed in, as GitHub says (kept with the session, so the role can be
+/// weighed again against the config on every request).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     pub login: String,
     pub orgs: Vec<String>,

@@ -1,7 +1,11 @@
 //! Who is signed in: an encrypted, signed session cookie (HttpOnly,
 //! SameSite=Lax, Secure behind https) holding the login, the role, a CSRF
-//! token and the expiry. Nothing is stored on the server per visitor, so an
-//! unauthenticated request leaves no trace.
+//! token, the expiry and a random session id, and a row per session on the
+//! server (`ui_sessions`, keyed by the id's SHA-256). A cookie counts only
+//! while its row is live: signing out, `issueops sessions revoke`, or a role
+//! taken away in the config (weighed again on every request) ends it at the
+//! next request, copies of the cookie included. Rows are written only by a
+//! sign-in, so an unauthenticated request leaves no trace.
 //!
 //! Without GitHub sign-in, one sign-in link at a time is valid: `serve`
 //! prints it, it works once, and a visit to the sign-in page while none is
@@ -9,17 +13,39 @@
 //! the terminal can use it).
 
 use axum_extra::extract::cookie::{Cookie, Key, PrivateCookieJar, SameSite};
+use issueops_core::store::sessions::UiSession;
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 use subtle::ConstantTimeEq;
 
 pub const SESSION_COOKIE: &str = "issueops_session";
+/// How a GitHub sign-in's session says it was made.
+pub const GITHUB: &str = "github";
+/// How a loopback link's session says it was made.
+pub const LOOPBACK: &str = "loopback link";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
     Approver,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Approver => "approver",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "approver" => Some(Role::Approver),
+            _ => None,
+        }
+    }
 }
 
 /// A signed-in person.
@@ -31,6 +57,9 @@ pub struct Session {
     pub csrf: String,
     /// Milliseconds since the epoch.
     pub expires_at: i64,
+    /// Names the server's row; only its SHA-256 is stored there.
+    #[serde(default)]
+    pub sid: String,
 }
 
 impl Session {
@@ -40,14 +69,61 @@ impl Session {
             role,
             csrf: random_token(),
             expires_at: issueops_core::now_ms() + (hours as i64).saturating_mul(3_600_000),
+            sid: random_token(),
         }
     }
 
-    /// The session in `jar`, when there is one that has not expired.
+    /// The session in `jar`'s cookie, when it has not expired. Whether it is
+    /// still live is the server's to say: see [`Session::live`].
     pub fn from_jar(jar: &PrivateCookieJar) -> Option<Self> {
         let cookie = jar.get(SESSION_COOKIE)?;
         let session: Session = serde_json::from_str(cookie.value()).ok()?;
-        (session.expires_at > issueops_core::now_ms()).then_some(session)
+        (session.expires_at > issueops_core::now_ms() && !session.sid.is_empty()).then_some(session)
+    }
+
+    /// The hex SHA-256 of the session id: the server row's key.
+    pub fn id_hash(&self) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(self.sid.as_bytes()))
+    }
+
+    /// The row that makes this session live, written at sign-in.
+    pub fn row(&self, how: &str, identity: &crate::oauth::Identity) -> UiSession {
+        UiSession {
+            id_hash: self.id_hash(),
+            login: self.login.clone(),
+            role: self.role.as_str().into(),
+            how: how.into(),
+            identity: serde_json::to_string(identity).unwrap_or_default(),
+            created_at: issueops_core::now_ms(),
+            expires_at: self.expires_at,
+            revoked_at: None,
+        }
+    }
+
+    /// The session of `jar` if the server still holds it live, with the role
+    /// the config gives now (a GitHub sign-in's role is weighed again; one
+    /// the config no longer allows in is signed out).
+    pub async fn live(
+        jar: &PrivateCookieJar,
+        store: &issueops_core::Store,
+        config: &issueops_core::Config,
+    ) -> Option<Self> {
+        let mut session = Self::from_jar(jar)?;
+        let row = match store.live_ui_session(&session.id_hash()).await {
+            Ok(row) => row?,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read a session; treating it as signed out");
+                return None;
+            }
+        };
+        session.role = if row.how == GITHUB {
+            let identity: crate::oauth::Identity = serde_json::from_str(&row.identity).ok()?;
+            crate::oauth::role_for(config, &identity)?
+        } else {
+            Role::parse(&row.role)?
+        };
+        Some(session)
     }
 
     /// `jar` with this session set.
@@ -139,6 +215,54 @@ mod tests {
         assert!(links.redeem(&token));
         assert!(!links.redeem(&token), "used up");
         assert!(links.mint().is_some(), "a new one after use");
+    }
+
+    /// A GitHub sign-in's role is weighed again on every request, against
+    /// the config of now; a revoked or unknown session is no session.
+    #[tokio::test]
+    async fn a_session_lives_only_while_its_row_does_with_the_configs_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = issueops_core::Store::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("s.db").display()
+        ))
+        .await
+        .unwrap();
+        store.migrate().await.unwrap();
+        let session = Session::new("ann".into(), Role::Approver, 1);
+        let jar = session.store(PrivateCookieJar::new(Key::generate()), false);
+        let mut config = issueops_core::Config::default();
+        config.ui.approvers.users = vec!["ann".into()];
+        // A cookie without its row (never signed in here) is nobody.
+        assert_eq!(Session::live(&jar, &store, &config).await, None);
+        let who = crate::oauth::Identity {
+            login: "ann".into(),
+            orgs: vec![],
+            teams: vec![],
+        };
+        store
+            .create_ui_session(&session.row(GITHUB, &who))
+            .await
+            .unwrap();
+        let live = Session::live(&jar, &store, &config).await.unwrap();
+        assert_eq!(live.role, Role::Approver);
+        // Taken off the approvers, still a viewer: at once a viewer.
+        config.ui.approvers.users.clear();
+        config.ui.viewers.users = vec!["ann".into()];
+        let live = Session::live(&jar, &store, &config).await.unwrap();
+        assert_eq!(live.role, Role::Viewer);
+        // Off both lists: signed out.
+        config.ui.viewers.users.clear();
+        assert_eq!(Session::live(&jar, &store, &config).await, None);
+        // Revoked: signed out whatever the config says.
+        config.ui.approvers.users = vec!["ann".into()];
+        assert!(Session::live(&jar, &store, &config).await.is_some());
+        let ended = store
+            .revoke_ui_sessions(issueops_core::store::sessions::Revoke::Login("ann"))
+            .await
+            .unwrap();
+        assert_eq!(ended, ["ann"]);
+        assert_eq!(Session::live(&jar, &store, &config).await, None);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod reconciler_state;
 pub mod reports;
 pub mod results;
 pub mod runs;
+pub mod sessions;
 pub mod views;
 
 use sqlx::any::{install_default_drivers, AnyPoolOptions};
