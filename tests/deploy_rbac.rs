@@ -103,17 +103,41 @@ fn objects_of(yaml: &str) -> Vec<(String, DynamicObject)> {
     out
 }
 
-/// The production overlay: what the reconciler's RBAC test installs.
+/// The install's `instance` in these tests: the admission policy names it,
+/// and both tests here install the same policy (one fixed value, so they
+/// agree; no other test uses it).
+const DEPLOY_INSTANCE: &str = "deploy-test";
+
+/// The production overlay: what the reconciler's RBAC test installs, its
+/// admission policy set to [`DEPLOY_INSTANCE`] (as an operator sets it to
+/// their config's `instance`).
 fn deploy_objects() -> Vec<(String, DynamicObject)> {
-    objects_of(&render("kustomize-production"))
+    let mut objects = objects_of(&render("kustomize-production"));
+    for (_, obj) in &mut objects {
+        if obj.types.as_ref().unwrap().kind == "ValidatingAdmissionPolicy" {
+            let instance = obj.data["spec"]["variables"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .find(|v| v["name"] == "instance")
+                .expect("the policy's instance variable");
+            assert_eq!(instance["expression"], "'default'");
+            instance["expression"] = format!("'{DEPLOY_INSTANCE}'").into();
+        }
+    }
+    objects
 }
 
-const RBAC_KINDS: [&str; 5] = [
+/// What the tests install for real: the reconciler's identity, its roles,
+/// and the admission policy that fences it.
+const INSTALLED_KINDS: [&str; 7] = [
     "ServiceAccount",
     "ClusterRole",
     "ClusterRoleBinding",
     "Role",
     "RoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
 ];
 
 async fn apply(
@@ -169,16 +193,30 @@ async fn service_account_client(admin: &kube::Client) -> kube::Client {
     kube::Client::try_from(config).unwrap()
 }
 
+/// Installs the reconciler's identity, roles and admission policy.
+async fn install(admin: &kube::Client, objects: &[(String, DynamicObject)]) {
+    for (_, obj) in objects
+        .iter()
+        .filter(|(_, o)| INSTALLED_KINDS.contains(&o.types.as_ref().unwrap().kind.as_str()))
+    {
+        apply(admin, obj, false).await.unwrap();
+    }
+}
+
+/// Whether RBAC lets `client` do `verb` on `resource` (`group/plural`, or a
+/// core plural).
 async fn allowed(
     client: &kube::Client,
     verb: &str,
     resource: &str,
     namespace: Option<&str>,
 ) -> bool {
+    let (group, resource) = resource.split_once('/').unwrap_or(("", resource));
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
             resource_attributes: Some(ResourceAttributes {
                 verb: Some(verb.into()),
+                group: Some(group.into()),
                 resource: Some(resource.into()),
                 namespace: namespace.map(str::to_string),
                 ..Default::default()
@@ -198,6 +236,7 @@ async fn allowed(
 
 #[tokio::test]
 async fn deploy_is_accepted_and_its_service_account_runs_the_reconciler_without_reading_secrets() {
+    let _one = ONE_INSTALL_AT_A_TIME.lock().await;
     let admin = kube::Client::try_from(real_config().await).unwrap();
     let objects = deploy_objects();
     assert!(objects.len() >= 8, "{} objects", objects.len());
@@ -218,13 +257,8 @@ async fn deploy_is_accepted_and_its_service_account_runs_the_reconciler_without_
         });
     }
 
-    // Install the reconciler's identity and role for real, and act as it.
-    for (_, obj) in objects
-        .iter()
-        .filter(|(_, o)| RBAC_KINDS.contains(&o.types.as_ref().unwrap().kind.as_str()))
-    {
-        apply(&admin, obj, false).await.unwrap();
-    }
+    // Install the reconciler's identity, role and fence for real, and act as it.
+    install(&admin, &objects).await;
     let sa = service_account_client(&admin).await;
     eventually("RBAC sees the new binding", || async {
         allowed(&sa, "create", "namespaces", None).await
@@ -246,6 +280,7 @@ async fn deploy_is_accepted_and_its_service_account_runs_the_reconciler_without_
     const TOKEN: &str = "ghs_deployRBACtestTOKEN0000001";
     let server = common::fake_github_app(&[(TOKEN, "2030-01-01T01:00:00Z")]).await;
     let mut config = real_cluster_config();
+    config.instance = DEPLOY_INSTANCE.into();
     config.lifecycle.run_retention_seconds = 0;
     config.lifecycle.issue_idle_seconds = 0;
     let dir = tempfile::tempdir().unwrap();
@@ -304,16 +339,23 @@ async fn deploy_is_accepted_and_its_service_account_runs_the_reconciler_without_
     .await;
     h.finish().await;
 
-    // Leave the cluster as we found it.
-    for (_, obj) in objects.iter().filter(|(f, o)| {
-        f == "reconciler.yaml"
-            && matches!(
-                o.types.as_ref().unwrap().kind.as_str(),
-                "ClusterRole" | "ClusterRoleBinding"
-            )
+    uninstall(&admin, &objects).await;
+}
+
+/// Leaves the cluster as the test found it: the install's cluster-wide
+/// objects and its namespace removed.
+async fn uninstall(admin: &kube::Client, objects: &[(String, DynamicObject)]) {
+    for (_, obj) in objects.iter().filter(|(_, o)| {
+        matches!(
+            o.types.as_ref().unwrap().kind.as_str(),
+            "ClusterRole"
+                | "ClusterRoleBinding"
+                | "ValidatingAdmissionPolicy"
+                | "ValidatingAdmissionPolicyBinding"
+        )
     }) {
         let gvk = GroupVersionKind::try_from(obj.types.as_ref().unwrap()).unwrap();
-        let (resource, _) = pinned_kind(&admin, &gvk).await.unwrap();
+        let (resource, _) = pinned_kind(admin, &gvk).await.unwrap();
         Api::<DynamicObject>::all_with(admin.clone(), &resource)
             .delete(
                 obj.metadata.name.as_deref().unwrap(),
@@ -322,6 +364,7 @@ async fn deploy_is_accepted_and_its_service_account_runs_the_reconciler_without_
             .await
             .unwrap();
     }
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
     namespaces
         .delete(SYSTEM_NAMESPACE, &DeleteParams::default())
         .await
@@ -336,6 +379,10 @@ async fn deploy_is_accepted_and_its_service_account_runs_the_reconciler_without_
     .await;
 }
 
+/// The tests here install and remove the same cluster-wide objects and
+/// namespace: one at a time.
+static ONE_INSTALL_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Both deploy paths in both modes: rendered by the real tools, valid for
 /// Kubernetes 1.36 under `kubernetes-validate --strict`, and accepted by the
 /// test cluster's API server (server-side dry run); the production variants
@@ -343,6 +390,7 @@ async fn deploy_is_accepted_and_its_service_account_runs_the_reconciler_without_
 /// NetworkPolicy for issueops' namespace.
 #[tokio::test]
 async fn kustomize_and_helm_render_valid_installs_the_api_server_accepts() {
+    let _one = ONE_INSTALL_AT_A_TIME.lock().await;
     let admin = kube::Client::try_from(real_config().await).unwrap();
     let dir = tempfile::tempdir().unwrap();
     // Server-side dry runs of namespaced objects need the namespace.
@@ -417,4 +465,281 @@ async fn kustomize_and_helm_render_valid_installs_the_api_server_accepts() {
             );
         }
     }
+}
+
+/// A dry-run create (or a patch, or a delete) as `client`: `Ok` when the API
+/// server would accept it, else its message.
+async fn try_write(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    verb: &str,
+    obj: serde_json::Value,
+) -> Result<(), String> {
+    let obj: DynamicObject = serde_json::from_value(obj).unwrap();
+    let types = obj.types.clone().unwrap();
+    let gvk = GroupVersionKind::try_from(&types).unwrap();
+    let (resource, _) = pinned_kind(client, &gvk).await.unwrap();
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    let name = obj.metadata.name.clone().unwrap();
+    let done = match verb {
+        "create" => api
+            .create(
+                &PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+                &obj,
+            )
+            .await
+            .map(|_| ()),
+        "apply" => {
+            let mut params = PatchParams::apply("issueops").force();
+            params.dry_run = true;
+            api.patch(&name, &params, &Patch::Apply(&obj))
+                .await
+                .map(|_| ())
+        }
+        "delete" => api
+            .delete(
+                &name,
+                &DeleteParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map(|_| ()),
+        _ => unreachable!(),
+    };
+    done.map_err(|e| e.to_string())
+}
+
+fn hardened_job(namespace: &str, name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": { "name": name, "namespace": namespace },
+        "spec": { "template": { "spec": {
+            "serviceAccountName": "agent", "restartPolicy": "Never",
+            "securityContext": { "runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": { "type": "RuntimeDefault" } },
+            "containers": [{ "name": "agent", "image": "registry.example/agent:1",
+                "securityContext": { "allowPrivilegeEscalation": false, "capabilities": { "drop": ["ALL"] },
+                    "runAsNonRoot": true, "seccompProfile": { "type": "RuntimeDefault" } } }],
+            "volumes": [{ "name": "work", "emptyDir": {} }]
+        }}}
+    })
+}
+
+fn agent_binding(namespace: &str, role_kind: &str, role: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": { "name": "agent", "namespace": namespace },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role },
+        "subjects": [{ "kind": "ServiceAccount", "name": "agent", "namespace": namespace }]
+    })
+}
+
+fn secret(namespace: &str) -> serde_json::Value {
+    serde_json::json!({ "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": "issueops-github-token", "namespace": namespace },
+        "stringData": { "token": "x" } })
+}
+
+/// The admission policy in deploy/ fences issueops' ServiceAccount where
+/// RBAC alone would not: in `default` and `kube-system` its Jobs, Secrets
+/// and RoleBindings are denied by the policy (RBAC allows them), as are
+/// deleting someone else's namespace and making an unlabelled one; in an issue
+/// namespace of the install the same writes pass, but a privileged or
+/// hostPath Job, a wider Role, a binding to another role or account, and a
+/// weaker Pod Security label are denied.
+#[tokio::test]
+async fn the_admission_policy_fences_issueops_service_account_where_rbac_would_not() {
+    let _one = ONE_INSTALL_AT_A_TIME.lock().await;
+    let admin = kube::Client::try_from(real_config().await).unwrap();
+    let objects = deploy_objects();
+    let (_, namespace) = objects
+        .iter()
+        .find(|(_, o)| o.types.as_ref().unwrap().kind == "Namespace")
+        .unwrap();
+    apply(&admin, namespace, false).await.unwrap();
+    install(&admin, &objects).await;
+    let sa = service_account_client(&admin).await;
+    eventually("RBAC sees the new binding", || async {
+        allowed(&sa, "create", "batch/jobs", Some("default")).await
+    })
+    .await;
+    // The policy takes effect once the API server has loaded it.
+    eventually("the admission policy is in force", || async {
+        try_write(&sa, Some("default"), "create", secret("default"))
+            .await
+            .is_err_and(|e| e.contains("issueops-reconciler-fence"))
+    })
+    .await;
+
+    for ns in ["default", "kube-system"] {
+        for resource in [
+            "batch/jobs",
+            "secrets",
+            "rbac.authorization.k8s.io/rolebindings",
+        ] {
+            assert!(
+                allowed(&sa, "create", resource, Some(ns)).await,
+                "RBAC alone allows {resource} in {ns}"
+            );
+        }
+        for (what, obj) in [
+            ("Job", hardened_job(ns, "run-fence")),
+            ("Secret", secret(ns)),
+            // A role the account holds every permission of, so RBAC's own
+            // escalation check passes and the policy is what says no.
+            (
+                "RoleBinding",
+                agent_binding(ns, "ClusterRole", "issueops-reconciler"),
+            ),
+        ] {
+            let denied = try_write(&sa, Some(ns), "create", obj)
+                .await
+                .expect_err(&format!("a {what} in {ns} was let through"));
+            assert!(
+                denied.contains("issueops-reconciler-fence")
+                    && denied.contains("only in namespaces"),
+                "{what} in {ns}: {denied}"
+            );
+        }
+    }
+    // kube-system and default cannot be deleted by anyone (NamespaceLifecycle);
+    // any other namespace that is not ours, by issueops not either.
+    let theirs = format!("fence-theirs-{}", hex::encode(rand::random::<[u8; 3]>()));
+    let theirs_ns = serde_json::json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": theirs } });
+    apply(
+        &admin,
+        &serde_json::from_value(theirs_ns.clone()).unwrap(),
+        false,
+    )
+    .await
+    .unwrap();
+    let deleted = try_write(&sa, None, "delete", theirs_ns)
+        .await
+        .expect_err("issueops deleted a namespace not its own");
+    assert!(deleted.contains("issueops-reconciler-fence"), "{deleted}");
+    Api::<Namespace>::all(admin.clone())
+        .delete(&theirs, &DeleteParams::default())
+        .await
+        .unwrap();
+    let unlabelled = try_write(
+        &sa,
+        None,
+        "create",
+        serde_json::json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "fence-unlabelled" } }),
+    )
+    .await
+    .expect_err("an unlabelled Namespace was made");
+    assert!(
+        unlabelled.contains("issueops-reconciler-fence"),
+        "{unlabelled}"
+    );
+
+    // An issue namespace of this install (made by the admin here).
+    let ns = naming::namespace_for_issue(REPO, unique_issue());
+    let labels = serde_json::json!({
+        "app.kubernetes.io/managed-by": "issueops",
+        "issueops.dev/instance": DEPLOY_INSTANCE,
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/warn": "restricted",
+        "pod-security.kubernetes.io/audit": "restricted",
+    });
+    let issue_ns = serde_json::json!({ "apiVersion": "v1", "kind": "Namespace",
+        "metadata": { "name": ns, "labels": labels } });
+    apply(
+        &admin,
+        &serde_json::from_value(issue_ns.clone()).unwrap(),
+        false,
+    )
+    .await
+    .unwrap();
+    let template_role = serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": { "name": "agent", "namespace": ns },
+        "rules": [
+            { "apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"] },
+            { "apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "update", "patch"] }
+        ]
+    });
+    apply(
+        &admin,
+        &serde_json::from_value(template_role.clone()).unwrap(),
+        false,
+    )
+    .await
+    .unwrap();
+    for (what, verb, obj) in [
+        ("Job", "create", hardened_job(&ns, "run-fence")),
+        ("Secret", "create", secret(&ns)),
+        ("RoleBinding", "create", agent_binding(&ns, "Role", "agent")),
+        ("Role", "apply", template_role.clone()),
+    ] {
+        try_write(&sa, Some(&ns), verb, obj)
+            .await
+            .unwrap_or_else(|e| panic!("the {what} issueops renders was denied: {e}"));
+    }
+    try_write(&sa, None, "apply", issue_ns.clone())
+        .await
+        .unwrap_or_else(|e| panic!("the Namespace issueops renders was denied: {e}"));
+
+    // (`privileged: true` itself the test cluster refuses for everyone:
+    // --allow-privileged=false. Escalation and added capabilities it does not.)
+    let mut escalating = hardened_job(&ns, "run-escalating");
+    escalating["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+        ["allowPrivilegeEscalation"] = true.into();
+    let mut capable = hardened_job(&ns, "run-capable");
+    capable["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]
+        ["add"] = serde_json::json!(["SYS_ADMIN"]);
+    let mut host_path = hardened_job(&ns, "run-hostpath");
+    host_path["spec"]["template"]["spec"]["volumes"] =
+        serde_json::json!([{ "name": "root", "hostPath": { "path": "/" } }]);
+    let mut wider = template_role.clone();
+    wider["rules"]
+        .as_array_mut()
+        .unwrap()
+        // One the account holds itself, so RBAC's escalation check passes
+        // and the policy is what says no.
+        .push(serde_json::json!({ "apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"] }));
+    let mut other_account = agent_binding(&ns, "Role", "agent");
+    other_account["subjects"][0]["name"] = "default".into();
+    let mut weaker_ns = issue_ns.clone();
+    weaker_ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] = "privileged".into();
+    for (what, namespace, verb, obj) in [
+        ("an escalating Job", Some(ns.as_str()), "create", escalating),
+        ("a Job with SYS_ADMIN", Some(ns.as_str()), "create", capable),
+        ("a hostPath Job", Some(ns.as_str()), "create", host_path),
+        ("a wider Role", Some(ns.as_str()), "apply", wider),
+        (
+            "a binding to cluster-admin",
+            Some(ns.as_str()),
+            "create",
+            agent_binding(&ns, "ClusterRole", "issueops-reconciler"),
+        ),
+        (
+            "a binding of another account",
+            Some(ns.as_str()),
+            "create",
+            other_account,
+        ),
+        ("a weaker Pod Security label", None, "apply", weaker_ns),
+    ] {
+        let denied = try_write(&sa, namespace, verb, obj)
+            .await
+            .expect_err(&format!("{what} was let through"));
+        assert!(
+            denied.contains("issueops-reconciler-fence"),
+            "{what}: {denied}"
+        );
+    }
+    Api::<Namespace>::all(admin.clone())
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .unwrap();
+    uninstall(&admin, &objects).await;
 }

@@ -350,3 +350,128 @@ async fn timeouts_are_retried_until_they_converge() {
     assert_eq!(jobs.items.len(), 1);
     h.finish().await;
 }
+
+/// The state repo is an input like a webhook: a commit that weakens the
+/// issue Namespace's Pod Security label, widens the agent's Role, binds it
+/// to another account, or adds a privileged Job with a hostPath volume is
+/// refused before anything is applied (shown by `plan`, audited), and the
+/// cluster keeps what was applied before.
+#[tokio::test]
+async fn a_commit_that_weakens_what_issueops_renders_is_refused() {
+    let h = harness_with(ClientBuilder::new().build().await.unwrap()).await;
+    commit_one_run(&h).await;
+    assert!(h.reconciler.reconcile_once().await.unwrap().converged());
+    let head = h.repo.head().unwrap().unwrap();
+    let files = h.repo.files_at(&head).unwrap();
+    let file = |suffix: &str| {
+        let (path, content) = files
+            .iter()
+            .find(|(p, _)| p.ends_with(suffix))
+            .unwrap_or_else(|| panic!("no {suffix} in {:?}", files.keys()));
+        (path.clone(), String::from_utf8(content.clone()).unwrap())
+    };
+    let (ns_path, ns_yaml) = file("namespace.yaml");
+    let (role_path, role_yaml) = file("role.yaml");
+    let (binding_path, binding_yaml) = file("rolebinding.yaml");
+    let (job_path, job_yaml) = file("job.yaml");
+    let ns = ns_path.split('/').nth(1).unwrap().to_string();
+    let privileged = ns_yaml.replace(
+        "pod-security.kubernetes.io/enforce: restricted",
+        "pod-security.kubernetes.io/enforce: privileged",
+    );
+    assert_ne!(
+        privileged, ns_yaml,
+        "the label is where the test looks: {ns_yaml}"
+    );
+    let wider: serde_yaml::Value = {
+        let mut role: serde_yaml::Value = serde_yaml::from_str(&role_yaml).unwrap();
+        role["rules"].as_sequence_mut().unwrap().push(
+            serde_yaml::from_str("{apiGroups: [''], resources: [secrets], verbs: [get, list]}")
+                .unwrap(),
+        );
+        role
+    };
+    let rebound: serde_yaml::Value = {
+        let mut b: serde_yaml::Value = serde_yaml::from_str(&binding_yaml).unwrap();
+        b["subjects"][0]["name"] = "default".into();
+        b["subjects"][0]["namespace"] = "kube-system".into();
+        b
+    };
+    let evil_job: serde_yaml::Value = {
+        let mut job: serde_yaml::Value = serde_yaml::from_str(&job_yaml).unwrap();
+        job["metadata"]["name"] = "run-evil".into();
+        let pod = &mut job["spec"]["template"]["spec"];
+        pod["containers"][0]["securityContext"]["privileged"] = true.into();
+        pod["volumes"]
+            .as_sequence_mut()
+            .unwrap()
+            .push(serde_yaml::from_str("{name: host, hostPath: {path: /}}").unwrap());
+        job
+    };
+    let evil_path = job_path.replace("job.yaml", "evil-job.yaml");
+    h.repo
+        .commit(&commit(vec![
+            Change::Write {
+                path: ns_path,
+                content: privileged.into_bytes(),
+            },
+            Change::Write {
+                path: role_path,
+                content: serde_yaml::to_string(&wider).unwrap().into_bytes(),
+            },
+            Change::Write {
+                path: binding_path,
+                content: serde_yaml::to_string(&rebound).unwrap().into_bytes(),
+            },
+            Change::Write {
+                path: evil_path,
+                content: serde_yaml::to_string(&evil_job).unwrap().into_bytes(),
+            },
+        ]))
+        .unwrap();
+    let plan = h.reconciler.plan().await.unwrap();
+    assert_eq!(
+        plan.iter().filter(|l| l.starts_with("refuse ")).count(),
+        4,
+        "{plan:?}"
+    );
+    let report = h.reconciler.reconcile_once().await.unwrap();
+    assert!(report.applied.is_empty(), "{report:?}");
+    let why = report.refused.join("\n");
+    for expected in [
+        "pod-security.kubernetes.io/enforce label is Some(\"privileged\")",
+        "grants more than the agent's Role template",
+        "not only the issue's ServiceAccount",
+        "is a hostPath volume",
+    ] {
+        assert!(why.contains(expected), "{expected}: {why}");
+    }
+    assert_eq!(
+        h.audit()
+            .await
+            .iter()
+            .filter(|r| r.outcome == "refused-out-of-scope")
+            .count(),
+        4
+    );
+    // What was applied before is what the cluster still has.
+    let live_ns = Api::<k8s_openapi::api::core::v1::Namespace>::all(h.client.clone())
+        .get(&ns)
+        .await
+        .unwrap();
+    assert_eq!(
+        live_ns.metadata.labels.unwrap()["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+    let role = Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(h.client.clone(), &ns)
+        .get("agent")
+        .await
+        .unwrap();
+    assert_eq!(role.rules.unwrap_or_default().len(), 2);
+    let evil = Api::<k8s_openapi::api::batch::v1::Job>::namespaced(h.client.clone(), &ns)
+        .get_opt("run-evil")
+        .await
+        .unwrap();
+    assert!(evil.is_none(), "the privileged Job was applied");
+    h.finish().await;
+}

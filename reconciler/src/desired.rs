@@ -26,6 +26,8 @@ pub enum DesiredError {
     },
     #[error("{path}: refused, outside what this install manages: {reason}")]
     OutOfScope { path: String, reason: String },
+    #[error("{path}: refused, weaker than what issueops renders: {reason}")]
+    Weakened { path: String, reason: String },
 }
 
 /// What one install may touch: the kinds of `cluster.kinds`, in issue
@@ -35,6 +37,8 @@ pub enum DesiredError {
 pub struct Scope {
     pub instance: String,
     pub kinds: Vec<String>,
+    /// The Pod Security level issue namespaces must carry (`cluster.pod_security`).
+    pub pod_security: String,
 }
 
 impl Scope {
@@ -42,6 +46,28 @@ impl Scope {
         Self {
             instance: instance.into(),
             kinds: kinds.to_vec(),
+            pod_security: issueops_core::config::ClusterConfig::default().pod_security,
+        }
+    }
+
+    /// Why `obj` must not be applied for what it says (`invariants`), if it
+    /// must not. Deletes are not judged by content.
+    pub fn check_content(&self, obj: &DesiredObject) -> Result<(), DesiredError> {
+        crate::invariants::check(&obj.resource.kind, &obj.object, &self.pod_security).map_err(
+            |reason| DesiredError::Weakened {
+                path: obj.path.clone(),
+                reason,
+            },
+        )
+    }
+
+    /// [`Scope::check`], then [`Scope::check_content`] for an apply.
+    pub fn admit(&self, obj: &DesiredObject, delete: bool) -> Result<(), DesiredError> {
+        self.check(obj)?;
+        if delete {
+            Ok(())
+        } else {
+            self.check_content(obj)
         }
     }
 

@@ -11,6 +11,7 @@ pub mod agent_result;
 pub mod apply;
 pub mod credentials;
 pub mod desired;
+pub mod invariants;
 pub mod inventory;
 pub mod lease;
 pub mod observe;
@@ -184,9 +185,11 @@ impl Reconciler {
         self
     }
 
-    /// Applies only these kinds (the config's `cluster.kinds`).
-    pub fn with_kinds(mut self, kinds: &[String]) -> Self {
-        self.scope.kinds = kinds.to_vec();
+    /// Applies only the kinds of `cluster.kinds`, and only Namespaces that
+    /// carry `cluster.pod_security`.
+    pub fn with_cluster(mut self, cluster: &issueops_core::config::ClusterConfig) -> Self {
+        self.scope.kinds = cluster.kinds.clone();
+        self.scope.pod_security = cluster.pod_security.clone();
         self
     }
 
@@ -962,7 +965,7 @@ fn plan_cycle(
         if !desired::is_manifest(path) {
             continue;
         }
-        match desired::parse(path, content).and_then(|o| scope.check(&o).map(|()| o)) {
+        match desired::parse(path, content).and_then(|o| scope.admit(&o, delete).map(|()| o)) {
             Ok(object) => steps.push(Step {
                 object,
                 delete,

@@ -309,7 +309,8 @@ fn read_part(
 
 /// What one file says about the live object carrying its digest.
 fn judge(scope: &desired::Scope, item: &ToRead, content: &[u8]) -> Finding {
-    let object = match desired::parse(&item.path, content).and_then(|o| scope.check(&o).map(|()| o))
+    let object = match desired::parse(&item.path, content)
+        .and_then(|o| scope.admit(&o, false).map(|()| o))
     {
         Ok(o) => o,
         Err(e) => return Finding::Refused(e.to_string()),

@@ -226,7 +226,7 @@ pub async fn plan(common: &Common, cluster: &ClusterArgs) -> Result<()> {
         issueops_reconciler::Reconciler::new(store, common.state_repo()?, cluster.client)
             .with_state_key(cluster.state_key)
             .with_instance(config.instance.clone())
-            .with_kinds(&config.cluster.kinds);
+            .with_cluster(&config.cluster);
     for line in reconciler.plan().await? {
         println!("{line}");
     }

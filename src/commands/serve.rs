@@ -77,7 +77,7 @@ pub async fn backend(common: &Common, store: &Store, cluster: &ClusterArgs) -> R
     let mut reconciler = Reconciler::new(store.clone(), repo, cluster.client.clone())
         .with_state_key(cluster.state_key.clone())
         .with_instance(config.instance.clone())
-        .with_kinds(&config.cluster.kinds)
+        .with_cluster(&config.cluster)
         .with_job_watch(cluster.real)
         .with_safety(PruneSafety::from_config(&config.lifecycle));
     if let Some(key) = crate::settings::agent_api_key_from_env()? {

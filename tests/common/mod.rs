@@ -209,7 +209,7 @@ impl Harness {
             reconciler: Reconciler::new(store.clone(), repo.clone(), client.clone())
                 .with_safety(safety)
                 .with_instance(config_for_reconciler.instance.clone())
-                .with_kinds(&config_for_reconciler.cluster.kinds),
+                .with_cluster(&config_for_reconciler.cluster),
             url: format!("http://{addr}"),
             http: reqwest::Client::new(),
             dir,
