@@ -351,6 +351,9 @@ pub struct AgentConfig {
     /// The variable the agent reads its model API key from; the key comes from
     /// the agent Secret (key `agent-api-key`) when the reconciler has one.
     pub api_key_env: String,
+    /// The most file content (bytes) one run's change may add; a larger one
+    /// is not pushed, and the run fails saying so.
+    pub max_push_bytes: u64,
 }
 
 impl Default for AgentConfig {
@@ -387,6 +390,7 @@ impl Default for AgentConfig {
             home_size: "1Gi".into(),
             home_storage_class: None,
             api_key_env: "OPENAI_API_KEY".into(),
+            max_push_bytes: 100 * 1024 * 1024,
         }
     }
 }

@@ -3,15 +3,15 @@
 //!
 //! Invariants: credentials reach libgit2 only through the credentials
 //! callback, read from the token file at that moment; the remote URL stored
-//! in `.git/config` is the plain clone URL; a push that the server rejects
-//! (non-fast-forward, protected branch) is an error, never a force-push.
+//! in `.git/config` is the plain clone URL. Pushing is not done from here:
+//! once the agent ran, the clone's configuration is the agent's (`publish`).
 
 use crate::token::TokenFile;
 use git2::{
-    build::RepoBuilder, Cred, CredentialType, FetchOptions, IndexAddOption, PushOptions,
-    RemoteCallbacks, Repository, Signature, StatusOptions,
+    build::RepoBuilder, Cred, CredentialType, FetchOptions, IndexAddOption, RemoteCallbacks,
+    Repository, Signature, StatusOptions,
 };
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +20,6 @@ pub enum GitError {
     Git { action: String, message: String },
     #[error("branch {0} does not exist on the remote; a revise run continues an existing branch")]
     NoBranch(String),
-    #[error("the remote refused the push of {branch}: {message}")]
-    Rejected { branch: String, message: String },
 }
 
 fn err(action: &str) -> impl Fn(git2::Error) -> GitError + '_ {
@@ -60,7 +58,6 @@ fn callbacks<'a>(token: &'a TokenFile, asked: &'a Cell<u32>) -> RemoteCallbacks<
 
 pub struct Workspace {
     repo: Repository,
-    token: TokenFile,
 }
 
 impl Workspace {
@@ -73,10 +70,7 @@ impl Workspace {
             .fetch_options(fetch)
             .clone(url, dir)
             .map_err(err("clone"))?;
-        Ok(Self {
-            repo,
-            token: token.clone(),
-        })
+        Ok(Self { repo })
     }
 
     fn remote_branch(&self, branch: &str) -> Option<git2::Oid> {
@@ -164,39 +158,5 @@ impl Workspace {
         self.repo
             .commit(Some("HEAD"), &who, &who, message, &tree, &[&parent])
             .map_err(err("commit"))
-    }
-
-    /// Pushes the local `branch` to the remote's `branch` (fast-forward only).
-    pub fn push(&self, branch: &str) -> Result<(), GitError> {
-        let asked = Cell::new(0);
-        let refused: RefCell<Option<String>> = RefCell::new(None);
-        let mut cb = callbacks(&self.token, &asked);
-        cb.push_update_reference(|_refname, status| {
-            if let Some(message) = status {
-                *refused.borrow_mut() = Some(message.to_string());
-            }
-            Ok(())
-        });
-        let mut opts = PushOptions::new();
-        opts.remote_callbacks(cb);
-        let mut remote = self
-            .repo
-            .find_remote("origin")
-            .map_err(err("find remote"))?;
-        let spec = format!("refs/heads/{branch}:refs/heads/{branch}");
-        remote
-            .push(&[spec.as_str()], Some(&mut opts))
-            .map_err(|e| GitError::Rejected {
-                branch: branch.to_string(),
-                message: e.message().to_string(),
-            })?;
-        drop(opts);
-        if let Some(message) = refused.into_inner() {
-            return Err(GitError::Rejected {
-                branch: branch.to_string(),
-                message,
-            });
-        }
-        Ok(())
     }
 }

@@ -12,6 +12,7 @@ pub mod agent;
 pub mod forge;
 pub mod git;
 pub mod prompt;
+pub mod publish;
 pub mod result;
 pub mod session;
 pub mod spec;
@@ -36,6 +37,8 @@ pub enum RunError {
     Prompt(#[from] prompt::PromptError),
     #[error(transparent)]
     Agent(#[from] agent::AgentError),
+    #[error(transparent)]
+    Publish(#[from] publish::PublishError),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -170,7 +173,15 @@ async fn run(spec: &RunSpec, token: &TokenFile) -> Result<RunResult, RunFailure>
         return Ok(result);
     }
     let branch = pull.as_ref().map_or(spec.branch.as_str(), |p| &p.head);
-    work.push(branch)?;
+    publish::publish(&publish::Publish {
+        worktree: &dir,
+        branch,
+        base: start,
+        url: &spec.git_url,
+        token,
+        max_bytes: spec.max_push_bytes,
+        scratch: &spec.workspace.join("publish"),
+    })?;
     tracing::info!(%branch, commit = %head, "pushed");
     let (pr, outcome) = match pull {
         Some(p) => (p, Outcome::PrUpdated),

@@ -67,6 +67,8 @@ pub struct RunSpec {
     pub api_key_env: String,
     pub author_name: String,
     pub author_email: String,
+    /// The most file content a run's change may add (`agent.max_push_bytes`).
+    pub max_push_bytes: u64,
 }
 
 impl RunSpec {
@@ -157,6 +159,10 @@ impl RunSpec {
                 "ISSUEOPS_GIT_AUTHOR_EMAIL",
                 "issueops[bot]@users.noreply.github.com",
             ),
+            max_push_bytes: number(
+                "ISSUEOPS_MAX_PUSH_BYTES",
+                or("ISSUEOPS_MAX_PUSH_BYTES", "104857600"),
+            )?,
             repo,
             mode,
             pull_request,

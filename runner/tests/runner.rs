@@ -449,3 +449,101 @@ fn a_wrong_environment_exits_2_with_a_result_naming_the_variable() {
         "{v}"
     );
 }
+
+/// The agent turns everything it can write against the push (the clone's
+/// `pushurl`, `insteadOf` and `pushInsteadOf` to a decoy repository, a
+/// credential helper, a pre-push hook, and a `~/.gitconfig` in the runner's
+/// `$HOME`): the push still goes to the run's remote and branch only, with
+/// the token, and the decoy receives nothing.
+#[tokio::test]
+async fn a_hostile_agent_cannot_redirect_the_push() {
+    let w = World::new().await;
+    let decoy_bare = w
+        .git
+        .create_repo("mallory/decoy", "main", &[("README.md", "decoy\n")]);
+    let decoy = w.git.url("mallory/decoy");
+    w.api.add_issue(20, "A change", "Please change something.");
+    let home = w.path("ws-run-hostile-20");
+    let out = w
+        .run(
+            "run-hostile-20",
+            20,
+            "dev",
+            &["hostile", &decoy],
+            &[("HOME", home.to_str().unwrap())],
+        )
+        .await;
+    assert_eq!(out.code, 0, "{}\n{}", out.result, out.logs);
+    assert_eq!(out.result["outcome"], "pr-opened", "{}", out.result);
+    let pushed = w
+        .branch_head("issueops/issue-20")
+        .expect("pushed to the run's remote and branch");
+    assert!(w.show(&pushed).contains("Run-Id: run-hostile-20"));
+    let decoy_branches = git(&decoy_bare, &["for-each-ref", "--format=%(refname)"]);
+    assert_eq!(
+        decoy_branches.trim(),
+        "refs/heads/main",
+        "the decoy got a push"
+    );
+    assert!(
+        !out.workspace.join("repo/hook-ran").exists(),
+        "the agent's hook ran"
+    );
+    assert!(
+        !out.logs.contains("from-the-agent"),
+        "the agent's credential helper was asked"
+    );
+}
+
+/// A change that adds a symbolic link out of the repository (to the token's
+/// path) or more bytes than `ISSUEOPS_MAX_PUSH_BYTES` is not pushed at all,
+/// and the run's result says what was refused.
+#[tokio::test]
+async fn a_link_out_of_the_repository_or_a_change_too_large_is_not_pushed() {
+    let w = World::new().await;
+    let decoy = w.git.url("mallory/none");
+    w.api.add_issue(21, "t", "b");
+    let token_path = w.path("secret/token");
+    let linked = w
+        .run(
+            "run-link-21",
+            21,
+            "dev",
+            &["hostile", &decoy, "link", token_path.to_str().unwrap()],
+            &[],
+        )
+        .await;
+    assert_eq!(linked.code, 1, "{}", linked.logs);
+    assert_eq!(linked.result["outcome"], "failed");
+    let reason = linked.result["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("symbolic link token-link") && reason.contains("outside the repository"),
+        "{reason}"
+    );
+    assert!(
+        w.branch_head("issueops/issue-21").is_none(),
+        "pushed anyway"
+    );
+    assert!(w.api.pulls().is_empty());
+
+    w.api.add_issue(22, "t", "b");
+    let huge = w
+        .run(
+            "run-huge-22",
+            22,
+            "dev",
+            &["hostile", &decoy, "huge", "300000"],
+            &[("ISSUEOPS_MAX_PUSH_BYTES", "100000")],
+        )
+        .await;
+    assert_eq!(huge.code, 1, "{}", huge.logs);
+    let reason = huge.result["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("more than agent.max_push_bytes (100000)"),
+        "{reason}"
+    );
+    assert!(
+        w.branch_head("issueops/issue-22").is_none(),
+        "pushed anyway"
+    );
+}

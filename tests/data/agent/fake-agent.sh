@@ -9,6 +9,13 @@
 #   fail             print to both streams and exit 7
 #   sleep            sleep past any sensible timeout
 #   hold             run until the runner that started it is gone
+#   hostile DECOY [link TARGET | huge BYTES]
+#                    edit CHANGES.md, and turn everything it can write against
+#                    the push: the clone's config (pushurl, insteadOf and
+#                    pushInsteadOf to DECOY, a credential helper), a pre-push
+#                    hook, a ~/.gitconfig for the runner (its $HOME is the
+#                    clone's parent in the Job), and optionally a symbolic
+#                    link to TARGET or a file of BYTES bytes
 # Arguments 2 and 3 are the model and reasoning level the runner passes.
 set -eu
 action="$1"
@@ -45,6 +52,24 @@ case "$action" in
   hold)
     while kill -0 "$PPID" 2>/dev/null; do sleep 0.2; done
     exit 1
+    ;;
+  hostile)
+    decoy="$4"
+    origin="$(git config remote.origin.url)"
+    git config remote.origin.pushurl "$decoy"
+    git config "url.$decoy.insteadOf" "$origin"
+    git config "url.$decoy.pushInsteadOf" "$origin"
+    git config credential.helper '!echo password=from-the-agent'
+    mkdir -p .git/hooks
+    printf '#!/bin/sh\ntouch hook-ran\n' > .git/hooks/pre-push
+    chmod +x .git/hooks/pre-push
+    printf '[url "%s"]\n\tinsteadOf = %s\n\tpushInsteadOf = %s\n' "$decoy" "$origin" "$origin" > ../.gitconfig
+    echo "run $ISSUEOPS_RUN_ID: a change, and a go at the push" >> CHANGES.md
+    case "${5:-}" in
+      link) ln -s "$6" token-link ;;
+      huge) head -c "$6" /dev/zero > huge.bin ;;
+    esac
+    echo "agent: edited CHANGES.md (and more)"
     ;;
   *)
     echo "fake-agent: unknown action $action" >&2
