@@ -525,18 +525,24 @@ async fn sign_out_and_revoke_end_sessions_for_every_copy_of_the_cookie() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    // The printed link: a session cookie.
-    let signed_in = http.get(&serve.link).send().await.unwrap();
-    assert_eq!(signed_in.status().as_u16(), 303, "{signed_in:?}");
-    let cookie = signed_in
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("issueops_session="))
-        .and_then(|c| c.split(';').next())
-        .expect("a session cookie")
-        .to_string();
+    // A sign-in link's answer: a session cookie.
+    let sign_in = |link: String| {
+        let http = &http;
+        async move {
+            let signed_in = http.get(&link).send().await.unwrap();
+            assert_eq!(signed_in.status().as_u16(), 303, "{signed_in:?}");
+            signed_in
+                .headers()
+                .get_all("set-cookie")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find(|c| c.starts_with("issueops_session="))
+                .and_then(|c| c.split(';').next())
+                .expect("a session cookie")
+                .to_string()
+        }
+    };
+    let cookie = sign_in(serve.link.clone()).await;
     let page = |cookie: String| {
         let (http, ui) = (&http, &serve.ui);
         async move {
@@ -605,16 +611,7 @@ async fn sign_out_and_revoke_end_sessions_for_every_copy_of_the_cookie() {
         .and_then(|(_, l)| l.split(['\u{1b}', ' ']).next())
         .map(|l| l.trim().to_string())
         .expect("a fresh link in the log");
-    let second = http.get(&fresh).send().await.unwrap();
-    let cookie = second
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("issueops_session="))
-        .and_then(|c| c.split(';').next())
-        .expect("a session cookie")
-        .to_string();
+    let cookie = sign_in(fresh).await;
     assert_eq!(page(cookie.clone()).await.0, 200);
     let (ok, said) = cli(&[
         "sessions",
