@@ -94,7 +94,7 @@ impl Env {
                 "command_dev": agent_argv("dev"),
                 "command_revise": agent_argv("revise"),
                 "git_url": format!("{}/{{repo}}.git", git.base),
-                "models": ["hold", "edit", "nothing", "fail"],
+                "models": ["hold", "edit", "nothing", "fail", "hostile"],
                 "default_model": "hold",
                 "timeout_seconds": 600,
             },
@@ -509,6 +509,8 @@ struct Issues {
     agent: u64,
     approval: u64,
     held: [u64; 3],
+    /// Where the hostile agent runs, and the weakening commit is tried.
+    hostile: u64,
     /// An issue whose namespace someone else created first.
     foreign: u64,
 }
@@ -999,6 +1001,169 @@ async fn rollback_does_not_rerun_a_finished_job(env: &Env, issues: &Issues) -> E
 /// and their runs keep running. Catches a resync without prune safety (`if
 /// !force` before `self.safety.check` in `reconciler/src/resync.rs` made `if
 /// false`): the guard blocked one cycle and the resync deleted everything.
+/// The agent, in a real Job's run on the real API server, turns everything
+/// it can write against the push: the clone's `pushurl`, `insteadOf` and
+/// `pushInsteadOf` pointing to a decoy repository on the same git server
+/// (which would take the token), a credential helper, a pre-push hook, and a
+/// `~/.gitconfig` in the runner's home. The run's commit still lands only on
+/// the run's branch of the run's repository, and the decoy gets nothing.
+/// (The token file itself is still in the agent's reach in this build: see
+/// docs/security.md.)
+async fn hostile_agent_cannot_redirect_the_push(env: &Env, issues: &Issues) -> Evidence {
+    let decoy = env
+        .git
+        .create_repo("Codertocat/decoy", "main", &[("README.md", "decoy\n")]);
+    env.label_with(
+        "e2e-hostile-agent",
+        issues.hostile,
+        "run:dev",
+        "Codertocat",
+        // run:debug keeps the issue's folder for the next scenario.
+        &["run:dev", "ai-model:hostile", "run:debug"],
+    )
+    .await;
+    let run = naming::run_id_for_delivery("e2e-hostile-agent");
+    let (result, head) = agent_run(env, &run).await;
+    assert_eq!(result.outcome, "pr-opened", "{result:?}");
+    assert_eq!(result.head_commit.as_deref(), Some(head.as_str()));
+    let bare = env.git.root.join(format!("{}.git", common::REPO));
+    let message = git_http::git(&bare, &["log", "-1", "--format=%B", &head]);
+    assert!(message.contains(&format!("Run-Id: {run}")), "{message}");
+    let decoy_refs = git_http::git(
+        &decoy,
+        &["for-each-ref", "--format=%(refname) %(objectname)"],
+    );
+    assert_eq!(
+        decoy_refs.lines().count(),
+        1,
+        "the decoy was pushed to: {decoy_refs}"
+    );
+    assert!(decoy_refs.starts_with("refs/heads/main "), "{decoy_refs}");
+    let mut e = env.run_evidence(&run).await;
+    e.insert(
+        "pushed_to".into(),
+        format!(
+            "{}:{}",
+            common::REPO,
+            naming::branch_for_issue(issues.hostile)
+        )
+        .into(),
+    );
+    e.insert("head_commit".into(), head.into());
+    e.insert("decoy_refs".into(), decoy_refs.trim().into());
+    e
+}
+
+/// Someone with write access to the state repo commits a weaker version of
+/// what issueops rendered for an issue: its Namespace's Pod Security label
+/// set to privileged, and a Job that mounts the node's root. serve's
+/// reconciler refuses both files (audited, nothing applied) and the cluster
+/// keeps the namespace as it was.
+async fn weakening_state_repo_commit_is_refused(env: &Env, issues: &Issues) -> Evidence {
+    let namespace = naming::namespace_for_issue(common::REPO, issues.hostile);
+    let clone = env.work.join("weakening-clone");
+    let _ = std::fs::remove_dir_all(&clone);
+    std::fs::create_dir_all(&clone).unwrap();
+    let git = |args: &[&str]| git_http::git(&clone, args);
+    git(&[
+        "clone",
+        "-q",
+        env.work.join("state.git").to_str().unwrap(),
+        ".",
+    ]);
+    let folder = clone.join("issues").join(&namespace);
+    let ns_file = folder.join("namespace.yaml");
+    let ns_yaml = std::fs::read_to_string(&ns_file).expect("the hostile run's issue folder");
+    std::fs::write(
+        &ns_file,
+        ns_yaml.replace(
+            "pod-security.kubernetes.io/enforce: restricted",
+            "pod-security.kubernetes.io/enforce: privileged",
+        ),
+    )
+    .unwrap();
+    // The hostile run's Job as committed (its folder is pruned once it ended),
+    // renamed, with the node's root mounted.
+    let run = naming::run_id_for_delivery("e2e-hostile-agent");
+    let started = env
+        .commits_of(&run)
+        .last()
+        .cloned()
+        .expect("the run's commit");
+    let files = env.repo.files_at(&started).unwrap();
+    let (_, job_yaml) = files
+        .iter()
+        .find(|(p, _)| p.ends_with(&format!("runs/{run}/job.yaml")))
+        .expect("the run's Job file");
+    let mut job: serde_yaml::Value = serde_yaml::from_slice(job_yaml).unwrap();
+    job["metadata"]["name"] = "run-rootfs".into();
+    job["spec"]["template"]["spec"]["volumes"]
+        .as_sequence_mut()
+        .unwrap()
+        .push(serde_yaml::from_str("{name: node, hostPath: {path: /}}").unwrap());
+    std::fs::create_dir_all(folder.join("runs/rootfs")).unwrap();
+    std::fs::write(
+        folder.join("runs/rootfs/job.yaml"),
+        serde_yaml::to_string(&job).unwrap(),
+    )
+    .unwrap();
+    git(&["add", "-A"]);
+    git(&[
+        "commit",
+        "-qm",
+        "a weaker namespace and a Job with the node's root",
+    ]);
+    git(&["push", "-q", "origin", "HEAD:main"]);
+    let pushed = git(&["rev-parse", "HEAD"]).trim().to_string();
+    let refusals = env
+        .wait_for("both files are refused", || async {
+            let rows: Vec<_> = env
+                .store
+                .audit_rows()
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|r| {
+                    r.outcome == "refused-out-of-scope"
+                        && r.commit_sha.as_deref() == Some(pushed.as_str())
+                })
+                .collect();
+            (rows.len() >= 2).then_some(rows)
+        })
+        .await;
+    let reasons: Vec<&str> = refusals.iter().map(|r| r.detail.as_str()).collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("pod-security.kubernetes.io/enforce"))
+            && reasons.iter().any(|r| r.contains("hostPath")),
+        "{reasons:?}"
+    );
+    let live = Api::<Namespace>::all(env.kube.clone())
+        .get(&namespace)
+        .await
+        .unwrap();
+    assert_eq!(
+        live.metadata.labels.unwrap_or_default()["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+    let rootfs = Api::<Job>::namespaced(env.kube.clone(), &namespace)
+        .get_opt("run-rootfs")
+        .await
+        .unwrap();
+    assert!(rootfs.is_none(), "the hostPath Job was applied");
+    // Put it back: a revert, as a person would.
+    git(&["revert", "--no-edit", "HEAD"]);
+    git(&["push", "-q", "origin", "HEAD:main"]);
+    let mut e = Evidence::new();
+    e.insert("commit".into(), pushed.into());
+    e.insert(
+        "refusal_audit_ids".into(),
+        json!(refusals.iter().map(|r| r.id).collect::<Vec<_>>()),
+    );
+    e
+}
+
 async fn emptied_state_repo_trips_the_prune_guard(env: &Env, issues: &Issues) -> Evidence {
     // Runs that stay Running (the stand-in holds "hold" pods) on three issues.
     let mut runs = Vec::new();
@@ -1097,7 +1262,7 @@ async fn nothing_left_behind(env: &Env, issues: &Issues) -> Evidence {
     }
     // One issue at a time: closing them all at once would delete every object
     // in one cycle, which the prune guard rightly stops.
-    for (i, issue) in [issues.dev, issues.agent, issues.approval]
+    for (i, issue) in [issues.dev, issues.agent, issues.approval, issues.hostile]
         .iter()
         .chain(&issues.held)
         .enumerate()
@@ -1174,6 +1339,7 @@ async fn main() -> std::process::ExitCode {
             common::unique_issue(),
         ],
         foreign: common::unique_issue(),
+        hostile: common::unique_issue(),
     });
     let scenarios: Vec<(&str, ScenarioFn)> = vec![
         scenario!(dev_run_to_succeeded_and_pruned),
@@ -1185,6 +1351,8 @@ async fn main() -> std::process::ExitCode {
         scenario!(agent_dev_opens_a_pull_request),
         scenario!(agent_revise_updates_the_pull_request),
         scenario!(staff_ui_shows_the_run_and_its_pr),
+        scenario!(hostile_agent_cannot_redirect_the_push),
+        scenario!(weakening_state_repo_commit_is_refused),
         scenario!(emptied_state_repo_trips_the_prune_guard),
         scenario!(unmanaged_object_not_taken_over),
         scenario!(poison_delivery_dead_lettered_others_flow),

@@ -9,13 +9,14 @@
 #   fail             print to both streams and exit 7
 #   sleep            sleep past any sensible timeout
 #   hold             run until the runner that started it is gone
-#   hostile DECOY [link TARGET | huge BYTES]
+#   hostile [DECOY [link TARGET | huge BYTES]]
 #                    edit CHANGES.md, and turn everything it can write against
 #                    the push: the clone's config (pushurl, insteadOf and
 #                    pushInsteadOf to DECOY, a credential helper), a pre-push
 #                    hook, a ~/.gitconfig for the runner (its $HOME is the
 #                    clone's parent in the Job), and optionally a symbolic
-#                    link to TARGET or a file of BYTES bytes
+#                    link to TARGET or a file of BYTES bytes; DECOY is by
+#                    default the repository `decoy` beside the origin
 # Arguments 2 and 3 are the model and reasoning level the runner passes.
 set -eu
 action="$1"
@@ -54,8 +55,8 @@ case "$action" in
     exit 1
     ;;
   hostile)
-    decoy="$4"
     origin="$(git config remote.origin.url)"
+    decoy="${4:-${origin%/*}/decoy.git}"
     git config remote.origin.pushurl "$decoy"
     git config "url.$decoy.insteadOf" "$origin"
     git config "url.$decoy.pushInsteadOf" "$origin"
