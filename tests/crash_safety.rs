@@ -53,7 +53,8 @@ fn database_url(h: &Harness) -> String {
 /// by a control plane on a store opened afresh from the file or server, which
 /// starts its run once. Catches a gateway that answers before its delivery is
 /// committed (in `GroupCommit::store`, the delivery handed to a spawned task
-/// and `Ok(Inserted::New)` returned at once): nothing is there to reopen.
+/// and `Ok(Inserted::Stored { .. })` returned at once): nothing is there to
+/// reopen.
 async fn crash_after_inbox_insert(db: Db) {
     let h = Harness::start(db).await;
     let url = database_url(&h);
@@ -79,23 +80,11 @@ async fn crash_after_inbox_insert(db: Db) {
     })
     .await;
     let body = labeled("issues/labeled.payload.json", "run:dev");
-    let answer = h
-        .http
-        .post(format!("{base}/webhooks/github"))
-        .header("X-GitHub-Event", "issues")
-        .header("X-GitHub-Delivery", "crash-a")
-        .header(
-            "X-Hub-Signature-256",
-            issueops_gateway::sign(common::SECRET.as_bytes(), &body),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let (status, text) = common::post_signed_issue(&h.http, &base, "crash-a", &body).await;
     // Crash: the gateway dies right after answering; the control plane never ran.
     gateway.kill().unwrap();
     gateway.wait().unwrap();
-    assert_eq!(answer.status().as_u16(), 202);
+    assert_eq!(status, 202, "{text}");
     // Restart: everything opened anew from what is on disk.
     let reopened = Store::connect(&url).await.unwrap();
     let cp = ControlPlane::new(

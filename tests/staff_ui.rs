@@ -559,17 +559,8 @@ async fn sign_out_and_revoke_end_sessions_for_every_copy_of_the_cookie() {
     let (status, body) = page(cookie.clone()).await;
     assert_eq!(status, 200, "{body}");
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_issueops"))
-            .args(args)
-            .arg("--data-dir")
-            .arg(serve.dir.path())
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
+        let (ok, out, err) = common::run_issueops(serve.dir.path(), args);
+        (ok, out + &err)
     };
     let (ok, listed) = cli(&["sessions"]);
     assert!(

@@ -230,21 +230,7 @@ impl Harness {
         body: &[u8],
         signature: Option<String>,
     ) -> (u16, String) {
-        let mut req = self
-            .http
-            .post(format!("{}/webhooks/github", self.url))
-            .body(body.to_vec());
-        if let Some(e) = event {
-            req = req.header("X-GitHub-Event", e);
-        }
-        if let Some(d) = delivery {
-            req = req.header("X-GitHub-Delivery", d);
-        }
-        if let Some(s) = signature {
-            req = req.header("X-Hub-Signature-256", s);
-        }
-        let resp = req.send().await.unwrap();
-        (resp.status().as_u16(), resp.text().await.unwrap())
+        post_webhook(&self.http, &self.url, event, delivery, body, signature).await
     }
 
     /// Posts `body` signed with the current secret.
@@ -391,6 +377,51 @@ pub fn writes(log: &[String]) -> Vec<String> {
         .filter(|l| !l.starts_with("GET "))
         .cloned()
         .collect()
+}
+
+/// Posts a webhook to the gateway at `base` the way GitHub does;
+/// `signature: None` sends none.
+pub async fn post_webhook(
+    http: &reqwest::Client,
+    base: &str,
+    event: Option<&str>,
+    delivery: Option<&str>,
+    body: &[u8],
+    signature: Option<String>,
+) -> (u16, String) {
+    let mut req = http
+        .post(format!("{base}/webhooks/github"))
+        .body(body.to_vec());
+    if let Some(e) = event {
+        req = req.header("X-GitHub-Event", e);
+    }
+    if let Some(d) = delivery {
+        req = req.header("X-GitHub-Delivery", d);
+    }
+    if let Some(s) = signature {
+        req = req.header("X-Hub-Signature-256", s);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// Posts an `issues` delivery signed with the current secret to the gateway at `base`.
+pub async fn post_signed_issue(
+    http: &reqwest::Client,
+    base: &str,
+    delivery: &str,
+    body: &[u8],
+) -> (u16, String) {
+    let signature = sign(SECRET.as_bytes(), body);
+    post_webhook(
+        http,
+        base,
+        Some("issues"),
+        Some(delivery),
+        body,
+        Some(signature),
+    )
+    .await
 }
 
 /// Runs the real `issueops` binary on the data dir `data_dir` with `args`

@@ -270,21 +270,10 @@ pub async fn two_replicas_one_writer(env: &Env, _issues: &Issues) -> Evidence {
     let store = Store::connect(&pg.url).await.unwrap();
     let deliver = |delivery: &'static str, issue: u64| {
         let body = common::labeled_issue("run:dev", issue);
-        let url = format!("http://127.0.0.1:{gateway_port}/webhooks/github");
+        let base = format!("http://127.0.0.1:{gateway_port}");
         async move {
-            let resp = http
-                .post(url)
-                .header("X-GitHub-Event", "issues")
-                .header("X-GitHub-Delivery", delivery)
-                .header(
-                    "X-Hub-Signature-256",
-                    issueops_gateway::sign(common::SECRET.as_bytes(), &body),
-                )
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status().as_u16(), 202);
+            let (status, text) = common::post_signed_issue(http, &base, delivery, &body).await;
+            assert_eq!(status, 202, "{text}");
             naming::run_id_for_delivery(delivery)
         }
     };

@@ -189,27 +189,19 @@ impl Env {
     }
 
     async fn post(&self, delivery: &str, body: &[u8], signature: Option<String>) -> (u16, String) {
-        let mut req = self
-            .http
-            .post(format!("{}/webhooks/github", self.url))
-            .header("X-GitHub-Event", "issues")
-            .header("X-GitHub-Delivery", delivery)
-            .header("Content-Type", "application/json")
-            .body(body.to_vec());
-        if let Some(s) = signature {
-            req = req.header("X-Hub-Signature-256", s);
-        }
-        let resp = req.send().await.unwrap();
-        (resp.status().as_u16(), resp.text().await.unwrap())
+        common::post_webhook(
+            &self.http,
+            &self.url,
+            Some("issues"),
+            Some(delivery),
+            body,
+            signature,
+        )
+        .await
     }
 
     async fn post_signed(&self, delivery: &str, body: &[u8]) -> (u16, String) {
-        self.post(
-            delivery,
-            body,
-            Some(issueops_gateway::sign(common::SECRET.as_bytes(), body)),
-        )
-        .await
+        common::post_signed_issue(&self.http, &self.url, delivery, body).await
     }
 
     /// Posts an `issues` event for `issue` and expects it stored (202).
@@ -290,6 +282,17 @@ impl Env {
         Fut: std::future::Future<Output = Option<T>>,
     {
         common::wait_for(what, Duration::from_secs(90), find).await
+    }
+
+    /// A fresh clone of the state repo in `name`, as a person would make to
+    /// push to it.
+    fn person_clone(&self, name: &str) -> PathBuf {
+        let clone = self.work.join(name);
+        let _ = std::fs::remove_dir_all(&clone);
+        std::fs::create_dir_all(&clone).unwrap();
+        let state = self.work.join("state.git");
+        git_http::git(&clone, &["clone", "-q", state.to_str().unwrap(), "."]);
+        clone
     }
 
     /// Commits of the state repo naming `run` in their trailers.
@@ -576,20 +579,21 @@ async fn status_comment(env: &Env, delivery: &str, wanted: &str) -> String {
     .await
 }
 
-async fn agent_dev_opens_a_pull_request(env: &Env, issues: &Issues) -> Evidence {
-    // run:debug keeps the namespace (and the agent's home) for the revise.
-    env.label_with(
-        "e2e-agent-dev",
-        issues.agent,
-        "run:dev",
-        "Codertocat",
-        &["run:dev", "ai-model:edit", "run:debug"],
-    )
-    .await;
-    let run = naming::run_id_for_delivery("e2e-agent-dev");
+/// Labels `issue` for a dev run (`delivery`, the issue carrying `labels`),
+/// waits for its agent to open a pull request, and checks that the pushed
+/// head of the run's branch is the commit the runner reported, made for the
+/// run. Returns the run, its result and that commit.
+async fn agent_opens_a_pull_request(
+    env: &Env,
+    delivery: &str,
+    issue: u64,
+    labels: &[&str],
+) -> (String, issueops_core::store::results::RunResult, String) {
+    env.label_with(delivery, issue, "run:dev", "Codertocat", labels)
+        .await;
+    let run = naming::run_id_for_delivery(delivery);
     let (result, head) = agent_run(env, &run).await;
-    let branch = naming::branch_for_issue(issues.agent);
-    assert_eq!(result.outcome, "pr-opened");
+    assert_eq!(result.outcome, "pr-opened", "{result:?}");
     assert_eq!(
         result.head_commit.as_deref(),
         Some(head.as_str()),
@@ -598,6 +602,20 @@ async fn agent_dev_opens_a_pull_request(env: &Env, issues: &Issues) -> Evidence 
     let bare = env.git.root.join(format!("{}.git", common::REPO));
     let message = git_http::git(&bare, &["log", "-1", "--format=%B", &head]);
     assert!(message.contains(&format!("Run-Id: {run}")), "{message}");
+    (run, result, head)
+}
+
+async fn agent_dev_opens_a_pull_request(env: &Env, issues: &Issues) -> Evidence {
+    // run:debug keeps the namespace (and the agent's home) for the revise.
+    let (run, result, head) = agent_opens_a_pull_request(
+        env,
+        "e2e-agent-dev",
+        issues.agent,
+        &["run:dev", "ai-model:edit", "run:debug"],
+    )
+    .await;
+    let branch = naming::branch_for_issue(issues.agent);
+    let bare = env.git.root.join(format!("{}.git", common::REPO));
     let changes = git_http::git(&bare, &["show", &format!("{head}:CHANGES.md")]);
     assert!(
         changes.contains(&format!("run {run} (dev, edit/medium): new session")),
@@ -1013,22 +1031,14 @@ async fn hostile_agent_cannot_redirect_the_push(env: &Env, issues: &Issues) -> E
     let decoy = env
         .git
         .create_repo("Codertocat/decoy", "main", &[("README.md", "decoy\n")]);
-    env.label_with(
+    // run:debug keeps the issue's folder for the next scenario.
+    let (run, _, head) = agent_opens_a_pull_request(
+        env,
         "e2e-hostile-agent",
         issues.hostile,
-        "run:dev",
-        "Codertocat",
-        // run:debug keeps the issue's folder for the next scenario.
         &["run:dev", "ai-model:hostile", "run:debug"],
     )
     .await;
-    let run = naming::run_id_for_delivery("e2e-hostile-agent");
-    let (result, head) = agent_run(env, &run).await;
-    assert_eq!(result.outcome, "pr-opened", "{result:?}");
-    assert_eq!(result.head_commit.as_deref(), Some(head.as_str()));
-    let bare = env.git.root.join(format!("{}.git", common::REPO));
-    let message = git_http::git(&bare, &["log", "-1", "--format=%B", &head]);
-    assert!(message.contains(&format!("Run-Id: {run}")), "{message}");
     let decoy_refs = git_http::git(
         &decoy,
         &["for-each-ref", "--format=%(refname) %(objectname)"],
@@ -1061,16 +1071,8 @@ async fn hostile_agent_cannot_redirect_the_push(env: &Env, issues: &Issues) -> E
 /// keeps the namespace as it was.
 async fn weakening_state_repo_commit_is_refused(env: &Env, issues: &Issues) -> Evidence {
     let namespace = naming::namespace_for_issue(common::REPO, issues.hostile);
-    let clone = env.work.join("weakening-clone");
-    let _ = std::fs::remove_dir_all(&clone);
-    std::fs::create_dir_all(&clone).unwrap();
+    let clone = env.person_clone("weakening-clone");
     let git = |args: &[&str]| git_http::git(&clone, args);
-    git(&[
-        "clone",
-        "-q",
-        env.work.join("state.git").to_str().unwrap(),
-        ".",
-    ]);
     let folder = clone.join("issues").join(&namespace);
     let ns_file = folder.join("namespace.yaml");
     let ns_yaml = std::fs::read_to_string(&ns_file).expect("the hostile run's issue folder");
@@ -1175,16 +1177,8 @@ async fn emptied_state_repo_trips_the_prune_guard(env: &Env, issues: &Issues) ->
         runs.push(run);
     }
     // Someone empties the state repo (a broken force-push, a bad script).
-    let clone = env.work.join("person-clone");
-    let _ = std::fs::remove_dir_all(&clone);
-    std::fs::create_dir_all(&clone).unwrap();
+    let clone = env.person_clone("person-clone");
     let git = |args: &[&str]| git_http::git(&clone, args);
-    git(&[
-        "clone",
-        "-q",
-        env.work.join("state.git").to_str().unwrap(),
-        ".",
-    ]);
     git(&["rm", "-rq", "issues"]);
     git(&["commit", "-qm", "empty the state repo"]);
     git(&["push", "-q", "origin", "HEAD:main"]);
