@@ -659,10 +659,21 @@ async fn the_agent_pod_spec_is_accepted_and_its_result_decides_the_run() {
         .unwrap();
     let spec = job.spec.unwrap();
     let policy = spec.pod_failure_policy.expect("podFailurePolicy kept");
-    let codes = policy.rules[0].on_exit_codes.as_ref().unwrap();
+    let final_exits: Vec<_> = policy
+        .rules
+        .iter()
+        .map(|r| {
+            let codes = r.on_exit_codes.as_ref().unwrap();
+            (
+                r.action.as_str(),
+                codes.container_name.clone().unwrap_or_default(),
+                codes.values.clone(),
+            )
+        })
+        .collect();
     assert_eq!(
-        (policy.rules[0].action.as_str(), codes.values.clone()),
-        ("FailJob", vec![1, 2, 3])
+        final_exits,
+        ["clone", "agent", "publish"].map(|c| ("FailJob", c.to_string(), vec![1, 2, 3]))
     );
     let pod = run_pod(&h, &namespace, &run).await;
     let pod_spec = pod.spec.clone().unwrap();
@@ -694,19 +705,79 @@ async fn the_agent_pod_spec_is_accepted_and_its_result_decides_the_run() {
             .claim_name,
         "agent-home"
     );
-    let container = &pod_spec.containers[0];
+    // Each Secret volume projects one key: the token's only the token, the
+    // agent's only the model API key.
+    let keys = |name: &str| -> Vec<String> {
+        let secret = volume(name).secret.unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("issueops-github-token"));
+        secret.items.unwrap().into_iter().map(|i| i.key).collect()
+    };
+    assert_eq!(keys("github-token"), ["token"]);
+    assert_eq!(keys("agent-api-key"), ["agent-api-key"]);
+    // The steps, in order; the agent's container has no token mount and no
+    // variable naming one, the others no model API key.
+    let steps: Vec<_> = pod_spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&pod_spec.containers)
+        .collect();
     assert_eq!(
-        container.termination_message_policy.as_deref(),
-        Some("FallbackToLogsOnError")
+        steps.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["clone", "agent", "publish"]
     );
-    let sc = container.security_context.clone().unwrap();
     assert_eq!(
-        (
-            sc.run_as_non_root,
-            sc.read_only_root_filesystem,
-            sc.allow_privilege_escalation
-        ),
-        (Some(true), Some(true), Some(false))
+        pod_spec.containers.len(),
+        1,
+        "publish is the only main container"
+    );
+    for container in &steps {
+        let mounts: Vec<&str> = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.name.as_str())
+            .collect();
+        let env: Vec<&str> = container
+            .env
+            .iter()
+            .flatten()
+            .map(|e| e.name.as_str())
+            .collect();
+        let is_agent = container.name == "agent";
+        assert_eq!(mounts.contains(&"github-token"), !is_agent, "{mounts:?}");
+        assert_eq!(env.contains(&"GITHUB_TOKEN_FILE"), !is_agent, "{env:?}");
+        assert_eq!(mounts.contains(&"handoff"), !is_agent, "{mounts:?}");
+        assert_eq!(mounts.contains(&"agent-api-key"), is_agent, "{mounts:?}");
+        assert_eq!(mounts.contains(&"agent-home"), is_agent, "{mounts:?}");
+        assert_eq!(
+            container.args.as_deref(),
+            Some(&[container.name.clone()][..])
+        );
+        assert_eq!(
+            container.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
+        let sc = container.security_context.clone().unwrap();
+        assert_eq!(
+            (
+                sc.run_as_non_root,
+                sc.read_only_root_filesystem,
+                sc.allow_privilege_escalation
+            ),
+            (Some(true), Some(true), Some(false))
+        );
+    }
+    let publish_workspace = steps[2]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "workspace")
+        .unwrap();
+    assert_eq!(
+        publish_workspace.read_only,
+        Some(true),
+        "publish reads the agent's work as data"
     );
     let claim = Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(
         h.client.clone(),

@@ -85,9 +85,14 @@ pub fn run_body(
             "was cancelled: {}",
             run.reason.as_deref().unwrap_or("no reason given")
         ),
-        Some(RunState::Pruned) => {
-            "has finished and was pruned; its history stays in the state repo".into()
-        }
+        // Pruning must not hide why the run failed.
+        Some(RunState::Pruned) => match result.filter(|r| r.outcome == "failed") {
+            Some(r) => format!(
+                "failed: {}; it was pruned, its history stays in the state repo",
+                r.reason.as_deref().unwrap_or("no reason given")
+            ),
+            None => "has finished and was pruned; its history stays in the state repo".into(),
+        },
         None => format!("is {}", run.state),
     };
     let agent = match result {
@@ -298,6 +303,23 @@ mod tests {
         assert!(b.starts_with("<!-- issueops:subject=d1 -->"));
         assert!(b.contains("is running") && b.contains("`0123456789ab`"));
         assert!(run_body(&run("failed"), None, None, None).contains("failed: DeadlineExceeded"));
+        // A failed run keeps saying why once it is pruned.
+        let failed = RunResult {
+            run_id: "r1".into(),
+            outcome: "failed".into(),
+            pr_number: None,
+            pr_url: None,
+            head_commit: None,
+            reason: Some("not published: the change adds a symbolic link".into()),
+            resumed_session: false,
+        };
+        let pruned = run_body(&run("pruned"), Some(&failed), None, None);
+        assert!(
+            pruned
+                .contains("failed: not published: the change adds a symbolic link; it was pruned"),
+            "{pruned}"
+        );
+        assert!(run_body(&run("pruned"), None, None, None).contains("has finished and was pruned"));
         let done = run_body(
             &run("succeeded"),
             None,

@@ -9,12 +9,14 @@
 
 use issueops_core::store::results::RunResult;
 use issueops_core::store::runs::RunState;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
 use kube::api::{Api, ListParams};
 use serde::Deserialize;
 
-/// The container the runner runs in (the Job template names it).
-pub const AGENT_CONTAINER: &str = "agent";
+/// The run's steps, one container each, in the order they run (the Job
+/// template names them; `clone` and `agent` are init containers). The last
+/// one that terminated left the run's result.
+pub const STEP_CONTAINERS: [&str; 3] = ["clone", "agent", "publish"];
 /// Longest reason kept from free text.
 const MAX_REASON_CHARS: usize = 1000;
 
@@ -105,8 +107,9 @@ pub fn record(run_id: &str, message: &Message) -> Option<RunResult> {
     })
 }
 
-/// The termination message of the newest terminated agent container of the
-/// Job's pods: one LIST by the Job's label, only when a Job has ended.
+/// The termination message of the step that ended the Job's newest pod:
+/// the last of [`STEP_CONTAINERS`] that terminated (a failed step stops the
+/// pod). One LIST by the Job's label, only when a Job has ended.
 pub async fn read(
     client: &kube::Client,
     namespace: &str,
@@ -118,15 +121,25 @@ pub async fn read(
     let newest = list
         .items
         .iter()
-        .flat_map(|p| {
-            p.status
-                .iter()
-                .flat_map(|s| s.container_statuses.iter().flatten())
-        })
-        .filter(|c| c.name == AGENT_CONTAINER)
-        .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
+        .filter_map(last_step)
         .max_by_key(|t| t.finished_at.as_ref().map(|f| f.0));
     Ok(newest.and_then(|t| t.message.as_deref()).and_then(parse))
+}
+
+/// The terminated state of the pod's last step that ran to an end.
+fn last_step(pod: &Pod) -> Option<&ContainerStateTerminated> {
+    let status = pod.status.as_ref()?;
+    let all: Vec<&ContainerStatus> = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .collect();
+    STEP_CONTAINERS.iter().rev().find_map(|step| {
+        all.iter()
+            .find(|c| c.name == *step)
+            .and_then(|c| c.state.as_ref()?.terminated.as_ref())
+    })
 }
 
 #[cfg(test)]
@@ -156,6 +169,55 @@ mod tests {
                 .unwrap();
         let rec = record("r", &opened).unwrap();
         assert_eq!((rec.pr_number, rec.resumed_session), (Some(4), true));
+    }
+
+    fn pod(init: serde_json::Value, main: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "p" },
+            "status": { "initContainerStatuses": init, "containerStatuses": main },
+        }))
+        .unwrap()
+    }
+
+    fn status(name: &str, state: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({ "name": name, "image": "i", "imageID": "", "ready": false,
+            "restartCount": 0, "state": state })
+    }
+
+    fn ended(code: i32, message: &str) -> serde_json::Value {
+        serde_json::json!({ "terminated": { "exitCode": code, "message": message } })
+    }
+
+    /// The step that stopped the pod speaks for it: a failed `agent` when
+    /// `publish` never started, `publish` when it ran, even though the init
+    /// containers before it terminated too.
+    #[test]
+    fn the_last_step_that_ended_gives_the_result() {
+        let waiting = serde_json::json!({ "waiting": { "reason": "PodInitializing" } });
+        let failed_agent = pod(
+            serde_json::json!([
+                status("clone", ended(0, "")),
+                status("agent", ended(1, "agent broke"))
+            ]),
+            serde_json::json!([status("publish", waiting)]),
+        );
+        assert_eq!(
+            last_step(&failed_agent).and_then(|t| t.message.as_deref()),
+            Some("agent broke")
+        );
+        let published = pod(
+            serde_json::json!([status("clone", ended(0, "")), status("agent", ended(0, ""))]),
+            serde_json::json!([status("publish", ended(0, "the result"))]),
+        );
+        assert_eq!(
+            last_step(&published).and_then(|t| t.message.as_deref()),
+            Some("the result")
+        );
+        let cloning = pod(
+            serde_json::json!([status("clone", serde_json::json!({ "running": {} }))]),
+            serde_json::json!([]),
+        );
+        assert!(last_step(&cloning).is_none());
     }
 
     #[test]

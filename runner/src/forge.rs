@@ -44,7 +44,7 @@ pub struct IssueText {
     pub comments: Vec<Comment>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PullRequest {
     pub number: u64,
     pub url: String,

@@ -73,6 +73,12 @@ impl Workspace {
         Ok(Self { repo })
     }
 
+    /// Opens the clone at `dir` (the agent step's view of the workspace).
+    pub fn open(dir: &Path) -> Result<Self, GitError> {
+        let repo = Repository::open(dir).map_err(err("open the clone"))?;
+        Ok(Self { repo })
+    }
+
     fn remote_branch(&self, branch: &str) -> Option<git2::Oid> {
         self.repo
             .find_reference(&format!("refs/remotes/origin/{branch}"))

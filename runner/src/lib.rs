@@ -1,7 +1,19 @@
-//! The agent runner: the entrypoint of the agent image. One run, start to
-//! end: read the issue, clone, check out the run's branch, render the prompt,
-//! run the coding agent, commit, push, open or update the pull request, label
-//! it, and leave a [`RunResult`] as the container's termination message.
+//! The agent runner: the entrypoint of the agent image. A run is three
+//! steps, each in its own container of the Job's pod, so the agent never
+//! shares a filesystem, a process or an environment with the push token:
+//!
+//! - `clone` (init container, has the token): reads the issue (and the pull
+//!   request a revise run continues), clones, checks out the run's branch,
+//!   renders the prompt, and leaves a [`handoff::Handoff`] for `publish`
+//!   where the agent cannot write;
+//! - `agent` (init container, no token; the model API key only here): runs
+//!   the coding agent on the workspace and commits what it changed;
+//! - `publish` (has the token): reads the agent's commits as data, checks
+//!   them, pushes the run's branch, opens or updates the pull request, labels
+//!   it, and leaves the [`RunResult`] as the termination message.
+//!
+//! A step that fails leaves a `failed` result as its own termination
+//! message and exits non-zero, so the pod stops there.
 //!
 //! It depends on `issueops-github` and nothing else of issueops: it talks to
 //! the rest only through what the Job gives it (environment, mounted files)
@@ -11,6 +23,7 @@
 pub mod agent;
 pub mod forge;
 pub mod git;
+pub mod handoff;
 pub mod prompt;
 pub mod publish;
 pub mod result;
@@ -19,14 +32,59 @@ pub mod spec;
 pub mod token;
 
 use forge::{Forge, PullRequest};
+use handoff::{AgentNotes, Handoff};
 use result::{Outcome, RunResult};
 use spec::{Mode, RunSpec};
 use std::collections::BTreeMap;
 use token::TokenFile;
 
+/// One step of a run: one container of the Job's pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Clone,
+    Agent,
+    Publish,
+}
+
+impl Step {
+    pub const ALL: [Step; 3] = [Step::Clone, Step::Agent, Step::Publish];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Clone => "clone",
+            Step::Agent => "agent",
+            Step::Publish => "publish",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// How a step ended: `Continue` lets the next step run (the container exits
+/// 0 and leaves no result); `Done` is the run's result.
+#[derive(Debug)]
+pub enum StepEnd {
+    Continue,
+    Done(RunResult),
+}
+
+impl StepEnd {
+    /// The container's exit code: 0 to go on, else the result's.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StepEnd::Continue => 0,
+            StepEnd::Done(r) => r.outcome.exit_code(),
+        }
+    }
+}
+
 /// Why a run failed, in words for the issue's status comment.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    #[error(transparent)]
+    Spec(#[from] spec::SpecError),
     #[error(transparent)]
     Token(#[from] token::TokenError),
     #[error(transparent)]
@@ -54,16 +112,25 @@ fn io(what: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error)
     move |source| RunError::Io { what, path, source }
 }
 
-/// Runs `spec` to its result. Never panics on bad input; every failure
+/// Runs one step of `spec`. Never panics on bad input; every failure
 /// becomes a `failed` result with its reason (the token redacted).
-pub async fn execute(spec: &RunSpec) -> RunResult {
-    let token = TokenFile::new(&spec.token_file);
-    match run(spec, &token).await {
-        Ok(result) => result,
+pub async fn execute(step: Step, spec: &RunSpec) -> StepEnd {
+    let token = spec.token_file.as_deref().map(TokenFile::new);
+    let outcome = match step {
+        Step::Clone => clone_step(spec).await,
+        Step::Agent => agent_step(spec).await,
+        Step::Publish => publish_step(spec).await,
+    };
+    match outcome {
+        Ok(end) => end,
         Err(RunFailure { error, tail }) => {
-            let mut result = RunResult::failed(token.redact(&error.to_string()));
-            result.log_tail = tail.map(|t| token.redact(&t));
-            result
+            let redact = |text: &str| match &token {
+                Some(t) => t.redact(text),
+                None => text.to_string(),
+            };
+            let mut result = RunResult::failed(redact(&error.to_string()));
+            result.log_tail = tail.map(|t| redact(&t));
+            StepEnd::Done(result)
         }
     }
 }
@@ -82,8 +149,10 @@ impl<E: Into<RunError>> From<E> for RunFailure {
     }
 }
 
-async fn run(spec: &RunSpec, token: &TokenFile) -> Result<RunResult, RunFailure> {
-    let forge = Forge::new(&spec.api_url, token, &spec.repo);
+/// `clone`: everything that needs GitHub before the agent runs.
+async fn clone_step(spec: &RunSpec) -> Result<StepEnd, RunFailure> {
+    let token = spec.token()?;
+    let forge = Forge::new(&spec.api_url, &token, &spec.repo);
     let issue = forge.issue(spec.issue).await?;
     // A revise run continues an open pull request; without one it opens none.
     let pull = match spec.mode {
@@ -97,7 +166,10 @@ async fn run(spec: &RunSpec, token: &TokenFile) -> Result<RunResult, RunFailure>
     let base = forge.default_branch().await?;
     let dir = spec.clone_dir();
     tracing::info!(repo = %spec.repo, branch = %spec.branch, "cloning");
-    let work = git::Workspace::clone(&spec.git_url, &dir, token)?;
+    let work = git::Workspace::clone(&spec.git_url, &dir, &token)?;
+    let branch = pull
+        .as_ref()
+        .map_or(spec.branch.clone(), |p| p.head.clone());
     match &pull {
         Some(p) => work.checkout_existing(&p.head)?,
         None => work.checkout_or_create(&spec.branch, &base)?,
@@ -122,7 +194,35 @@ async fn run(spec: &RunSpec, token: &TokenFile) -> Result<RunResult, RunFailure>
     )?;
     let prompt_file = spec.prompt_file();
     std::fs::write(&prompt_file, &prompt).map_err(io("writing the prompt", &prompt_file))?;
+    let message_file = spec.workspace.join(handoff::COMMIT_MESSAGE_FILE);
+    std::fs::write(&message_file, commit_message(spec, &issue.title))
+        .map_err(io("writing the commit message", &message_file))?;
+    let handoff_file = spec.handoff.join(handoff::HANDOFF_FILE);
+    handoff::write(
+        &handoff_file,
+        &Handoff {
+            start: start.to_string(),
+            branch,
+            base_branch: base,
+            pull,
+            issue_title: issue.title,
+        },
+    )
+    .map_err(io("writing the handoff", &handoff_file))?;
+    tracing::info!(commit = %start, "cloned; the agent step is next");
+    Ok(StepEnd::Continue)
+}
 
+/// `agent`: runs the coding agent on the clone and commits what it left.
+/// This container has no token: nothing here is trusted by `publish`.
+async fn agent_step(spec: &RunSpec) -> Result<StepEnd, RunFailure> {
+    let dir = spec.clone_dir();
+    let prompt_file = spec.prompt_file();
+    let prompt = std::fs::read_to_string(&prompt_file)
+        .map_err(io("reading the prompt the clone step wrote", &prompt_file))?;
+    let message_file = spec.workspace.join(handoff::COMMIT_MESSAGE_FILE);
+    let message = std::fs::read_to_string(&message_file)
+        .map_err(io("reading the commit message", &message_file))?;
     let resumed = session::begin(&spec.agent_home, &spec.run_id, spec.mode)
         .map_err(io("preparing the agent home", &spec.agent_home))?;
     let vars = BTreeMap::from([
@@ -153,44 +253,67 @@ async fn run(spec: &RunSpec, token: &TokenFile) -> Result<RunResult, RunFailure>
             tail: Some(ran.tail),
         });
     }
-
+    let work = git::Workspace::open(&dir)?;
     if work.is_dirty()? {
-        let message = commit_message(spec, &issue.title);
         work.commit_all(&message, &spec.author_name, &spec.author_email)?;
     }
-    let head = work.head()?;
-    let mut result = RunResult {
-        outcome: Outcome::NoChanges,
-        pr_number: pull.as_ref().map(|p| p.number),
-        pr_url: pull.as_ref().map(|p| p.url.clone()),
-        head_commit: Some(head.to_string()),
-        reason: None,
-        log_tail: None,
-        resumed_session: resumed,
-    };
-    if head == start {
-        result.reason = Some("the agent changed nothing; no pull request was opened".into());
-        return Ok(result);
-    }
-    let branch = pull.as_ref().map_or(spec.branch.as_str(), |p| &p.head);
-    publish::publish(&publish::Publish {
-        worktree: &dir,
-        branch,
+    let notes_file = spec.workspace.join(handoff::AGENT_NOTES_FILE);
+    handoff::write(
+        &notes_file,
+        &AgentNotes {
+            resumed_session: resumed,
+        },
+    )
+    .map_err(io("writing the agent step's notes", &notes_file))?;
+    Ok(StepEnd::Continue)
+}
+
+/// `publish`: the agent's commits, read as data and checked, pushed to the
+/// run's remote and branch; the pull request opened or updated.
+async fn publish_step(spec: &RunSpec) -> Result<StepEnd, RunFailure> {
+    let token = spec.token()?;
+    let handoff_file = spec.handoff.join(handoff::HANDOFF_FILE);
+    let plan: Handoff = handoff::read(&handoff_file)
+        .map_err(io("reading what the clone step left", &handoff_file))?;
+    let start = git2::Oid::from_str(&plan.start)
+        .map_err(|e| RunError::Refused(format!("the clone step's start commit: {e}")))?;
+    // The agent's claim; a lie changes only this flag.
+    let notes: AgentNotes =
+        handoff::read(&spec.workspace.join(handoff::AGENT_NOTES_FILE)).unwrap_or_default();
+    let published = publish::publish(&publish::Publish {
+        worktree: &spec.clone_dir(),
+        branch: &plan.branch,
         base: start,
         url: &spec.git_url,
-        token,
+        token: &token,
         max_bytes: spec.max_push_bytes,
-        scratch: &spec.workspace.join("publish"),
+        scratch: &spec.handoff,
     })?;
-    tracing::info!(%branch, commit = %head, "pushed");
-    let (pr, outcome) = match pull {
+    let mut result = RunResult {
+        outcome: Outcome::NoChanges,
+        pr_number: plan.pull.as_ref().map(|p| p.number),
+        pr_url: plan.pull.as_ref().map(|p| p.url.clone()),
+        head_commit: Some(published.head().to_string()),
+        reason: None,
+        log_tail: None,
+        resumed_session: notes.resumed_session,
+    };
+    if let publish::Published::Unchanged(_) = published {
+        result.reason = Some("the agent changed nothing; no pull request was opened".into());
+        return Ok(StepEnd::Done(result));
+    }
+    tracing::info!(branch = %plan.branch, commit = %published.head(), "pushed");
+    let forge = Forge::new(&spec.api_url, &token, &spec.repo);
+    let (pr, outcome) = match plan.pull {
         Some(p) => (p, Outcome::PrUpdated),
-        None => match forge.open_pull_for(branch).await? {
+        None => match forge.open_pull_for(&plan.branch).await? {
             Some(p) => (p, Outcome::PrUpdated),
             None => {
                 let body = pull_body(spec);
                 (
-                    forge.open_pull(&issue.title, branch, &base, &body).await?,
+                    forge
+                        .open_pull(&plan.issue_title, &plan.branch, &plan.base_branch, &body)
+                        .await?,
                     Outcome::PrOpened,
                 )
             }
@@ -200,7 +323,7 @@ async fn run(spec: &RunSpec, token: &TokenFile) -> Result<RunResult, RunFailure>
     result.outcome = outcome;
     result.pr_number = Some(pr.number);
     result.pr_url = Some(pr.url);
-    Ok(result)
+    Ok(StepEnd::Done(result))
 }
 
 /// The pull request a revise run continues: the one the Job names, else the

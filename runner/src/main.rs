@@ -1,10 +1,14 @@
-//! `issueops-runner`: the agent image's entrypoint. Reads the run from its
-//! environment, runs it, writes the result to the termination message file
-//! and exits 0 (pull request opened or updated), 3 (no changes) or 1 (failed);
-//! 2 when the environment itself is wrong.
+//! `issueops-runner STEP`: the agent image's entrypoint, run once per
+//! container of the Job's pod with `clone`, `agent` or `publish`. Reads the
+//! run from its environment and runs the step. A step that ends the run
+//! writes the result to the termination message file and exits 0 (pull
+//! request opened or updated), 3 (no changes) or 1 (failed); 2 when the
+//! environment or the step is wrong. A step that hands on exits 0 and
+//! writes no result.
 
 use issueops_runner::result::RunResult;
 use issueops_runner::spec::RunSpec;
+use issueops_runner::{Step, StepEnd};
 use std::process::ExitCode;
 
 fn write_result(path: &std::path::Path, result: &RunResult) {
@@ -16,6 +20,13 @@ fn write_result(path: &std::path::Path, result: &RunResult) {
     }
 }
 
+fn wrong(reason: String) -> ExitCode {
+    let path =
+        std::env::var("ISSUEOPS_RESULT_FILE").unwrap_or_else(|_| "/dev/termination-log".into());
+    write_result(std::path::Path::new(&path), &RunResult::failed(reason));
+    ExitCode::from(2)
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -24,21 +35,24 @@ async fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(false)
         .init();
+    let arg = std::env::args().nth(1).unwrap_or_default();
+    let Some(step) = Step::parse(&arg) else {
+        return wrong(format!(
+            "the runner's step {arg:?} is not one of clone, agent, publish (the Job template gives it as the container's argument)"
+        ));
+    };
     let spec = match RunSpec::from_env() {
         Ok(spec) => spec,
-        Err(e) => {
-            let path = std::env::var("ISSUEOPS_RESULT_FILE")
-                .unwrap_or_else(|_| "/dev/termination-log".into());
-            write_result(
-                std::path::Path::new(&path),
-                &RunResult::failed(format!("the runner's environment is wrong: {e}")),
-            );
-            return ExitCode::from(2);
-        }
+        Err(e) => return wrong(format!("the runner's environment is wrong: {e}")),
     };
-    tracing::info!(repo = %spec.repo, issue = spec.issue, run_id = %spec.run_id, mode = spec.mode.as_str(), "run starts");
-    let result = issueops_runner::execute(&spec).await;
-    tracing::info!(outcome = ?result.outcome, pr = ?result.pr_number, "run ends");
-    write_result(&spec.result_file, &result);
-    ExitCode::from(result.outcome.exit_code())
+    tracing::info!(step = step.name(), repo = %spec.repo, issue = spec.issue, run_id = %spec.run_id, mode = spec.mode.as_str(), "step starts");
+    let end = issueops_runner::execute(step, &spec).await;
+    match &end {
+        StepEnd::Continue => tracing::info!(step = step.name(), "step done"),
+        StepEnd::Done(result) => {
+            tracing::info!(step = step.name(), outcome = ?result.outcome, pr = ?result.pr_number, "run ends");
+            write_result(&spec.result_file, result);
+        }
+    }
+    ExitCode::from(end.exit_code())
 }

@@ -49,7 +49,7 @@ pub struct Publish<'a> {
     pub token: &'a TokenFile,
     /// The most file content the change may add.
     pub max_bytes: u64,
-    /// A folder of the runner's own (not the worktree) for the bare repository.
+    /// A folder the agent cannot write (not the workspace) for the bare repository.
     pub scratch: &'a Path,
 }
 
@@ -78,8 +78,24 @@ fn forget_global_config() -> Result<(), PublishError> {
     Ok(())
 }
 
-/// Pushes the run's commits; returns the commit pushed.
-pub fn publish(p: &Publish<'_>) -> Result<git2::Oid, PublishError> {
+/// What [`publish`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// The branch is where the run started: nothing to push.
+    Unchanged(git2::Oid),
+    Pushed(git2::Oid),
+}
+
+impl Published {
+    pub fn head(self) -> git2::Oid {
+        match self {
+            Published::Unchanged(h) | Published::Pushed(h) => h,
+        }
+    }
+}
+
+/// Pushes the run's commits, when there are any.
+pub fn publish(p: &Publish<'_>) -> Result<Published, PublishError> {
     forget_global_config()?;
     let bare = p.scratch.join("publish.git");
     if bare.exists() {
@@ -101,6 +117,9 @@ pub fn publish(p: &Publish<'_>) -> Result<git2::Oid, PublishError> {
         .refname_to_id(&format!("refs/heads/{}", p.branch))
         .map_err(err("find the branch"))?;
     check(&fresh, p.base, head, p.max_bytes)?;
+    if head == p.base {
+        return Ok(Published::Unchanged(head));
+    }
 
     let host = host_of(p.url).ok_or_else(|| {
         PublishError::Refused(format!("the remote {:?} is not an http(s) URL", p.url))
@@ -155,7 +174,7 @@ pub fn publish(p: &Publish<'_>) -> Result<git2::Oid, PublishError> {
             message,
         });
     }
-    Ok(head)
+    Ok(Published::Pushed(head))
 }
 
 /// Whether `head` may be published on top of `base`.
@@ -184,6 +203,7 @@ fn check(
         .diff_tree_to_tree(Some(&old), Some(&new), None)
         .map_err(err("diff"))?;
     let mut added: u64 = 0;
+    let mut problems = Vec::new();
     for delta in diff.deltas() {
         if !matches!(
             delta.status(),
@@ -201,19 +221,24 @@ fn check(
         if file.mode() == git2::FileMode::Link {
             let target = String::from_utf8_lossy(blob.content()).into_owned();
             if escapes(&path, &target) {
-                return Err(PublishError::Refused(format!(
+                problems.push(format!(
                     "the change adds a symbolic link {} -> {target}, which points outside the repository",
                     path.display()
-                )));
+                ));
             }
         }
     }
     if added > max_bytes {
-        return Err(PublishError::Refused(format!(
+        problems.push(format!(
             "the change adds {added} bytes of files, more than agent.max_push_bytes ({max_bytes})"
-        )));
+        ));
     }
-    Ok(())
+    // Every reason at once: the person reading the result fixes them together.
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(PublishError::Refused(problems.join("; ")))
+    }
 }
 
 /// Whether a link at `link` (a path in the repository) to `target` leaves it.

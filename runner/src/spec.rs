@@ -45,8 +45,9 @@ pub struct RunSpec {
     /// Clone URL. Credentials are never part of it.
     pub git_url: String,
     pub api_url: String,
-    /// The mounted Secret file holding the GitHub token; read before each use.
-    pub token_file: PathBuf,
+    /// The mounted Secret file holding the GitHub token; read before each
+    /// use. Only the `clone` and `publish` steps have it.
+    pub token_file: Option<PathBuf>,
     /// The agent's argv, placeholders not yet replaced.
     pub agent_command: Vec<String>,
     pub agent_timeout: Duration,
@@ -58,6 +59,8 @@ pub struct RunSpec {
     pub agent_home: PathBuf,
     /// Scratch space: the clone and the prompt go here.
     pub workspace: PathBuf,
+    /// What `clone` leaves for `publish`, in a volume the agent does not mount.
+    pub handoff: PathBuf,
     /// Where the result goes: the container's termination message file.
     pub result_file: PathBuf,
     /// Label put on the pull request when the run is done.
@@ -142,7 +145,10 @@ impl RunSpec {
             branch: need("ISSUEOPS_BRANCH")?,
             git_url: need("ISSUEOPS_GIT_URL")?,
             api_url: or("ISSUEOPS_GITHUB_API_URL", "https://api.github.com"),
-            token_file: PathBuf::from(need("GITHUB_TOKEN_FILE")?),
+            token_file: get("GITHUB_TOKEN_FILE")
+                .filter(|v| !v.trim().is_empty())
+                .map(PathBuf::from),
+            handoff: PathBuf::from(or("ISSUEOPS_HANDOFF", "/var/run/issueops/handoff")),
             agent_timeout: Duration::from_secs(timeout),
             model: need("ISSUEOPS_MODEL")?,
             reasoning: need("ISSUEOPS_REASONING")?,
@@ -169,6 +175,14 @@ impl RunSpec {
             agent_command,
             workspace,
         })
+    }
+
+    /// The token file, for the steps that need it.
+    pub fn token(&self) -> Result<crate::token::TokenFile, SpecError> {
+        self.token_file
+            .as_deref()
+            .map(crate::token::TokenFile::new)
+            .ok_or(SpecError::Missing("GITHUB_TOKEN_FILE"))
     }
 
     /// Where the repository is cloned.
@@ -224,10 +238,10 @@ mod tests {
     fn names_what_is_missing_or_wrong() {
         let mut vars = base();
         vars.remove("GITHUB_TOKEN_FILE");
-        assert_eq!(
-            read(&vars).unwrap_err(),
-            SpecError::Missing("GITHUB_TOKEN_FILE")
-        );
+        assert!(matches!(
+            read(&vars).unwrap().token(),
+            Err(SpecError::Missing("GITHUB_TOKEN_FILE"))
+        ));
         let mut vars = base();
         vars.insert("ISSUEOPS_AGENT_COMMAND", "codex exec");
         assert!(read(&vars).unwrap_err().to_string().contains("JSON list"));

@@ -70,7 +70,10 @@ impl World {
         self.dir.path().join(rel)
     }
 
-    /// Runs the runner for `issue` in `mode`, with the agent doing `action`.
+    /// Runs `issue` in `mode` as the Job's pod does: the runner once per
+    /// step (`clone`, `agent`, `publish`), each with its container's
+    /// environment — the agent step without the token file and without the
+    /// handoff folder — stopping at the first step that ends the run.
     async fn run(
         &self,
         name: &str,
@@ -80,53 +83,69 @@ impl World {
         extra: &[(&str, &str)],
     ) -> Outcome {
         let workspace = self.path(&format!("ws-{name}"));
+        let handoff = self.path(&format!("handoff-{name}"));
         std::fs::create_dir_all(&workspace).unwrap();
+        std::fs::create_dir_all(&handoff).unwrap();
         let mut argv: Vec<String> = vec!["sh".into(), AGENT.into()];
         argv.extend(agent.iter().map(|s| s.to_string()));
         argv.splice(3..3, ["{model}".to_string(), "{reasoning}".to_string()]);
-        let result_file = workspace.join("termination-log");
         let prompt = if mode == "dev" {
             DEV_PROMPT
         } else {
             REVISE_PROMPT
         };
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_issueops-runner"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap())
-            .env("ISSUEOPS_REPO", REPO)
-            .env("ISSUEOPS_ISSUE", issue.to_string())
-            .env("ISSUEOPS_RUN_ID", name)
-            .env("ISSUEOPS_MODE", mode)
-            .env("ISSUEOPS_BRANCH", format!("issueops/issue-{issue}"))
-            .env("ISSUEOPS_GIT_URL", self.git.url(REPO))
-            .env("ISSUEOPS_GITHUB_API_URL", self.server.uri())
-            .env("GITHUB_TOKEN_FILE", self.path("secret/token"))
-            .env(
-                "ISSUEOPS_AGENT_COMMAND",
-                serde_json::to_string(&argv).unwrap(),
-            )
-            .env("ISSUEOPS_AGENT_TIMEOUT_SECONDS", "20")
-            .env("ISSUEOPS_MODEL", "gpt-test")
-            .env("ISSUEOPS_REASONING", "high")
-            .env("ISSUEOPS_PROMPT_TEMPLATE", prompt)
-            .env("ISSUEOPS_AGENT_HOME", self.path("agent-home"))
-            .env("ISSUEOPS_WORKSPACE", &workspace)
-            .env("ISSUEOPS_RESULT_FILE", &result_file)
-            .envs(extra.iter().copied())
-            .output()
-            .await
-            .unwrap();
-        let text = std::fs::read_to_string(&result_file).unwrap_or_default();
-        Outcome {
-            code: out.status.code().unwrap_or(-1),
-            result: serde_json::from_str(&text).unwrap_or_else(|e| panic!("result {text:?}: {e}")),
-            logs: format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            workspace,
+        let mut logs = String::new();
+        for step in ["clone", "agent", "publish"] {
+            let result_file = self.path(&format!("result-{name}-{step}"));
+            let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_issueops-runner"));
+            command
+                .arg(step)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap())
+                .env("ISSUEOPS_REPO", REPO)
+                .env("ISSUEOPS_ISSUE", issue.to_string())
+                .env("ISSUEOPS_RUN_ID", name)
+                .env("ISSUEOPS_MODE", mode)
+                .env("ISSUEOPS_BRANCH", format!("issueops/issue-{issue}"))
+                .env("ISSUEOPS_GIT_URL", self.git.url(REPO))
+                .env("ISSUEOPS_GITHUB_API_URL", self.server.uri())
+                .env(
+                    "ISSUEOPS_AGENT_COMMAND",
+                    serde_json::to_string(&argv).unwrap(),
+                )
+                .env("ISSUEOPS_AGENT_TIMEOUT_SECONDS", "20")
+                .env("ISSUEOPS_MODEL", "gpt-test")
+                .env("ISSUEOPS_REASONING", "high")
+                .env("ISSUEOPS_PROMPT_TEMPLATE", prompt)
+                .env("ISSUEOPS_AGENT_HOME", self.path("agent-home"))
+                .env("ISSUEOPS_WORKSPACE", &workspace)
+                .env("ISSUEOPS_RESULT_FILE", &result_file);
+            if step != "agent" {
+                command
+                    .env("GITHUB_TOKEN_FILE", self.path("secret/token"))
+                    .env("ISSUEOPS_HANDOFF", &handoff);
+            }
+            let out = command.envs(extra.iter().copied()).output().await.unwrap();
+            logs.push_str(&String::from_utf8_lossy(&out.stdout));
+            logs.push_str(&String::from_utf8_lossy(&out.stderr));
+            let code = out.status.code().unwrap_or(-1);
+            let text = std::fs::read_to_string(&result_file).unwrap_or_default();
+            if code == 0 && step != "publish" {
+                assert!(
+                    text.is_empty(),
+                    "step {step} handed on but left a result: {text}"
+                );
+                continue;
+            }
+            return Outcome {
+                code,
+                result: serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{step}'s result {text:?}: {e}\n{logs}")),
+                logs,
+                workspace,
+            };
         }
+        unreachable!("publish always ends the run")
     }
 
     fn branch_head(&self, branch: &str) -> Option<String> {
@@ -433,21 +452,27 @@ async fn a_refreshed_token_is_used_for_the_next_call() {
 }
 
 #[test]
-fn a_wrong_environment_exits_2_with_a_result_naming_the_variable() {
+fn a_wrong_step_or_environment_exits_2_with_a_result_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let result = dir.path().join("result");
-    let out = Command::new(env!("CARGO_BIN_EXE_issueops-runner"))
-        .env_clear()
-        .env("ISSUEOPS_RESULT_FILE", &result)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(result).unwrap()).unwrap();
-    assert_eq!(v["outcome"], "failed");
-    assert!(
-        v["reason"].as_str().unwrap().contains("ISSUEOPS_REPO"),
-        "{v}"
-    );
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_issueops-runner"))
+            .args(args)
+            .env_clear()
+            .env("ISSUEOPS_RESULT_FILE", &result)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
+        assert_eq!(v["outcome"], "failed");
+        v["reason"].as_str().unwrap().to_string()
+    };
+    let reason = run(&["clone"]);
+    assert!(reason.contains("ISSUEOPS_REPO"), "{reason}");
+    let reason = run(&[]);
+    assert!(reason.contains("clone, agent, publish"), "{reason}");
+    let reason = run(&["push"]);
+    assert!(reason.contains("\"push\""), "{reason}");
 }
 
 /// The agent turns everything it can write against the push (the clone's
@@ -544,6 +569,29 @@ async fn a_link_out_of_the_repository_or_a_change_too_large_is_not_pushed() {
     );
     assert!(
         w.branch_head("issueops/issue-22").is_none(),
+        "pushed anyway"
+    );
+
+    // Both at once: the result names both.
+    w.api.add_issue(23, "t", "b");
+    let both = w
+        .run(
+            "run-both-23",
+            23,
+            "dev",
+            &["hostile-refused"],
+            &[("ISSUEOPS_MAX_PUSH_BYTES", "1048576")],
+        )
+        .await;
+    assert_eq!(both.code, 1, "{}", both.logs);
+    let reason = both.result["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("symbolic link token-link -> /var/run/secrets/issueops/github/token")
+            && reason.contains("more than agent.max_push_bytes (1048576)"),
+        "{reason}"
+    );
+    assert!(
+        w.branch_head("issueops/issue-23").is_none(),
         "pushed anyway"
     );
 }

@@ -94,7 +94,9 @@ impl Env {
                 "command_dev": agent_argv("dev"),
                 "command_revise": agent_argv("revise"),
                 "git_url": format!("{}/{{repo}}.git", git.base),
-                "models": ["hold", "edit", "nothing", "fail", "hostile"],
+                "models": ["hold", "edit", "nothing", "fail", "hostile-probe", "hostile-refused"],
+                // Small, so the hostile agent's 2 MiB file is refused.
+                "max_push_bytes": 1048576,
                 "default_model": "hold",
                 "timeout_seconds": 600,
             },
@@ -404,18 +406,24 @@ impl Env {
         let record = self.store.get_run(run).await.unwrap().unwrap();
         let pods: Api<Pod> = Api::namespaced(self.kube.clone(), &record.namespace);
         let selector = format!("batch.kubernetes.io/job-name=run-{run}");
-        // Told once the stand-in reports it Running, as a person would act on
-        // a running agent.
+        // Told once the stand-in reports the agent step running (an init
+        // container: the pod is still Pending then, as on a kubelet), as a
+        // person would act on a running agent.
         let pods_of_run = self
-            .wait_for("the run's pod is Running", || async {
+            .wait_for("the run's agent step is running", || async {
                 let list = pods
                     .list(&ListParams::default().labels(&selector))
                     .await
                     .unwrap();
-                let running = list
-                    .items
-                    .iter()
-                    .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
+                let running = list.items.iter().any(|p| {
+                    p.status
+                        .iter()
+                        .flat_map(|s| s.init_container_statuses.iter().flatten())
+                        .any(|c| {
+                            c.name == "agent"
+                                && c.state.as_ref().is_some_and(|st| st.running.is_some())
+                        })
+                });
                 running.then_some(list.items)
             })
             .await;
@@ -514,6 +522,8 @@ struct Issues {
     held: [u64; 3],
     /// Where the hostile agent runs, and the weakening commit is tried.
     hostile: u64,
+    /// Where the hostile agent's link and huge file are refused.
+    hostile_refused: u64,
     /// An issue whose namespace someone else created first.
     foreign: u64,
 }
@@ -795,10 +805,21 @@ async fn staff_ui_shows_the_run_and_its_pr(env: &Env, issues: &Issues) -> Eviden
     b.wait_text("#diff", "kind: Job").await;
     b.wait_text("table.timeline", "agent.result").await;
     b.wait_text("#token-secret", "never shown").await;
-    // The pod's log tail, through the API server's pods/log (proxied to the
-    // node stand-in's kubelet endpoint): the runner's last line is its result.
-    let log = b.wait_text("pre.log", "issueops-result").await;
+    // The pod's log tail per step, through the API server's pods/log
+    // (proxied to the node stand-in's kubelet endpoint): publish's last line
+    // is the run's result; the agent step's log has the agent's output.
+    let log = b.wait_text("#log-publish", "issueops-result").await;
     assert!(log.contains("pr-opened"), "{log}");
+    let agent_log = b.text("#log-agent").await;
+    assert!(
+        agent_log.contains("agent: edited CHANGES.md"),
+        "{agent_log}"
+    );
+    let clone_log = b.text("#log-clone").await;
+    assert!(
+        clone_log.contains("cloned; the agent step is next"),
+        "{clone_log}"
+    );
     let source = c.source().await.unwrap();
     assert!(!source.contains(AGENT_TOKEN), "the token is on a page");
     let shot = b.screenshot("e2e-run").await;
@@ -1019,15 +1040,28 @@ async fn rollback_does_not_rerun_a_finished_job(env: &Env, issues: &Issues) -> E
 /// and their runs keep running. Catches a resync without prune safety (`if
 /// !force` before `self.safety.check` in `reconciler/src/resync.rs` made `if
 /// false`): the guard blocked one cycle and the resync deleted everything.
-/// The agent, in a real Job's run on the real API server, turns everything
-/// it can write against the push: the clone's `pushurl`, `insteadOf` and
-/// `pushInsteadOf` pointing to a decoy repository on the same git server
-/// (which would take the token), a credential helper, a pre-push hook, and a
-/// `~/.gitconfig` in the runner's home. The run's commit still lands only on
-/// the run's branch of the run's repository, and the decoy gets nothing.
-/// (The token file itself is still in the agent's reach in this build: see
-/// docs/security.md.)
-async fn hostile_agent_cannot_redirect_the_push(env: &Env, issues: &Issues) -> Evidence {
+/// The agent, as the `agent` step of a real Job's pod on the real API server
+/// (its container sandboxed by the node stand-in: only its own mounts), is
+/// hostile twice:
+///
+/// 1. It looks for the push token in every file it can read, every process
+///    environment it can see and its own, and puts its report into its
+///    change, as an agent would try to smuggle a secret out; then it turns
+///    everything it can write against the push: the clone's `pushurl`,
+///    `insteadOf` and `pushInsteadOf` pointing to a decoy repository on the
+///    same git server (which would take the token), a credential helper, a
+///    pre-push hook, and a `~/.gitconfig`. The report says no token was in its
+///    reach (no token file, nothing token-shaped anywhere), the pushed tree
+///    holds no token, the commit lands only on the run's branch of the run's
+///    repository, and the decoy gets nothing.
+/// 2. On another issue it also commits a link to the token's path and a
+///    2 MiB file: nothing is pushed, and the run's result and the issue's
+///    status comment say both were refused.
+///
+/// Mutation: mounting the `github-token` volume into the agent container
+/// too (`manifests-templates/run/job.yaml`) turns step 1 red ("the agent
+/// found the token").
+async fn hostile_agent_never_reaches_the_token(env: &Env, issues: &Issues) -> Evidence {
     let decoy = env
         .git
         .create_repo("Codertocat/decoy", "main", &[("README.md", "decoy\n")]);
@@ -1036,9 +1070,46 @@ async fn hostile_agent_cannot_redirect_the_push(env: &Env, issues: &Issues) -> E
         env,
         "e2e-hostile-agent",
         issues.hostile,
-        &["run:dev", "ai-model:hostile", "run:debug"],
+        &["run:dev", "ai-model:hostile-probe", "run:debug"],
     )
     .await;
+    let bare = env.git.root.join(format!("{}.git", common::REPO));
+    let report = git_http::git(&bare, &["show", &format!("{head}:probe-report.txt")]);
+    let line = |prefix: &str| {
+        report
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in the agent's report:\n{report}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        line("token-like strings found in:"),
+        "nothing",
+        "the agent found the token:\n{report}"
+    );
+    assert_eq!(line("token file:"), "absent", "{report}");
+    assert_eq!(line("uid:"), "65532", "{report}");
+    let readable: usize = line("readable files:").parse().unwrap();
+    assert!(
+        report.contains("  /workspace/repo/README.md"),
+        "the probe did not see its own workspace:\n{report}"
+    );
+    assert!(!report.contains("/var/run/secrets"), "{report}");
+    assert!(!report.contains("/var/run/issueops/handoff"), "{report}");
+    assert!(!report.contains("GITHUB_TOKEN_FILE"), "{report}");
+    // `git grep` exits 1 when nothing matches.
+    let grep = Command::new("git")
+        .args(["grep", "-c", "-F", AGENT_TOKEN, &head, "--", "."])
+        .current_dir(&bare)
+        .output()
+        .unwrap();
+    assert_eq!(
+        grep.status.code(),
+        Some(1),
+        "the token was pushed: {}",
+        String::from_utf8_lossy(&grep.stdout)
+    );
     let decoy_refs = git_http::git(
         &decoy,
         &["for-each-ref", "--format=%(refname) %(objectname)"],
@@ -1049,6 +1120,66 @@ async fn hostile_agent_cannot_redirect_the_push(env: &Env, issues: &Issues) -> E
         "the decoy was pushed to: {decoy_refs}"
     );
     assert!(decoy_refs.starts_with("refs/heads/main "), "{decoy_refs}");
+    let environment: Vec<String> = report
+        .split("environment:\n")
+        .nth(1)
+        .and_then(|rest| rest.split("files:\n").next())
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect();
+
+    // The link to the token's path and the file too large: refused.
+    env.label_with(
+        "e2e-hostile-refused",
+        issues.hostile_refused,
+        "run:dev",
+        "Codertocat",
+        &["run:dev", "ai-model:hostile-refused"],
+    )
+    .await;
+    let refused_run = naming::run_id_for_delivery("e2e-hostile-refused");
+    let state = env
+        .wait_state(
+            &refused_run,
+            &["succeeded", "failed", "cancelled", "pruned"],
+        )
+        .await;
+    let record = env.store.get_run(&refused_run).await.unwrap().unwrap();
+    let result = env
+        .store
+        .run_result(&refused_run)
+        .await
+        .unwrap()
+        .expect("the refused run's result");
+    let reason = result.reason.clone().unwrap_or_default();
+    assert_eq!(result.outcome, "failed", "{result:?}");
+    assert!(
+        reason.contains("symbolic link token-link -> /var/run/secrets/issueops/github/token")
+            && reason.contains("more than agent.max_push_bytes (1048576)"),
+        "{reason}"
+    );
+    let comment = status_comment(env, "e2e-hostile-refused", "symbolic link token-link").await;
+    let refused_branch = naming::branch_for_issue(issues.hostile_refused);
+    let branches = git_http::git(&bare, &["for-each-ref", "--format=%(refname)"]);
+    assert!(
+        !branches.contains(&refused_branch),
+        "the refused change was pushed: {branches}"
+    );
+    assert_eq!(
+        git_http::git(&decoy, &["for-each-ref", "--format=%(refname)"]).trim(),
+        "refs/heads/main"
+    );
+    // Done with that issue: closed and pruned now, not by the idle timer in
+    // the middle of a later scenario.
+    env.close("e2e-hostile-refused-close", issues.hostile_refused)
+        .await;
+    let refused_namespace = naming::namespace_for_issue(common::REPO, issues.hostile_refused);
+    env.wait_until(&format!("{refused_namespace} is pruned"), || async {
+        !env.our_namespaces().await.contains(&refused_namespace)
+    })
+    .await;
+
     let mut e = env.run_evidence(&run).await;
     e.insert(
         "pushed_to".into(),
@@ -1061,6 +1192,21 @@ async fn hostile_agent_cannot_redirect_the_push(env: &Env, issues: &Issues) -> E
     );
     e.insert("head_commit".into(), head.into());
     e.insert("decoy_refs".into(), decoy_refs.trim().into());
+    e.insert(
+        "agent_found_token_in".into(),
+        line("token-like strings found in:").into(),
+    );
+    e.insert("agent_token_file".into(), line("token file:").into());
+    e.insert("agent_uid".into(), line("uid:").into());
+    e.insert("agent_readable_files".into(), readable.into());
+    e.insert("agent_environment".into(), json!(environment));
+    e.insert("refused_run".into(), refused_run.into());
+    e.insert(
+        "refused_run_state".into(),
+        format!("{state} ({:?})", record.reason).into(),
+    );
+    e.insert("refused_reason".into(), reason.into());
+    e.insert("refused_status_comment".into(), comment.into());
     e
 }
 
@@ -1334,6 +1480,7 @@ async fn main() -> std::process::ExitCode {
         ],
         foreign: common::unique_issue(),
         hostile: common::unique_issue(),
+        hostile_refused: common::unique_issue(),
     });
     let scenarios: Vec<(&str, ScenarioFn)> = vec![
         scenario!(dev_run_to_succeeded_and_pruned),
@@ -1345,7 +1492,7 @@ async fn main() -> std::process::ExitCode {
         scenario!(agent_dev_opens_a_pull_request),
         scenario!(agent_revise_updates_the_pull_request),
         scenario!(staff_ui_shows_the_run_and_its_pr),
-        scenario!(hostile_agent_cannot_redirect_the_push),
+        scenario!(hostile_agent_never_reaches_the_token),
         scenario!(weakening_state_repo_commit_is_refused),
         scenario!(emptied_state_repo_trips_the_prune_guard),
         scenario!(unmanaged_object_not_taken_over),

@@ -1,12 +1,13 @@
 //! What the cluster says about a run right now: its namespace, its Job and
-//! the Job's pods (exists or not, conditions), a snapshot of the newest
-//! pod's log tail, and whether the agent token Secret exists (never its
-//! value). Every call is bounded, and a failure is shown, not hidden.
+//! the Job's pods (exists or not, conditions, every container), a snapshot
+//! of the newest pod's log tail per container, and whether the agent token
+//! Secret exists (never its value). Every call is bounded, and a failure is
+//! shown, not hidden.
 
 use issueops_core::store::views::RunView;
 use issueops_reconciler::RUN_LABEL;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{ContainerStatus, Namespace, Pod, Secret};
 use kube::api::{Api, ListParams, LogParams};
 use serde::Serialize;
 use std::future::Future;
@@ -25,7 +26,8 @@ pub struct ClusterView {
     pub namespace_phase: Option<String>,
     pub jobs: Vec<JobView>,
     pub pods: Vec<PodView>,
-    pub log: Option<LogView>,
+    /// The newest pod's log tail, per step container that has started.
+    pub logs: Vec<LogView>,
     /// `Some(true)` present, `Some(false)` absent, `None` unknown.
     pub token_secret: Option<bool>,
     /// How the Secret's presence was learnt.
@@ -63,6 +65,7 @@ pub struct PodView {
 #[derive(Debug, Serialize)]
 pub struct LogView {
     pub pod: String,
+    pub container: String,
     pub text: String,
 }
 
@@ -121,14 +124,24 @@ pub async fn run_cluster(
         let mut items = list.items;
         items.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
         view.pods = items.iter().map(pod_view).collect();
-        if let Some(newest) = items.last().and_then(|p| p.metadata.name.clone()) {
-            let params = LogParams {
-                tail_lines: Some(LOG_LINES),
-                limit_bytes: Some(LOG_BYTES),
-                ..LogParams::default()
-            };
-            let text = bounded("pod log", pods.logs(&newest, &params), errors).await;
-            view.log = text.map(|text| LogView { pod: newest, text });
+        if let Some(newest) = items.last() {
+            let name = newest.metadata.name.clone().unwrap_or_default();
+            for container in started_containers(newest) {
+                let params = LogParams {
+                    container: Some(container.clone()),
+                    tail_lines: Some(LOG_LINES),
+                    limit_bytes: Some(LOG_BYTES),
+                    ..LogParams::default()
+                };
+                let what = format!("log of {container}");
+                if let Some(text) = bounded(&what, pods.logs(&name, &params), errors).await {
+                    view.logs.push(LogView {
+                        pod: name.clone(),
+                        container,
+                        text,
+                    });
+                }
+            }
         }
     }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
@@ -170,11 +183,32 @@ fn job_view(job: Job) -> JobView {
     }
 }
 
-fn pod_view(pod: &Pod) -> PodView {
+/// Every container of the pod, init containers first, in the order they run.
+fn statuses(pod: &Pod) -> Vec<ContainerStatus> {
     let status = pod.status.clone().unwrap_or_default();
-    let containers = status
-        .container_statuses
+    status
+        .init_container_statuses
         .unwrap_or_default()
+        .into_iter()
+        .chain(status.container_statuses.unwrap_or_default())
+        .collect()
+}
+
+/// The containers that have a log: running or terminated.
+fn started_containers(pod: &Pod) -> Vec<String> {
+    statuses(pod)
+        .into_iter()
+        .filter(|c| {
+            c.state
+                .as_ref()
+                .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+        })
+        .map(|c| c.name)
+        .collect()
+}
+
+fn pod_view(pod: &Pod) -> PodView {
+    let containers = statuses(pod)
         .into_iter()
         .map(|c| {
             let state = c.state.unwrap_or_default();
@@ -196,7 +230,11 @@ fn pod_view(pod: &Pod) -> PodView {
         .collect();
     PodView {
         name: pod.metadata.name.clone().unwrap_or_default(),
-        phase: status.phase.unwrap_or_else(|| "Unknown".into()),
+        phase: pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_else(|| "Unknown".into()),
         containers,
     }
 }

@@ -17,8 +17,45 @@
 #                    clone's parent in the Job), and optionally a symbolic
 #                    link to TARGET or a file of BYTES bytes; DECOY is by
 #                    default the repository `decoy` beside the origin
+#   hostile-probe    hostile, and first look for the push token everywhere it
+#                    can: every file it can read (outside /usr, the image's
+#                    programs, and the kernel's /proc, /sys, /dev), every
+#                    process environment it can see and its own environment;
+#                    the report (probe-report.txt: what it found, its uid,
+#                    the variable names and every readable path) is part of
+#                    its change, as an agent would try to smuggle it out
+#   hostile-refused  hostile, with a link to the token's path in the Job and a
+#                    file of 2 MiB (the gate's agent.max_push_bytes is 1 MiB)
 # Arguments 2 and 3 are the model and reasoning level the runner passes.
 set -eu
+
+# Looks for anything shaped like a GitHub token (ghs_, 20+ characters) in
+# everything this process can read; writes the report to $1.
+probe() {
+  files="$(find / \( -path /proc -o -path /sys -o -path /usr -o -path /dev \) -prune \
+    -o -type f -readable -print 2>/dev/null | sort)"
+  environs="$(ls /proc/[0-9]*/environ 2>/dev/null || true)"
+  found=""
+  for f in $files $environs; do
+    if grep -aqE 'ghs_[A-Za-z0-9]{20,}' "$f" 2>/dev/null; then found="$found $f"; fi
+  done
+  if env | grep -qE 'ghs_[A-Za-z0-9]{20,}'; then found="$found (environment)"; fi
+  {
+    echo "token-like strings found in:${found:- nothing}"
+    echo "uid: $(id -u)"
+    if [ -e /var/run/secrets/issueops/github/token ]; then
+      echo "token file: present"
+    else
+      echo "token file: absent"
+    fi
+    echo "readable files: $(echo "$files" | grep -c .)"
+    echo "environment:"
+    env | cut -d= -f1 | sort | sed 's/^/  /'
+    echo "files:"
+    echo "$files" | sed 's/^/  /'
+  } > "$1"
+}
+
 action="$1"
 model="${2:-}"
 reasoning="${3:-}"
@@ -54,7 +91,12 @@ case "$action" in
     while kill -0 "$PPID" 2>/dev/null; do sleep 0.2; done
     exit 1
     ;;
-  hostile)
+  hostile|hostile-probe|hostile-refused)
+    if [ "$action" = hostile-probe ]; then probe probe-report.txt; fi
+    if [ "$action" = hostile-refused ]; then
+      set -- "$1" "$2" "$3" "" link /var/run/secrets/issueops/github/token
+      head -c 2097152 /dev/zero > huge.bin
+    fi
     origin="$(git config remote.origin.url)"
     decoy="${4:-${origin%/*}/decoy.git}"
     git config remote.origin.pushurl "$decoy"

@@ -1,7 +1,8 @@
 //! The test cluster's node: no kubelet can run here, so this program plays
 //! the part the tests need. It registers a Ready Node, binds every pending pod
 //! to it (there is no scheduler either), waits like a kubelet until the
-//! Secrets and ConfigMaps a pod mounts exist, writes their keys as files under
+//! Secrets and ConfigMaps a pod mounts exist, writes their keys (or the keys
+//! a volume's `items` select) as files under
 //! `--volumes-dir/<namespace>/<pod>/<volume>/` and keeps them current (as a
 //! kubelet refreshes Secret volumes), then reports the pod Running and, after
 //! `--run-ms`, Succeeded or Failed, so the real Job controller completes or
@@ -12,18 +13,16 @@
 //! (`succeed`, `fail`, `hold`, `exec`), else its first container's image tag
 //! when that is one of those words (`agent:fail`), else `--default-outcome`.
 //! `hold` stays Running until the annotation says otherwise. The annotation
-//! `standin.issueops.dev/termination-message` becomes the container's
-//! termination message.
+//! `standin.issueops.dev/termination-message` becomes the main containers'
+//! termination message; init containers are reported completed.
 //!
-//! `exec` runs the container for real, as a local process: the program is the
-//! agent image's entrypoint, `issueops-runner`, found beside this binary (or
-//! `--exec-program`). It gets the container's env (literal values), its
-//! working directory, and its volume mounts as local directories — Secret and
-//! ConfigMap volumes as projected above, emptyDirs per pod, a
-//! PersistentVolumeClaim as one directory per claim that outlives the pod —
-//! with every env value that names a mount path rewritten to the local
-//! directory. Its exit code and its termination message file become the
-//! container's terminated state, as a kubelet reports them.
+//! `exec` runs the containers for real, in order, each in a sandbox that
+//! holds only its own mounts (see [`exec`]): the program is the agent image's
+//! entrypoint, `issueops-runner`, found beside this binary (or
+//! `--exec-program`). Their exit codes and termination message files become
+//! the containers' terminated states, as a kubelet reports them.
+
+mod exec;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -60,6 +59,10 @@ struct Args {
     /// The program `exec` pods run; default: `issueops-runner` beside this binary.
     #[arg(long)]
     exec_program: Option<PathBuf>,
+    /// A host folder `exec` containers see read-only at the same path (the
+    /// tests' stand-in agent); repeatable.
+    #[arg(long)]
+    exec_bind: Vec<PathBuf>,
     /// Serve the kubelet's log endpoint (what the API server proxies
     /// `pods/log` to) over HTTPS on this port, with `--tls-cert`/`--tls-key`.
     #[arg(long, requires_all = ["tls_cert", "tls_key"])]
@@ -131,15 +134,20 @@ mod logs {
 
     async fn container_logs(
         State(volumes): State<PathBuf>,
-        Path((ns, pod, _container)): Path<(String, String, String)>,
+        Path((ns, pod, container)): Path<(String, String, String)>,
         Query(q): Query<LogQuery>,
     ) -> Result<String, (StatusCode, String)> {
-        let safe = |s: &str| !s.is_empty() && !s.contains(['/', '\\']) && s != "..";
-        if !safe(&ns) || !safe(&pod) {
+        let safe = |s: &str| !s.is_empty() && !s.contains(['/', '\\']) && !s.starts_with('.');
+        if !safe(&ns) || !safe(&pod) || !safe(&container) {
             return Err((StatusCode::BAD_REQUEST, "bad pod reference".into()));
         }
-        let text = std::fs::read_to_string(volumes.join(&ns).join(&pod).join("container.log"))
-            .map_err(|e| (StatusCode::NOT_FOUND, format!("no log for {ns}/{pod}: {e}")))?;
+        let path = crate::exec::log_file(&volumes, &ns, &pod, &container);
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            (
+                StatusCode::NOT_FOUND,
+                format!("no log for {ns}/{pod}/{container}: {e}"),
+            )
+        })?;
         Ok(tail(&text, q.tail_lines, q.limit_bytes))
     }
 
@@ -227,7 +235,11 @@ async fn main() -> Result<()> {
             .context("locating issueops-runner beside the stand-in")?,
     };
     let mut kubelet = Kubelet {
-        exec_program,
+        sandbox: exec::Sandbox {
+            program: exec_program,
+            binds: args.exec_bind,
+            volumes_dir: args.volumes_dir.clone(),
+        },
         processes: HashMap::new(),
         client,
         node: args.node,
@@ -306,7 +318,7 @@ async fn register_node(client: &Client, name: &str, kubelet_port: Option<u16>) -
         "addresses": [{ "type": "InternalIP", "address": "127.0.0.1" }, { "type": "Hostname", "address": name }],
         "daemonEndpoints": { "kubeletEndpoint": { "Port": kubelet_port.unwrap_or(0) } },
         "conditions": [{ "type": "Ready", "status": "True", "reason": "KubeletReady",
-            "message": "issueops node stand-in (runs no containers)",
+            "message": "issueops node stand-in (no container runtime)",
             "lastHeartbeatTime": now, "lastTransitionTime": now }],
         "nodeInfo": { "kubeletVersion": "v1.36.3-standin", "architecture": "amd64", "operatingSystem": "linux",
             "containerRuntimeVersion": "standin://0", "kernelVersion": "", "osImage": "issueops node stand-in",
@@ -327,9 +339,9 @@ fn pod_ref(pod: &Pod) -> String {
 }
 
 struct Kubelet {
-    /// What `exec` pods run, and the processes running now (by pod uid).
-    exec_program: PathBuf,
-    processes: HashMap<String, Running>,
+    /// How `exec` pods run, and the ones running now (by pod uid).
+    sandbox: exec::Sandbox,
+    processes: HashMap<String, exec::Execution>,
     client: Client,
     node: String,
     volumes_dir: PathBuf,
@@ -410,61 +422,74 @@ impl Kubelet {
             .as_ref()
             .and_then(|s| s.phase.as_deref())
             .unwrap_or("Pending");
-        match phase {
-            "Pending" => {
-                if !self.project_volumes(ns, name, &spec).await? {
-                    return Ok(()); // waits, like ContainerCreating, for what it mounts
-                }
-                if outcome_of(pod, self.default) == Outcome::Exec
-                    && !self.processes.contains_key(uid)
-                {
-                    let running = self.exec(ns, name, &spec)?;
-                    self.processes.insert(uid.to_string(), running);
-                }
-                self.set_running(&api, pod).await?;
-                self.started.insert(uid.to_string(), Instant::now());
-                tracing::info!(pod = %pod_ref(pod), "running");
-            }
-            "Running" => {
-                self.project_volumes(ns, name, &spec).await?;
-                let started = *self
-                    .started
-                    .entry(uid.to_string())
-                    .or_insert_with(Instant::now);
-                let outcome = outcome_of(pod, self.default);
-                if outcome != Outcome::Exec {
-                    // An annotation overrides a running process: stop it.
-                    self.processes.remove(uid);
-                }
-                if outcome == Outcome::Exec {
-                    let Some(running) = self.processes.get_mut(uid) else {
-                        // Started by an earlier stand-in: its process is gone.
-                        set_finished(&api, pod, 137, Some("the stand-in restarted".into())).await?;
-                        return Ok(());
-                    };
-                    if let Some(status) = running.child.try_wait()? {
-                        let code = status.code().unwrap_or(137);
-                        let message = std::fs::read(&running.message_file)
-                            .ok()
-                            .map(|m| String::from_utf8_lossy(&m[..m.len().min(4096)]).into_owned());
-                        set_finished(&api, pod, code, message).await?;
-                        tracing::info!(pod = %pod_ref(pod), code, "process exited");
-                    }
+        let outcome = outcome_of(pod, self.default);
+        if outcome != Outcome::Exec {
+            // An annotation overrides a running process: stop it.
+            self.processes.remove(uid);
+        }
+        if !matches!(phase, "Pending" | "Running") {
+            return Ok(());
+        }
+        let volumes_ready = self.project_volumes(ns, name, &spec).await?;
+        if outcome == Outcome::Exec {
+            if !self.processes.contains_key(uid) {
+                if phase == "Running" || has_progress(pod) {
+                    // Started by an earlier stand-in: its processes are gone.
+                    set_finished(&api, pod, 137, Some("the stand-in restarted".into())).await?;
                     return Ok(());
                 }
-                if outcome != Outcome::Hold && started.elapsed() >= self.run_for {
-                    let message = pod
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(MESSAGE_ANNOTATION))
-                        .cloned();
-                    let code = if outcome == Outcome::Succeed { 0 } else { 1 };
-                    set_finished(&api, pod, code, message).await?;
-                    tracing::info!(pod = %pod_ref(pod), ?outcome, "finished");
+                if !volumes_ready {
+                    return Ok(()); // waits, like ContainerCreating, for what it mounts
                 }
+                self.processes
+                    .insert(uid.to_string(), exec::Execution::new(ns, name, &spec));
             }
-            _ => {}
+            let Some(execution) = self.processes.get_mut(uid) else {
+                return Ok(());
+            };
+            execution.poll(&self.sandbox, &spec)?;
+            if execution.reported != execution.version {
+                let version = execution.version;
+                let mut status = execution.status();
+                if phase == "Pending" {
+                    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+                    status["startTime"] = now.into();
+                    status["hostIP"] = "127.0.0.1".into();
+                    status["podIP"] = "127.0.0.1".into();
+                }
+                api.patch_status(
+                    name_of(pod),
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({ "status": status })),
+                )
+                .await?;
+                execution.reported = version;
+            }
+            return Ok(());
+        }
+        if phase == "Pending" {
+            if !volumes_ready {
+                return Ok(()); // waits, like ContainerCreating, for what it mounts
+            }
+            self.set_running(&api, pod).await?;
+            self.started.insert(uid.to_string(), Instant::now());
+            tracing::info!(pod = %pod_ref(pod), "running");
+            return Ok(());
+        }
+        let started = *self
+            .started
+            .entry(uid.to_string())
+            .or_insert_with(Instant::now);
+        if outcome != Outcome::Hold && started.elapsed() >= self.run_for {
+            let message = pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(MESSAGE_ANNOTATION))
+                .cloned();
+            let code = if outcome == Outcome::Succeed { 0 } else { 1 };
+            set_finished(&api, pod, code, message).await?;
+            tracing::info!(pod = %pod_ref(pod), ?outcome, "finished");
         }
         Ok(())
     }
@@ -513,12 +538,24 @@ impl Kubelet {
                 } else {
                     continue;
                 };
-            let Some(data) = data else {
+            let Some(mut data) = data else {
                 if optional {
                     continue;
                 }
                 return Ok(false);
             };
+            // `items` projects only the keys it names, at the paths it gives.
+            let items = volume
+                .secret
+                .as_ref()
+                .and_then(|s| s.items.clone())
+                .or_else(|| volume.config_map.as_ref().and_then(|c| c.items.clone()));
+            if let Some(items) = items {
+                data = items
+                    .into_iter()
+                    .filter_map(|i| data.get(&i.key).map(|v| (i.path, v.clone())))
+                    .collect();
+            }
             let dir = self.volumes_dir.join(ns).join(pod).join(&volume.name);
             write_volume(&dir, &data)?;
         }
@@ -532,97 +569,6 @@ impl Kubelet {
             "phase": "Running", "startTime": now, "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
         });
         patch_status(api, pod, status, state, true, &now).await
-    }
-
-    /// Starts the first container of an `exec` pod as a local process.
-    fn exec(
-        &self,
-        ns: &str,
-        pod: &str,
-        spec: &k8s_openapi::api::core::v1::PodSpec,
-    ) -> Result<Running> {
-        let container = spec
-            .containers
-            .first()
-            .context("the pod has no container")?;
-        let pod_dir = self.volumes_dir.join(ns).join(pod);
-        let mut mounts: Vec<(String, PathBuf)> = Vec::new();
-        for m in container.volume_mounts.iter().flatten() {
-            let volume = spec
-                .volumes
-                .iter()
-                .flatten()
-                .find(|v| v.name == m.name)
-                .with_context(|| format!("mount {} names no volume", m.name))?;
-            let local = match &volume.persistent_volume_claim {
-                Some(claim) => self
-                    .volumes_dir
-                    .join(ns)
-                    .join("_claims")
-                    .join(&claim.claim_name),
-                None => pod_dir.join(&volume.name),
-            };
-            std::fs::create_dir_all(&local)?;
-            mounts.push((m.mount_path.clone(), local));
-        }
-        let message_path = container
-            .termination_message_path
-            .clone()
-            .unwrap_or_else(|| "/dev/termination-log".into());
-        let message_file = pod_dir.join("termination-log");
-        mounts.push((message_path, message_file.clone()));
-        // Longest mount path first, so /a/b wins over /a.
-        mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
-        let local_path = |value: &str| -> String {
-            for (path, local) in &mounts {
-                if value == path {
-                    return local.display().to_string();
-                }
-                if let Some(rest) = value.strip_prefix(&format!("{path}/")) {
-                    return local.join(rest).display().to_string();
-                }
-            }
-            value.to_string()
-        };
-        let env: Vec<(String, String)> = container
-            .env
-            .iter()
-            .flatten()
-            .filter_map(|e| e.value.as_ref().map(|v| (e.name.clone(), local_path(v))))
-            .collect();
-        let cwd = local_path(container.working_dir.as_deref().unwrap_or("/"));
-        let log = std::fs::File::create(pod_dir.join("container.log"))?;
-        let child = std::process::Command::new(&self.exec_program)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(env)
-            .current_dir(&cwd)
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", self.exec_program.display()))?;
-        tracing::info!(pod = %format!("{ns}/{pod}"), program = %self.exec_program.display(), "process started");
-        Ok(Running {
-            child,
-            message_file,
-        })
-    }
-}
-
-/// A container the stand-in runs as a local process; stopped when dropped
-/// (its pod deleted, or an annotation deciding its outcome).
-struct Running {
-    child: std::process::Child,
-    message_file: PathBuf,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -639,8 +585,9 @@ async fn set_finished(api: &Api<Pod>, pod: &Pod, code: i32, message: Option<Stri
     patch_status(api, pod, status, state, false, &now).await
 }
 
-/// Reports `status` for the pod, with every container in `state` and the
-/// pod's conditions saying whether it is `ready`.
+/// Reports `status` for the pod, with every main container in `state`, the
+/// init containers completed, and the pod's conditions saying whether it is
+/// `ready`.
 async fn patch_status(
     api: &Api<Pod>,
     pod: &Pod,
@@ -658,6 +605,20 @@ async fn patch_status(
         })
         .collect();
     status["containerStatuses"] = json!(containers);
+    let at = now;
+    let completed: Vec<_> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten())
+        .map(|c| {
+            json!({
+                "name": c.name, "image": c.image, "imageID": "", "ready": true, "restartCount": 0,
+                "started": false,
+                "state": { "terminated": { "exitCode": 0, "reason": "Completed", "finishedAt": at } },
+            })
+        })
+        .collect();
+    status["initContainerStatuses"] = json!(completed);
     status["conditions"] = conditions(now, if ready { "True" } else { "False" });
     api.patch_status(
         name_of(pod),
@@ -666,6 +627,23 @@ async fn patch_status(
     )
     .await?;
     Ok(())
+}
+
+/// Whether some container of the pod was reported started.
+fn has_progress(pod: &Pod) -> bool {
+    pod.status
+        .iter()
+        .flat_map(|s| {
+            s.init_container_statuses
+                .iter()
+                .flatten()
+                .chain(s.container_statuses.iter().flatten())
+        })
+        .any(|c| {
+            c.state
+                .as_ref()
+                .is_some_and(|st| st.running.is_some() || st.terminated.is_some())
+        })
 }
 
 fn name_of(pod: &Pod) -> &str {
