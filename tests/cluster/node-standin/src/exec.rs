@@ -315,9 +315,6 @@ fn start(sandbox: &Sandbox, ns: &str, pod: &str, spec: &PodSpec, c: &Container) 
         );
     }
     bind("--ro-bind", &sandbox.program, ENTRYPOINT);
-    for extra in &sandbox.binds {
-        bind("--ro-bind", extra, &extra.display().to_string());
-    }
     for m in c.volume_mounts.iter().flatten() {
         let local = volume_dir(&sandbox.volumes_dir, ns, pod, spec, &m.name)
             .with_context(|| format!("mount {} names no volume", m.name))?;
@@ -330,6 +327,11 @@ fn start(sandbox: &Sandbox, ns: &str, pod: &str, spec: &PodSpec, c: &Container) 
             "--bind"
         };
         bind(how, &local, &m.mount_path);
+    }
+    // After the volumes: a checkout under /tmp must not be hidden by a
+    // container's /tmp volume.
+    for extra in &sandbox.binds {
+        bind("--ro-bind", extra, &extra.display().to_string());
     }
     let message = message_file(&sandbox.volumes_dir, ns, pod, c);
     std::fs::create_dir_all(message.parent().context("message folder")?)?;
