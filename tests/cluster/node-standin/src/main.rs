@@ -1,5 +1,6 @@
-//! The test cluster's node: no kubelet can run here, so this program plays
-//! the part the tests need. It registers a Ready Node, binds every pending pod
+//! The test cluster's stand-in node, beside the real one (scripts/lib/real-node.sh):
+//! until the agent image runs on the real node, this program plays the part
+//! the agent's Jobs need. It registers a Ready Node, binds every pending pod
 //! to it (there is no scheduler either), waits like a kubelet until the
 //! Secrets and ConfigMaps a pod mounts exist, writes their keys (or the keys
 //! a volume's `items` select) as files under

@@ -1,0 +1,144 @@
+# The test cluster's real node, sourced by scripts/cluster: the kubelet built
+# from the Kubernetes module, Debian's containerd and runc, CNI bridge
+# networking, a pause image built here from tests/cluster/node/pause.c. It
+# sits beside the node stand-in: pods that name it (`spec.nodeName:
+# issueops-node`) run in real containers; the stand-in binds the others.
+#
+# Two things of this machine shape it:
+# - Its root lacks CAP_SYS_RESOURCE, so no process may lower its OOM score,
+#   and runc fails to start a pod sandbox when it writes the kubelet's -998
+#   ("can't get final child's PID from pipe: EOF"; `runc --debug` shows
+#   "failed to update /proc/self/oom_score_adj: Permission denied"). runc runs
+#   through a wrapper that raises negative scores to 0 (tests/cluster/node/runc).
+# - The kubelet refuses a loopback node IP, so the node gets an address of its
+#   own on a dummy interface, where the kubelet listens for the API server.
+#
+# Its state (containerd's root, the kubelet's root, runc's, CNI's) lives in
+# $STATE/node; `down` stops its containers and unmounts what the kubelet and
+# containerd mounted there.
+
+REAL_NODE=issueops-node
+REAL_NODE_IP=10.250.0.1
+REAL_NODE_SUBNET=10.244.0.0/24
+PAUSE_IMAGE=registry.k8s.io/pause:3.10
+
+real_node_tools() {
+  local missing=()
+  command -v containerd >/dev/null || missing+=(containerd)
+  command -v runc >/dev/null || missing+=(runc)
+  [[ -x /usr/lib/cni/bridge ]] || missing+=(containernetworking-plugins)
+  command -v ip >/dev/null || missing+=(iproute2)
+  command -v gcc >/dev/null || missing+=(gcc libc6-dev)
+  if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+real_node_up() {
+  local node="$STATE/node" pki="$STATE/pki"
+  real_node_tools
+  mkdir -p "$node"/{containerd,kubelet,cni,cni-data,runc,pod-logs,pause}
+  # The node's own address, for the kubelet and the API server.
+  # A bridge with no ports: this kernel has no dummy interfaces.
+  ip link show issueops-node >/dev/null 2>&1 || ip link add issueops-node type bridge
+  ip link set issueops-node up
+  ip addr show dev issueops-node | grep -q "$REAL_NODE_IP/" || ip addr add "$REAL_NODE_IP/32" dev issueops-node
+
+  gcc -static -Os -o "$node/pause/pause" "$ROOT/tests/cluster/node/pause.c"
+  python3 "$ROOT/tests/cluster/node/oci-pack.py" "$node/pause" "$PAUSE_IMAGE" "$node/pause.tar" '["/pause"]' 65535 >/dev/null
+
+  cat >"$node/cni/10-bridge.conflist" <<CNI
+{"cniVersion": "0.4.0", "name": "issueops-test", "plugins": [
+  {"type": "bridge", "bridge": "issueops0", "isGateway": true, "ipMasq": true,
+   "ipam": {"type": "host-local", "dataDir": "$node/cni-data",
+            "ranges": [[{"subnet": "$REAL_NODE_SUBNET"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+  {"type": "loopback"}]}
+CNI
+  cat >"$node/containerd.toml" <<TOML
+version = 2
+root = "$node/containerd/root"
+state = "$node/containerd/state"
+[grpc]
+  address = "$node/containerd.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE_IMAGE"
+  netns_mounts_under_state_dir = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        BinaryName = "$ROOT/tests/cluster/node/runc"
+        Root = "$node/runc"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$node/cni"
+TOML
+  start containerd containerd --config "$node/containerd.toml"
+  wait_for containerd 60 ctr --address "$node/containerd.sock" version
+  ctr --address "$node/containerd.sock" -n k8s.io images import "$node/pause.tar" >/dev/null
+
+  kubeconfig "$STATE/node.kubeconfig" node
+  cat >"$node/kubelet.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+localStorageCapacityIsolation: false
+address: $REAL_NODE_IP
+port: $(free_port)
+readOnlyPort: 0
+healthzPort: 0
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: false}
+  x509: {clientCAFile: $pki/ca.crt}
+authorization: {mode: AlwaysAllow}
+containerRuntimeEndpoint: unix://$node/containerd.sock
+tlsCertFile: $pki/node.crt
+tlsPrivateKeyFile: $pki/node.key
+resolvConf: /etc/resolv.conf
+podLogsDir: $node/pod-logs
+enforceNodeAllocatable: []
+evictionHard: {}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+YAML
+  start kubelet "$BIN/kubelet" --config "$node/kubelet.yaml" --kubeconfig "$STATE/node.kubeconfig" \
+    --root-dir "$node/kubelet" --node-ip "$REAL_NODE_IP" --hostname-override "$REAL_NODE" --v=1
+}
+
+real_node_ready() {
+  apiserver_ready "/api/v1/nodes/$REAL_NODE" | python3 -c '
+import json, sys
+node = json.load(sys.stdin)
+ready = [c for c in node["status"].get("conditions", []) if c["type"] == "Ready"]
+sys.exit(0 if ready and ready[0]["status"] == "True" else 1)'
+}
+
+# Stops every container of the node, then the kubelet and containerd, and
+# unmounts what they mounted under $STATE/node.
+real_node_down() {
+  local node="$STATE/node" id pid
+  stop_daemon kubelet
+  if [[ -d "$node/runc/k8s.io" ]]; then
+    for id in $(runc --root "$node/runc/k8s.io" list -q 2>/dev/null); do
+      runc --root "$node/runc/k8s.io" kill "$id" KILL 2>/dev/null || true
+      runc --root "$node/runc/k8s.io" delete -f "$id" 2>/dev/null || true
+    done
+  fi
+  # The shims outlive containerd; they name its socket.
+  for pid in $(pgrep -f "containerd-shim-runc-v2 .*-address $node/containerd.sock" || true); do
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  stop_daemon containerd
+  if [[ -d "$node" ]]; then
+    awk -v d="$node/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r | while read -r m; do
+      umount -l "$m" 2>/dev/null || true
+    done
+  fi
+}
