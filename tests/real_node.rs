@@ -4,7 +4,9 @@
 //! refuses an unhardened pod at admission *and* the hardened one really
 //! starts (non-root, read-only root, no capabilities, RuntimeDefault seccomp)
 //! in a container with an address of its own, and `pods/log` through the API
-//! server reaches the kubelet.
+//! server reaches the kubelet; the agent image's runner runs there as the Job
+//! runs it, and the termination message a real runtime keeps is the one the
+//! reconciler parses.
 
 mod common;
 
@@ -17,6 +19,60 @@ use std::time::Duration;
 const NODE: &str = "issueops-node";
 /// The pause image the script builds and loads into the node's containerd.
 const IMAGE: &str = "registry.k8s.io/pause:3.10";
+/// The agent image's test build the script loads (`AGENT_IMAGE`).
+const AGENT_IMAGE: &str = "issueops.test/agent:dev";
+/// The container security context of the Job template's steps.
+fn hardened() -> serde_json::Value {
+    json!({
+        "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "privileged": false,
+        "runAsNonRoot": true,
+        "capabilities": { "drop": ["ALL"] }, "seccompProfile": { "type": "RuntimeDefault" },
+    })
+}
+
+/// A namespace labelled Pod Security `restricted`, as issue namespaces are.
+async fn restricted_namespace(client: &kube::Client) -> String {
+    let namespace = format!("real-node-{}", common::unique_issue());
+    let labels: serde_json::Map<String, serde_json::Value> = ["enforce", "warn", "audit"]
+        .iter()
+        .map(|m| {
+            (
+                format!("pod-security.kubernetes.io/{m}"),
+                json!("restricted"),
+            )
+        })
+        .collect();
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({ "metadata": { "name": namespace, "labels": labels } }))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    namespace
+}
+
+async fn delete_namespace(client: &kube::Client, namespace: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .delete(namespace, &DeleteParams::default())
+        .await
+        .unwrap();
+    common::wait_for(
+        "the namespace and its pod are gone",
+        Duration::from_secs(90),
+        || async {
+            namespaces
+                .get_opt(namespace)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+}
 
 fn pod(name: &str, security: serde_json::Value) -> Pod {
     serde_json::from_value(json!({
@@ -48,25 +104,7 @@ async fn restricted_refuses_an_unhardened_pod_and_runs_the_hardened_one_in_a_rea
         info.container_runtime_version
     );
 
-    let namespace = format!("real-node-{}", common::unique_issue());
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let labels: serde_json::Map<String, serde_json::Value> = ["enforce", "warn", "audit"]
-        .iter()
-        .map(|m| {
-            (
-                format!("pod-security.kubernetes.io/{m}"),
-                json!("restricted"),
-            )
-        })
-        .collect();
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({ "metadata": { "name": namespace, "labels": labels } }))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let namespace = restricted_namespace(&client).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
 
     // Capabilities kept and escalation allowed: refused at admission.
@@ -83,11 +121,7 @@ async fn restricted_refuses_an_unhardened_pod_and_runs_the_hardened_one_in_a_rea
     assert_eq!(status.code, 403, "{status:?}");
     assert!(status.message.contains("restricted"), "{}", status.message);
 
-    let hardened = json!({
-        "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "privileged": false,
-        "capabilities": { "drop": ["ALL"] }, "seccompProfile": { "type": "RuntimeDefault" },
-    });
-    pods.create(&PostParams::default(), &pod("hardened", hardened))
+    pods.create(&PostParams::default(), &pod("hardened", hardened()))
         .await
         .unwrap();
     let running = common::wait_for(
@@ -115,21 +149,50 @@ async fn restricted_refuses_an_unhardened_pod_and_runs_the_hardened_one_in_a_rea
     let log = pods.logs("hardened", &LogParams::default()).await.unwrap();
     assert_eq!(log, "");
 
-    namespaces
-        .delete(&namespace, &DeleteParams::default())
-        .await
-        .unwrap();
-    common::wait_for(
-        "the namespace and its pod are gone",
+    delete_namespace(&client, &namespace).await;
+}
+
+/// The agent image's runner, in a real container as the Job template runs a
+/// step (uid 65532, read-only root, its termination message file), given a
+/// step it does not know: it exits 2, and the message the runtime kept is the
+/// runner's result document, which the reconciler reads as the run's result.
+#[tokio::test]
+async fn the_agent_images_runner_leaves_its_result_as_a_real_termination_message() {
+    let client = kube::Client::try_from(common::real_config().await).unwrap();
+    let namespace = restricted_namespace(&client).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let mut step = pod("runner", hardened());
+    let mut container = serde_json::to_value(&step.spec.as_ref().unwrap().containers[0]).unwrap();
+    container["image"] = json!(AGENT_IMAGE);
+    container["args"] = json!(["push"]);
+    container["env"] = json!([{ "name": "ISSUEOPS_RESULT_FILE", "value": "/dev/termination-log" }]);
+    container["terminationMessagePath"] = json!("/dev/termination-log");
+    container["terminationMessagePolicy"] = json!("FallbackToLogsOnError");
+    step.spec.as_mut().unwrap().containers[0] = serde_json::from_value(container).unwrap();
+    pods.create(&PostParams::default(), &step).await.unwrap();
+    let ended = common::wait_for(
+        "the runner's container ends",
         Duration::from_secs(90),
         || async {
-            namespaces
-                .get_opt(&namespace)
-                .await
-                .unwrap()
-                .is_none()
-                .then_some(())
+            let p = pods.get("runner").await.unwrap();
+            let status = p.status.clone()?;
+            let state = status.container_statuses?.first()?.state.clone()?;
+            state.terminated
         },
     )
     .await;
+    assert_eq!(ended.exit_code, 2, "{ended:?}");
+    let message = ended.message.clone().expect("a termination message");
+    let Some(issueops_reconciler::agent_result::Message::Result(result)) =
+        issueops_reconciler::agent_result::parse(&message)
+    else {
+        panic!("not the runner's result document: {message}")
+    };
+    assert_eq!(result.outcome, "failed");
+    let reason = result.reason.unwrap_or_default();
+    assert!(
+        reason.contains("\"push\"") && reason.contains("clone, agent, publish"),
+        "{reason}"
+    );
+    delete_namespace(&client, &namespace).await;
 }

@@ -46,7 +46,8 @@ real_node_up() {
   ip addr show dev issueops-node | grep -q "$REAL_NODE_IP/" || ip addr add "$REAL_NODE_IP/32" dev issueops-node
 
   gcc -static -Os -o "$node/pause/pause" "$ROOT/tests/cluster/node/pause.c"
-  python3 "$ROOT/tests/cluster/node/oci-pack.py" "$node/pause" "$PAUSE_IMAGE" "$node/pause.tar" '["/pause"]' 65535 >/dev/null
+  python3 "$ROOT/tests/cluster/node/oci-pack.py" --ref "$PAUSE_IMAGE" --out "$node/pause.tar" \
+    --entrypoint '["/pause"]' --user 65535 --layer "$node/pause" >/dev/null
 
   cat >"$node/cni/10-bridge.conflist" <<CNI
 {"cniVersion": "0.4.0", "name": "issueops-test", "plugins": [
@@ -80,6 +81,7 @@ TOML
   start containerd containerd --config "$node/containerd.toml"
   wait_for containerd 60 ctr --address "$node/containerd.sock" version
   ctr --address "$node/containerd.sock" -n k8s.io images import "$node/pause.tar" >/dev/null
+  agent_image "$node"
 
   kubeconfig "$STATE/node.kubeconfig" node
   cat >"$node/kubelet.yaml" <<YAML
@@ -110,6 +112,36 @@ imageGCLowThresholdPercent: 99
 YAML
   start kubelet "$BIN/kubelet" --config "$node/kubelet.yaml" --kubeconfig "$STATE/node.kubeconfig" \
     --root-dir "$node/kubelet" --node-ip "$REAL_NODE_IP" --hostname-override "$REAL_NODE" --v=1
+}
+
+# The agent image's test build, until agent/Dockerfile builds here: a Debian
+# root made by mmdebstrap from Debian's packages (cached by its package list),
+# and a layer with this workspace's issueops-runner as the entrypoint, user
+# 65532 as in the Dockerfile. Loaded into the node's containerd as
+# $AGENT_IMAGE; its digest goes to $STATE/agent-image.digest.
+AGENT_IMAGE=issueops.test/agent:dev
+AGENT_BASE_PACKAGES="git,ca-certificates,libssl3"
+
+agent_image() {
+  local node="$1" base layer
+  command -v mmdebstrap >/dev/null || {
+    log "installing mmdebstrap"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
+  }
+  base="$CACHE_ROOT/agent-base-$(echo "bookworm minbase $AGENT_BASE_PACKAGES" | sha256sum | cut -c1-12).tar"
+  if [[ ! -f "$base" ]]; then
+    log "making the agent image's Debian base ($AGENT_BASE_PACKAGES; once)"
+    mmdebstrap --quiet --variant=minbase --include="$AGENT_BASE_PACKAGES" --mode=root bookworm "$base.$$.tmp"
+    mv "$base.$$.tmp" "$base"
+  fi
+  layer="$node/agent-layer"
+  mkdir -p "$layer/usr/local/bin" "$layer/workspace"
+  cp "$ROOT/target/debug/issueops-runner" "$layer/usr/local/bin/issueops-runner"
+  python3 "$ROOT/tests/cluster/node/oci-pack.py" --ref "$AGENT_IMAGE" --out "$node/agent.tar" \
+    --entrypoint '["/usr/local/bin/issueops-runner"]' --user 65532:65532 --workdir /workspace \
+    --layer "$base" --layer "$layer" >"$STATE/agent-image.digest"
+  ctr --address "$node/containerd.sock" -n k8s.io images import "$node/agent.tar" >/dev/null
+  rm -f "$node/agent.tar"
 }
 
 real_node_ready() {
