@@ -131,7 +131,11 @@ agent_image() {
   base="$CACHE_ROOT/agent-base-$(echo "bookworm minbase $AGENT_BASE_PACKAGES" | sha256sum | cut -c1-12).tar"
   if [[ ! -f "$base" ]]; then
     log "making the agent image's Debian base ($AGENT_BASE_PACKAGES; once)"
-    mmdebstrap --quiet --variant=minbase --include="$AGENT_BASE_PACKAGES" --mode=root bookworm "$base.$$.tmp"
+    # A tar file, said outright: mmdebstrap reads a target's format from its
+    # name, and "….tmp" made a folder (which never counted as cached).
+    rm -rf "$base"
+    mmdebstrap --quiet --format=tar --variant=minbase --include="$AGENT_BASE_PACKAGES" --mode=root \
+      bookworm "$base.$$.tmp"
     mv "$base.$$.tmp" "$base"
   fi
   layer="$node/agent-layer"
