@@ -126,15 +126,20 @@ pub async fn read(
     Ok(newest.and_then(|t| t.message.as_deref()).and_then(parse))
 }
 
+/// Every container status of the pod, init containers first, in the order
+/// they run.
+pub fn container_statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
+    pod.status.iter().flat_map(|s| {
+        s.init_container_statuses
+            .iter()
+            .flatten()
+            .chain(s.container_statuses.iter().flatten())
+    })
+}
+
 /// The terminated state of the pod's last step that ran to an end.
 fn last_step(pod: &Pod) -> Option<&ContainerStateTerminated> {
-    let status = pod.status.as_ref()?;
-    let all: Vec<&ContainerStatus> = status
-        .init_container_statuses
-        .iter()
-        .flatten()
-        .chain(status.container_statuses.iter().flatten())
-        .collect();
+    let all: Vec<&ContainerStatus> = container_statuses(pod).collect();
     STEP_CONTAINERS.iter().rev().find_map(|step| {
         all.iter()
             .find(|c| c.name == *step)

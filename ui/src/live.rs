@@ -5,9 +5,10 @@
 //! shown, not hidden.
 
 use issueops_core::store::views::RunView;
+use issueops_reconciler::agent_result::container_statuses;
 use issueops_reconciler::RUN_LABEL;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ContainerStatus, Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, ListParams, LogParams};
 use serde::Serialize;
 use std::future::Future;
@@ -183,35 +184,22 @@ fn job_view(job: Job) -> JobView {
     }
 }
 
-/// Every container of the pod, init containers first, in the order they run.
-fn statuses(pod: &Pod) -> Vec<ContainerStatus> {
-    let status = pod.status.clone().unwrap_or_default();
-    status
-        .init_container_statuses
-        .unwrap_or_default()
-        .into_iter()
-        .chain(status.container_statuses.unwrap_or_default())
-        .collect()
-}
-
 /// The containers that have a log: running or terminated.
 fn started_containers(pod: &Pod) -> Vec<String> {
-    statuses(pod)
-        .into_iter()
+    container_statuses(pod)
         .filter(|c| {
             c.state
                 .as_ref()
                 .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
         })
-        .map(|c| c.name)
+        .map(|c| c.name.clone())
         .collect()
 }
 
 fn pod_view(pod: &Pod) -> PodView {
-    let containers = statuses(pod)
-        .into_iter()
+    let containers = container_statuses(pod)
         .map(|c| {
-            let state = c.state.unwrap_or_default();
+            let state = c.state.clone().unwrap_or_default();
             let what = if let Some(t) = state.terminated {
                 format!(
                     "terminated (exit {}{})",

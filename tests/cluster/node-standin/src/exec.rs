@@ -22,7 +22,7 @@
 //! and resource limits, seccomp, images (every container runs the runner).
 
 use anyhow::{Context, Result};
-use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, Volume};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -262,18 +262,11 @@ fn message_file(volumes_dir: &Path, ns: &str, pod: &str, container: &Container) 
 }
 
 /// The local folder behind a pod's volume.
-pub fn volume_dir(
-    volumes_dir: &Path,
-    ns: &str,
-    pod: &str,
-    spec: &PodSpec,
-    name: &str,
-) -> Option<PathBuf> {
-    let volume = spec.volumes.iter().flatten().find(|v| v.name == name)?;
-    Some(match &volume.persistent_volume_claim {
+fn volume_dir(volumes_dir: &Path, ns: &str, pod: &str, volume: &Volume) -> PathBuf {
+    match &volume.persistent_volume_claim {
         Some(claim) => volumes_dir.join(ns).join("_claims").join(&claim.claim_name),
-        None => volumes_dir.join(ns).join(pod).join(name),
-    })
+        None => volumes_dir.join(ns).join(pod).join(&volume.name),
+    }
 }
 
 fn start(sandbox: &Sandbox, ns: &str, pod: &str, spec: &PodSpec, c: &Container) -> Result<Child> {
@@ -316,11 +309,15 @@ fn start(sandbox: &Sandbox, ns: &str, pod: &str, spec: &PodSpec, c: &Container) 
     }
     bind("--ro-bind", &sandbox.program, ENTRYPOINT);
     for m in c.volume_mounts.iter().flatten() {
-        let local = volume_dir(&sandbox.volumes_dir, ns, pod, spec, &m.name)
+        let volume = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == m.name)
             .with_context(|| format!("mount {} names no volume", m.name))?;
+        let local = volume_dir(&sandbox.volumes_dir, ns, pod, volume);
         std::fs::create_dir_all(&local)?;
-        let volume = spec.volumes.iter().flatten().find(|v| v.name == m.name);
-        let projected = volume.is_some_and(|v| v.secret.is_some() || v.config_map.is_some());
+        let projected = volume.secret.is_some() || volume.config_map.is_some();
         let how = if m.read_only == Some(true) || projected {
             "--ro-bind"
         } else {
