@@ -1,8 +1,9 @@
 //! What `agent/Dockerfile` says, read as text: it builds the runner this
 //! workspace ships, makes it the entrypoint, runs as the user the Job's
-//! security context demands, and pins the agent CLI. This reads the file; it
-//! does not build or run the image (nothing here has a container runtime
-//! yet), so it proves no more than the Dockerfile's words.
+//! security context demands, and pins the agent CLI. This reads the file,
+//! as a quick check of what its default build means; `scripts/cluster up`
+//! builds the same file with buildah (the test build's arguments) and the
+//! gate runs that image on the real node.
 
 use std::path::Path;
 

@@ -11,7 +11,8 @@
 #   "failed to update /proc/self/oom_score_adj: Permission denied"). runc runs
 #   through a wrapper that raises negative scores to 0 (tests/cluster/node/runc).
 # - The kubelet refuses a loopback node IP, so the node gets an address of its
-#   own on a dummy interface, where the kubelet listens for the API server.
+#   own on a bridge with no ports (this kernel has no dummy interfaces),
+#   where the kubelet listens for the API server.
 #
 # Its state (containerd's root, the kubelet's root, runc's, CNI's) lives in
 # $STATE/node; `down` stops its containers and unmounts what the kubelet and
@@ -20,6 +21,10 @@
 REAL_NODE=issueops-node
 REAL_NODE_IP=10.250.0.1
 REAL_NODE_SUBNET=10.244.0.0/24
+# The pods' gateway: the host's address on their bridge. The tests' servers
+# (git, fake GitHub) listen there, so pods reach them and nothing else the
+# host serves on loopback (etcd, the API server).
+POD_GATEWAY=10.244.0.1
 PAUSE_IMAGE=registry.k8s.io/pause:3.10
 
 real_node_tools() {
@@ -45,6 +50,12 @@ real_node_up() {
   ip link set issueops-node up
   ip addr show dev issueops-node | grep -q "$REAL_NODE_IP/" || ip addr add "$REAL_NODE_IP/32" dev issueops-node
 
+  # The pods' bridge, made here so the tests' servers can listen on its
+  # address before the first pod; the CNI bridge plugin adopts it.
+  ip link show issueops0 >/dev/null 2>&1 || ip link add issueops0 type bridge
+  ip link set issueops0 up
+  ip addr show dev issueops0 | grep -q "$POD_GATEWAY/" || ip addr add "$POD_GATEWAY/24" dev issueops0
+
   gcc -static -Os -o "$node/pause/pause" "$ROOT/tests/cluster/node/pause.c"
   python3 "$ROOT/tests/cluster/node/oci-pack.py" --ref "$PAUSE_IMAGE" --out "$node/pause.tar" \
     --entrypoint '["/pause"]' --user 65535 --layer "$node/pause" >/dev/null
@@ -66,7 +77,7 @@ state = "$node/containerd/state"
   sandbox_image = "$PAUSE_IMAGE"
   netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "native"
+    snapshotter = "overlayfs"
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
@@ -80,7 +91,7 @@ state = "$node/containerd/state"
 TOML
   start containerd containerd --config "$node/containerd.toml"
   wait_for containerd 60 ctr --address "$node/containerd.sock" version
-  ctr --address "$node/containerd.sock" -n k8s.io images import "$node/pause.tar" >/dev/null
+  ctr --address "$node/containerd.sock" -n k8s.io images import --snapshotter overlayfs "$node/pause.tar" >/dev/null
   agent_image "$node"
 
   kubeconfig "$STATE/node.kubeconfig" node
@@ -114,38 +125,57 @@ YAML
     --root-dir "$node/kubelet" --node-ip "$REAL_NODE_IP" --hostname-override "$REAL_NODE" --v=1
 }
 
-# The agent image's test build, until agent/Dockerfile builds here: a Debian
-# root made by mmdebstrap from Debian's packages (cached by its package list),
-# and a layer with this workspace's issueops-runner as the entrypoint, user
-# 65532 as in the Dockerfile. Loaded into the node's containerd as
-# $AGENT_IMAGE; its digest goes to $STATE/agent-image.digest.
+# The agent image, built by buildah from agent/Dockerfile as users build it,
+# with the build arguments a machine without a registry needs: BASE is a
+# Debian made by mmdebstrap from Debian's packages (cached by its package
+# list), RUNNER_FROM=context takes this workspace's issueops-runner, and
+# AGENT=test-agent puts the tests' stand-in agent where Codex would be.
+# Loaded into the node's containerd as $AGENT_IMAGE; its manifest digest goes
+# to $STATE/agent-image.digest.
 AGENT_IMAGE=issueops.test/agent:dev
 AGENT_BASE_PACKAGES="git,ca-certificates,libssl3"
 
 agent_image() {
-  local node="$1" base layer
-  command -v mmdebstrap >/dev/null || {
-    log "installing mmdebstrap"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
-  }
-  base="$CACHE_ROOT/agent-base-$(echo "bookworm minbase $AGENT_BASE_PACKAGES" | sha256sum | cut -c1-12).tar"
+  local node="$1" base rootfs build="$1/buildah"
+  local missing=()
+  command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+  command -v buildah >/dev/null || missing+=(buildah)
+  if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  base="$CACHE_ROOT/agent-base-$(echo "bookworm minbase $AGENT_BASE_PACKAGES" | sha256sum | cut -c1-12).oci.tar"
   if [[ ! -f "$base" ]]; then
     log "making the agent image's Debian base ($AGENT_BASE_PACKAGES; once)"
-    # A tar file, said outright: mmdebstrap reads a target's format from its
+    # Tar files, said outright: mmdebstrap reads a target's format from its
     # name, and "….tmp" made a folder (which never counted as cached).
-    rm -rf "$base"
+    rootfs="$CACHE_ROOT/agent-base.$$.rootfs.tar"
     mmdebstrap --quiet --format=tar --variant=minbase --include="$AGENT_BASE_PACKAGES" --mode=root \
-      bookworm "$base.$$.tmp"
+      bookworm "$rootfs"
+    python3 "$ROOT/tests/cluster/node/oci-pack.py" --ref issueops.test/agent-base:bookworm \
+      --out "$base.$$.tmp" --entrypoint '[]' --layer "$rootfs" >/dev/null
+    rm -f "$rootfs"
     mv "$base.$$.tmp" "$base"
+    # Bases of other package lists are dead weight.
+    find "$CACHE_ROOT" -maxdepth 1 -name 'agent-base-*' ! -path "$base" -exec rm -rf {} +
   fi
-  layer="$node/agent-layer"
-  mkdir -p "$layer/usr/local/bin" "$layer/workspace"
-  cp "$ROOT/target/debug/issueops-runner" "$layer/usr/local/bin/issueops-runner"
-  python3 "$ROOT/tests/cluster/node/oci-pack.py" --ref "$AGENT_IMAGE" --out "$node/agent.tar" \
-    --entrypoint '["/usr/local/bin/issueops-runner"]' --user 65532:65532 --workdir /workspace \
-    --layer "$base" --layer "$layer" >"$STATE/agent-image.digest"
-  ctr --address "$node/containerd.sock" -n k8s.io images import "$node/agent.tar" >/dev/null
-  rm -f "$node/agent.tar"
+  log "building $AGENT_IMAGE from agent/Dockerfile"
+  # buildah keeps its store in the node's state, and drops it once the image
+  # is in containerd: vfs layers are full copies.
+  local store=(--root "$build/root" --runroot "$build/run" --storage-driver vfs)
+  (cd "$ROOT" && buildah "${store[@]}" build --quiet --isolation chroot \
+    -f agent/Dockerfile --ignorefile agent/Dockerfile.dockerignore \
+    --build-arg BASE="oci-archive:$base" --build-arg RUNNER_FROM=context \
+    --build-arg RUNNER_PATH=target/debug/issueops-runner --build-arg AGENT=test-agent \
+    -t "$AGENT_IMAGE" .) >"$STATE/logs/agent-image.log" 2>&1 || {
+    log "building the agent image failed; its log:"
+    tail -n 30 "$STATE/logs/agent-image.log" >&2
+    return 1
+  }
+  buildah "${store[@]}" push --quiet --digestfile "$STATE/agent-image.digest" \
+    "$AGENT_IMAGE" "oci-archive:$node/agent.tar:$AGENT_IMAGE" >>"$STATE/logs/agent-image.log" 2>&1
+  ctr --address "$node/containerd.sock" -n k8s.io images import --snapshotter overlayfs "$node/agent.tar" >/dev/null
+  rm -rf "$node/agent.tar" "$build"
 }
 
 real_node_ready() {
@@ -172,6 +202,7 @@ real_node_down() {
     kill -KILL "$pid" 2>/dev/null || true
   done
   stop_daemon containerd
+  ip link del issueops0 2>/dev/null || true
   if [[ -d "$node" ]]; then
     awk -v d="$node/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r | while read -r m; do
       umount -l "$m" 2>/dev/null || true

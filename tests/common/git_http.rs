@@ -24,8 +24,19 @@ struct Shared {
     seen: Arc<Mutex<Vec<String>>>,
 }
 
+/// Where the agent's pods reach the tests' servers (git, fake GitHub), and
+/// so where those listen: the real node's pod gateway, a host address only
+/// its pods and this host reach (`ISSUEOPS_TEST_POD_HOST` from
+/// `scripts/cluster env`), else loopback.
+pub fn pod_host() -> std::net::IpAddr {
+    std::env::var("ISSUEOPS_TEST_POD_HOST")
+        .ok()
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into())
+}
+
 pub struct GitHttp {
-    /// `http://127.0.0.1:PORT`
+    /// `http://HOST:PORT`, HOST being [`pod_host`]
     pub base: String,
     pub root: PathBuf,
     shared: Shared,
@@ -40,7 +51,9 @@ impl GitHttp {
             seen: Default::default(),
         };
         let app = axum::Router::new().fallback(cgi).with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind((pod_host(), 0))
+            .await
+            .unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self {

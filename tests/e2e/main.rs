@@ -37,11 +37,10 @@ const STRANGER: &str = "e2e-stranger";
 /// The installation token the fake GitHub App mints for every agent run; the
 /// git server accepts only it.
 const AGENT_TOKEN: &str = "ghs_e2eAGENTinstallationTOKEN01";
-/// The stand-in agent; its first argument (the model label) says what it does.
-const FAKE_AGENT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/data/agent/fake-agent.sh"
-);
+/// The stand-in agent (tests/data/agent), where the agent image's test build
+/// (`AGENT=test-agent`) puts it; its first argument (the model label) says
+/// what it does.
+const FAKE_AGENT: &str = "/opt/issueops/test-agent/fake-agent.sh";
 
 struct Env {
     work: PathBuf,
@@ -86,10 +85,12 @@ impl Env {
             // the poison of the dead-letter scenario.
             "repos": [common::REPO, hardening::UNINSTALLED_REPO],
             "instance": instance,
-            // The node stand-in runs the agent image's entrypoint (the real
-            // runner) for `exec` images; the stand-in agent's model label says
-            // what it does, and by default it holds until a scenario decides.
-            "job": { "image": "registry.example/issueops/agent:exec" },
+            // The agent image built from agent/Dockerfile runs on the real
+            // node (or, with `ISSUEOPS_NODE=standin`, the stand-in runs its
+            // entrypoint); the stand-in agent's model label says what it
+            // does. By default it holds until a scenario decides: held runs
+            // stay on the stand-in, where a test decides a pod's outcome.
+            "job": { "image": agent_image() },
             "agent": {
                 "command_dev": agent_argv("dev"),
                 "command_revise": agent_argv("revise"),
@@ -465,8 +466,16 @@ impl Env {
     }
 }
 
+/// The agent image the cluster runs (`scripts/cluster env`).
+fn agent_image() -> String {
+    std::env::var("ISSUEOPS_TEST_AGENT_IMAGE")
+        .unwrap_or_else(|_| "registry.example/issueops/agent:exec".into())
+}
+
 async fn fake_github() -> MockServer {
-    let server = MockServer::start().await;
+    // Where the agent's pods reach it.
+    let listener = std::net::TcpListener::bind((git_http::pod_host(), 0)).unwrap();
+    let server = MockServer::builder().listener(listener).start().await;
     for (login, permission) in [
         ("Codertocat", "admin"),
         (APPROVER, "admin"),

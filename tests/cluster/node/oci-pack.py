@@ -47,6 +47,9 @@ def main():
                    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
         "rootfs": {"type": "layers",
                    "diff_ids": ["sha256:" + hashlib.sha256(l).hexdigest() for l in layers]},
+        # One entry per layer: image builders (buildah) match history to
+        # layers and refuse a base without it.
+        "history": [{"created_by": f"oci-pack.py --layer {os.path.basename(l)}"} for l in a.layer],
     }
     with tarfile.open(a.out, "w") as tar:
         descs = [dict(mediaType="application/vnd.oci.image.layer.v1.tar", **add_blob(tar, l)) for l in layers]

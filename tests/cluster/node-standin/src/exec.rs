@@ -48,7 +48,8 @@ const MAX_MESSAGE: usize = 4096;
 /// How `exec` pods are run on this node.
 pub struct Sandbox {
     pub program: PathBuf,
-    pub binds: Vec<PathBuf>,
+    /// Host folders and where containers see them (read-only).
+    pub binds: Vec<(PathBuf, String)>,
     pub volumes_dir: PathBuf,
 }
 
@@ -327,8 +328,8 @@ fn start(sandbox: &Sandbox, ns: &str, pod: &str, spec: &PodSpec, c: &Container) 
     }
     // After the volumes: a checkout under /tmp must not be hidden by a
     // container's /tmp volume.
-    for extra in &sandbox.binds {
-        bind("--ro-bind", extra, &extra.display().to_string());
+    for (extra, at) in &sandbox.binds {
+        bind("--ro-bind", extra, at);
     }
     let message = message_file(&sandbox.volumes_dir, ns, pod, c);
     std::fs::create_dir_all(message.parent().context("message folder")?)?;

@@ -24,6 +24,7 @@
 //! the containers' terminated states, as a kubelet reports them.
 
 mod exec;
+mod provisioner;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -60,10 +61,23 @@ struct Args {
     /// The program `exec` pods run; default: `issueops-runner` beside this binary.
     #[arg(long)]
     exec_program: Option<PathBuf>,
-    /// A host folder `exec` containers see read-only at the same path (the
-    /// tests' stand-in agent); repeatable.
+    /// `HOST_FOLDER:PATH`: a host folder `exec` containers see read-only at
+    /// PATH (the tests' stand-in agent, where the agent image has it);
+    /// repeatable.
+    #[arg(long, value_parser = parse_bind)]
+    exec_bind: Vec<(PathBuf, String)>,
+    /// The real node beside this one: pods whose every container's image
+    /// starts with `--real-node-images` are bound to it, not here (there is
+    /// no scheduler), except the `hold` model's, whose outcome a test decides
+    /// here.
+    #[arg(long, requires = "real_node_images")]
+    real_node: Option<String>,
     #[arg(long)]
-    exec_bind: Vec<PathBuf>,
+    real_node_images: Option<String>,
+    /// Provision a hostPath PersistentVolume under this folder for every
+    /// claim that waits for one (see [`provisioner`]).
+    #[arg(long)]
+    provision_dir: Option<PathBuf>,
     /// Serve the kubelet's log endpoint (what the API server proxies
     /// `pods/log` to) over HTTPS on this port, with `--tls-cert`/`--tls-key`.
     #[arg(long, requires_all = ["tls_cert", "tls_key"])]
@@ -72,6 +86,13 @@ struct Args {
     tls_cert: Option<PathBuf>,
     #[arg(long)]
     tls_key: Option<PathBuf>,
+}
+
+fn parse_bind(s: &str) -> Result<(PathBuf, String), String> {
+    match s.split_once(':') {
+        Some((host, at)) if at.starts_with('/') => Ok((PathBuf::from(host), at.to_string())),
+        _ => Err(format!("{s:?}: use HOST_FOLDER:/path/in/container")),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -92,7 +113,44 @@ fn parse_outcome(s: &str) -> Option<Outcome> {
     }
 }
 
-fn outcome_of(pod: &Pod, default: Outcome) -> Outcome {
+/// The real node, and the image prefix of the pods that go there.
+struct RealNode {
+    name: String,
+    images: String,
+}
+
+impl RealNode {
+    fn images_of(pod: &Pod) -> impl Iterator<Item = &str> {
+        let spec = pod.spec.as_ref();
+        spec.into_iter()
+            .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+            .map(|c| c.image.as_deref().unwrap_or_default())
+    }
+
+    fn has_image_of(&self, pod: &Pod) -> bool {
+        let mut images = Self::images_of(pod).peekable();
+        images.peek().is_some() && images.all(|i| i.starts_with(&self.images))
+    }
+
+    /// Whether `pod` runs there: its images are the real node's, and it is
+    /// not an agent a test holds (model `hold`), whose outcome the test
+    /// decides here with the outcome annotation.
+    fn takes(&self, pod: &Pod) -> bool {
+        let held = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+            .flat_map(|c| c.env.iter().flatten())
+            .any(|e| e.name == "ISSUEOPS_MODEL" && e.value.as_deref() == Some("hold"));
+        self.has_image_of(pod) && !held
+    }
+}
+
+fn outcome_of(pod: &Pod, default: Outcome, real: Option<&RealNode>) -> Outcome {
+    // The real node's image holds the runner this node runs for `exec`.
+    let real_image = real
+        .is_some_and(|r| r.has_image_of(pod))
+        .then_some(Outcome::Exec);
     let annotated = pod
         .metadata
         .annotations
@@ -106,7 +164,7 @@ fn outcome_of(pod: &Pod, default: Outcome) -> Outcome {
         .and_then(|c| c.image.as_deref())
         .and_then(|i| i.rsplit_once(':'))
         .and_then(|(_, tag)| parse_outcome(tag));
-    annotated.or(by_image).unwrap_or(default)
+    annotated.or(real_image).or(by_image).unwrap_or(default)
 }
 
 /// The kubelet's `containerLogs` endpoint: what an `exec` pod's process wrote,
@@ -205,6 +263,14 @@ async fn main() -> Result<()> {
         });
     }
     register_node(&client, &args.node, args.kubelet_port).await?;
+    if let Some(dir) = args.provision_dir.clone() {
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = provisioner::run(client, dir).await {
+                tracing::error!(error = %e, "the volume provisioner stopped");
+            }
+        });
+    }
     tracing::info!(node = %args.node, "node registered and Ready");
 
     let (reader, writer) = reflector::store::<Pod>();
@@ -242,6 +308,10 @@ async fn main() -> Result<()> {
             volumes_dir: args.volumes_dir.clone(),
         },
         processes: HashMap::new(),
+        real_node: args
+            .real_node
+            .zip(args.real_node_images)
+            .map(|(name, images)| RealNode { name, images }),
         client,
         node: args.node,
         volumes_dir: args.volumes_dir,
@@ -343,6 +413,7 @@ struct Kubelet {
     /// How `exec` pods run, and the ones running now (by pod uid).
     sandbox: exec::Sandbox,
     processes: HashMap<String, exec::Execution>,
+    real_node: Option<RealNode>,
     client: Client,
     node: String,
     volumes_dir: PathBuf,
@@ -398,10 +469,14 @@ impl Kubelet {
             return Ok(());
         }
         if bound.is_none() {
+            let target = match &self.real_node {
+                Some(real) if real.takes(pod) => &real.name,
+                _ => &self.node,
+            };
             let binding = json!({
                 "apiVersion": "v1", "kind": "Binding",
                 "metadata": { "name": name, "namespace": ns, "uid": uid },
-                "target": { "apiVersion": "v1", "kind": "Node", "name": self.node },
+                "target": { "apiVersion": "v1", "kind": "Node", "name": target },
             });
             match api
                 .create_subresource::<_, serde_json::Value>(
@@ -412,7 +487,7 @@ impl Kubelet {
                 )
                 .await
             {
-                Ok(_) => tracing::info!(pod = %pod_ref(pod), "bound"),
+                Ok(_) => tracing::info!(pod = %pod_ref(pod), node = %target, "bound"),
                 Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
                 Err(e) => return Err(e.into()),
             }
@@ -423,7 +498,7 @@ impl Kubelet {
             .as_ref()
             .and_then(|s| s.phase.as_deref())
             .unwrap_or("Pending");
-        let outcome = outcome_of(pod, self.default);
+        let outcome = outcome_of(pod, self.default, self.real_node.as_ref());
         if outcome != Outcome::Exec {
             // An annotation overrides a running process: stop it.
             self.processes.remove(uid);
