@@ -85,11 +85,15 @@ pub fn run_body(
             "was cancelled: {}",
             run.reason.as_deref().unwrap_or("no reason given")
         ),
-        // Pruning must not hide why the run failed.
-        Some(RunState::Pruned) => match result.filter(|r| r.outcome == "failed") {
-            Some(r) => format!(
+        // Pruning must not hide what the run did, or why it failed.
+        Some(RunState::Pruned) => match result {
+            Some(r) if r.outcome == "failed" => format!(
                 "failed: {}; it was pruned, its history stays in the state repo",
                 r.reason.as_deref().unwrap_or("no reason given")
+            ),
+            Some(r) => format!(
+                "{}; it was pruned, its history stays in the state repo",
+                success_line(Some(r), pull_request)
             ),
             None => "has finished and was pruned; its history stays in the state repo".into(),
         },
@@ -320,6 +324,19 @@ mod tests {
             "{pruned}"
         );
         assert!(run_body(&run("pruned"), None, None, None).contains("has finished and was pruned"));
+        // So does one that changed nothing.
+        let nothing = RunResult {
+            outcome: "no-changes".into(),
+            reason: None,
+            ..failed.clone()
+        };
+        let pruned = run_body(&run("pruned"), Some(&nothing), None, None);
+        assert!(
+            pruned.contains(
+                "finished without changes; no pull request was opened or updated; it was pruned"
+            ),
+            "{pruned}"
+        );
         let done = run_body(
             &run("succeeded"),
             None,

@@ -107,23 +107,45 @@ pub fn record(run_id: &str, message: &Message) -> Option<RunResult> {
     })
 }
 
-/// The termination message of the step that ended the Job's newest pod:
-/// the last of [`STEP_CONTAINERS`] that terminated (a failed step stops the
-/// pod). One LIST by the Job's label, only when a Job has ended.
+/// What the Job's newest pod left: the termination message of the step that
+/// ended it (the last of [`STEP_CONTAINERS`] that terminated; a failed step
+/// stops the pod), and where the agent step ran.
+#[derive(Debug, Default)]
+pub struct Ended {
+    pub message: Option<Message>,
+    /// The node the pod ran on.
+    pub node: Option<String>,
+    /// The image the agent step ran, as the runtime reports it (`imageID`:
+    /// the digest that ran, not the tag the Job named).
+    pub agent_image_id: Option<String>,
+}
+
+/// Reads [`Ended`] for a Job that has ended: one LIST by the Job's label.
 pub async fn read(
     client: &kube::Client,
     namespace: &str,
     job_name: &str,
-) -> Result<Option<Message>, kube::Error> {
+) -> Result<Ended, kube::Error> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let params = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job_name}"));
     let list = crate::apply::with_backoff("list the run's pods", || pods.list(&params)).await?;
     let newest = list
         .items
         .iter()
-        .filter_map(last_step)
-        .max_by_key(|t| t.finished_at.as_ref().map(|f| f.0));
-    Ok(newest.and_then(|t| t.message.as_deref()).and_then(parse))
+        .filter_map(|p| last_step(p).map(|t| (p, t)))
+        .max_by_key(|(_, t)| t.finished_at.as_ref().map(|f| f.0));
+    let Some((pod, step)) = newest else {
+        return Ok(Ended::default());
+    };
+    let agent_image_id = container_statuses(pod)
+        .find(|c| c.name == "agent")
+        .map(|c| c.image_id.clone())
+        .filter(|i| !i.is_empty());
+    Ok(Ended {
+        message: step.message.as_deref().and_then(parse),
+        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        agent_image_id,
+    })
 }
 
 /// Every container status of the pod, init containers first, in the order

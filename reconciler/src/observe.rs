@@ -135,13 +135,14 @@ async fn record_result(
 ) -> Result<(RunState, Option<String>), StoreError> {
     let namespace = job.metadata.namespace.as_deref().unwrap_or_default();
     let name = job.metadata.name.as_deref().unwrap_or_default();
-    let message = match agent_result::read(client, namespace, name).await {
-        Ok(m) => m,
+    let ended = match agent_result::read(client, namespace, name).await {
+        Ok(ended) => ended,
         Err(e) => {
             tracing::warn!(run_id, error = %e, "cannot read the agent's result; the Job's verdict stands");
-            None
+            agent_result::Ended::default()
         }
     };
+    let message = ended.message;
     if let Some(result) = message
         .as_ref()
         .and_then(|m| agent_result::record(run_id, m))
@@ -154,6 +155,8 @@ async fn record_result(
                     "pr_number": result.pr_number, "pr_url": result.pr_url,
                     "head_commit": result.head_commit, "reason": result.reason,
                     "resumed_session": result.resumed_session,
+                    // Which image ran the agent, and where: the runtime's digest.
+                    "node": ended.node, "agent_image_id": ended.agent_image_id,
                 }));
             store.append_audit(&audit).await?;
             tracing::info!(run_id, outcome = %result.outcome, pr = ?result.pr_number, "agent result recorded");

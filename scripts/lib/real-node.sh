@@ -118,6 +118,9 @@ resolvConf: /etc/resolv.conf
 podLogsDir: $node/pod-logs
 enforceNodeAllocatable: []
 evictionHard: {}
+# Pods resync (and Secret volumes follow a refreshed token) every 10 s, not
+# every minute: the gate waits for a refresh to reach a container.
+syncFrequency: 10s
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 YAML
@@ -131,7 +134,8 @@ YAML
 # list), RUNNER_FROM=context takes this workspace's issueops-runner, and
 # AGENT=test-agent puts the tests' stand-in agent where Codex would be.
 # Loaded into the node's containerd as $AGENT_IMAGE; its manifest digest goes
-# to $STATE/agent-image.digest.
+# to $STATE/agent-image.digest, its image id (the config's digest, which the
+# kubelet reports as a container's imageID) to $STATE/agent-image.id.
 AGENT_IMAGE=issueops.test/agent:dev
 AGENT_BASE_PACKAGES="git,ca-certificates,libssl3"
 
@@ -167,7 +171,7 @@ agent_image() {
     -f agent/Dockerfile --ignorefile agent/Dockerfile.dockerignore \
     --build-arg BASE="oci-archive:$base" --build-arg RUNNER_FROM=context \
     --build-arg RUNNER_PATH=target/debug/issueops-runner --build-arg AGENT=test-agent \
-    -t "$AGENT_IMAGE" .) >"$STATE/logs/agent-image.log" 2>&1 || {
+    --iidfile "$STATE/agent-image.id" -t "$AGENT_IMAGE" .) >"$STATE/logs/agent-image.log" 2>&1 || {
     log "building the agent image failed; its log:"
     tail -n 30 "$STATE/logs/agent-image.log" >&2
     return 1

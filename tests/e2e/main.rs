@@ -59,7 +59,31 @@ struct Env {
     api: fake_repo_api::FakeRepoApi,
     /// The code repository the agent clones and pushes to, over smart HTTP.
     git: git_http::GitHttp,
+    /// The installation token the fake GitHub App mints next, and its expiry.
+    app_token: AppToken,
     _github: MockServer,
+}
+
+/// What the fake App's `access_tokens` answers: a scenario changes it to
+/// make the reconciler refresh a run's token.
+#[derive(Clone)]
+struct AppToken(Arc<std::sync::Mutex<(String, String)>>);
+
+impl wiremock::Respond for AppToken {
+    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+        let (token, expires_at) = self.0.lock().unwrap().clone();
+        ResponseTemplate::new(201).set_body_json(json!({
+            "token": token, "expires_at": expires_at,
+            "permissions": { "contents": "write", "pull_requests": "write", "issues": "write" },
+            "repository_selection": "selected"
+        }))
+    }
+}
+
+impl AppToken {
+    fn set(&self, token: &str, expires_at: &str) {
+        *self.0.lock().unwrap() = (token.into(), expires_at.into());
+    }
 }
 
 type Evidence = serde_json::Map<String, Value>;
@@ -73,7 +97,11 @@ impl Env {
         let work = root.join("work");
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).unwrap();
-        let github = fake_github().await;
+        let app_token = AppToken(Arc::new(std::sync::Mutex::new((
+            AGENT_TOKEN.into(),
+            "2099-01-01T00:00:00Z".into(),
+        ))));
+        let github = fake_github(app_token.clone()).await;
         let api = fake_repo_api::FakeRepoApi::mount(&github, common::REPO).await;
         let git = git_http::GitHttp::start(&work.join("git"), AGENT_TOKEN).await;
         git.create_repo(common::REPO, "main", &[("README.md", "# Hello World\n")]);
@@ -95,7 +123,7 @@ impl Env {
                 "command_dev": agent_argv("dev"),
                 "command_revise": agent_argv("revise"),
                 "git_url": format!("{}/{{repo}}.git", git.base),
-                "models": ["hold", "edit", "nothing", "fail", "hostile-probe", "hostile-refused"],
+                "models": ["hold", "edit", "edit-when-told", "nothing", "fail", "hostile-probe", "hostile-refused"],
                 // Small, so the hostile agent's 2 MiB file is refused.
                 "max_push_bytes": 1048576,
                 "default_model": "hold",
@@ -187,6 +215,7 @@ impl Env {
             ui_link,
             api,
             git,
+            app_token,
             _github: github,
         }
     }
@@ -377,6 +406,37 @@ impl Env {
             .collect()
     }
 
+    /// Where the run's agent ran and which image, as the reconciler audited
+    /// it from the pod (`agent.result`: node, imageID). On the real node the
+    /// gate insists on it and on the image built from agent/Dockerfile, so
+    /// it cannot pass on the stand-in unnoticed.
+    async fn agent_placement(&self, run: &str) -> Evidence {
+        let row = self
+            .wait_for("the run's agent.result audit row", || async {
+                self.store
+                    .audit_rows_for_run(run)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .find(|r| r.kind == "agent.result")
+            })
+            .await;
+        let detail: Value = serde_json::from_str(&row.detail).unwrap();
+        let node = node_under_test();
+        if node.kind == "real" {
+            assert_eq!(detail["node"], REAL_NODE, "{detail}");
+            assert_eq!(
+                detail["agent_image_id"].as_str(),
+                node.image_id.as_deref(),
+                "the agent ran the image built from agent/Dockerfile"
+            );
+        }
+        let mut e = Evidence::new();
+        e.insert("node".into(), detail["node"].clone());
+        e.insert("agent_image_id".into(), detail["agent_image_id"].clone());
+        e
+    }
+
     async fn run_evidence(&self, run: &str) -> Evidence {
         let mut e = Evidence::new();
         e.insert("run_id".into(), run.into());
@@ -466,13 +526,74 @@ impl Env {
     }
 }
 
+/// The real node's name (`REAL_NODE` in scripts/lib/real-node.sh).
+const REAL_NODE: &str = "issueops-node";
+
+/// Which node runs the agent image (`ISSUEOPS_TEST_NODE` from
+/// `scripts/cluster env`: `real`, or `standin` for the fallback), and the
+/// image `scripts/cluster up` built for it.
+struct NodeUnderTest {
+    kind: String,
+    /// The manifest digest buildah pushed, and the image id (config digest)
+    /// the kubelet reports as a container's imageID.
+    image_digest: Option<String>,
+    image_id: Option<String>,
+}
+
+fn node_under_test() -> NodeUnderTest {
+    let kind = std::env::var("ISSUEOPS_TEST_NODE").unwrap_or_else(|_| "standin".into());
+    let state = common::real_cluster()
+        .kubeconfig
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let read = |f: &str| {
+        std::fs::read_to_string(state.join(f))
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    let real = kind == "real";
+    NodeUnderTest {
+        image_digest: read("agent-image.digest").filter(|_| real),
+        image_id: read("agent-image.id")
+            .filter(|_| real)
+            .map(|id| format!("sha256:{}", id.trim_start_matches("sha256:"))),
+        kind,
+    }
+}
+
+/// What the report says of the node: its kind, the kubelet's and the
+/// runtime's versions as the Node reports them, the agent image's digests.
+async fn node_report(env: &Env) -> Value {
+    let node = node_under_test();
+    let mut report = json!({
+        "kind": node.kind,
+        "agent_image": agent_image(),
+        "agent_image_digest": node.image_digest,
+        "agent_image_id": node.image_id,
+    });
+    if node.kind == "real" {
+        let info = Api::<k8s_openapi::api::core::v1::Node>::all(env.kube.clone())
+            .get(REAL_NODE)
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.node_info)
+            .expect("the real node reports its versions");
+        report["name"] = REAL_NODE.into();
+        report["kubelet"] = info.kubelet_version.into();
+        report["runtime"] = info.container_runtime_version.into();
+    }
+    report
+}
+
 /// The agent image the cluster runs (`scripts/cluster env`).
 fn agent_image() -> String {
     std::env::var("ISSUEOPS_TEST_AGENT_IMAGE")
         .unwrap_or_else(|_| "registry.example/issueops/agent:exec".into())
 }
 
-async fn fake_github() -> MockServer {
+async fn fake_github(app_token: AppToken) -> MockServer {
     // Where the agent's pods reach it.
     let listener = std::net::TcpListener::bind((git_http::pod_host(), 0)).unwrap();
     let server = MockServer::builder().listener(listener).start().await;
@@ -502,11 +623,7 @@ async fn fake_github() -> MockServer {
         .await;
     Mock::given(method("POST"))
         .and(path("/app/installations/42/access_tokens"))
-        .respond_with(ResponseTemplate::new(201).set_body_json(json!({
-            "token": AGENT_TOKEN, "expires_at": "2099-01-01T00:00:00Z",
-            "permissions": { "contents": "write", "pull_requests": "write", "issues": "write" },
-            "repository_selection": "selected"
-        })))
+        .respond_with(app_token)
         .mount(&server)
         .await;
     let comment = json!({ "id": 9001, "body": "", "user": { "login": "issueops[bot]" } });
@@ -535,6 +652,10 @@ struct Issues {
     hostile_refused: u64,
     /// An issue whose namespace someone else created first.
     foreign: u64,
+    /// Where the agent changes nothing, fails, and waits for a token refresh.
+    nothing: u64,
+    failing: u64,
+    refresh: u64,
 }
 
 async fn dev_run_to_succeeded_and_pruned(env: &Env, issues: &Issues) -> Evidence {
@@ -679,6 +800,7 @@ async fn agent_dev_opens_a_pull_request(env: &Env, issues: &Issues) -> Evidence 
         "GitHub was asked to remove run:dev: {removed:?}"
     );
     let mut e = env.run_evidence(&run).await;
+    e.extend(env.agent_placement(&run).await);
     e.insert("pr_number".into(), pr.number.into());
     e.insert("branch".into(), branch.into());
     e.insert("head_commit".into(), head.into());
@@ -763,9 +885,297 @@ async fn agent_revise_updates_the_pull_request(env: &Env, issues: &Issues) -> Ev
         "{comment}"
     );
     let mut e = env.run_evidence(&run).await;
+    e.extend(env.agent_placement(&run).await);
     e.insert("pr_number".into(), pr.number.into());
     e.insert("head_commit".into(), head.into());
     e.insert("status_comment".into(), comment.into());
+    e
+}
+
+/// Labels `issue` for a dev run with the agent model `model` and waits for
+/// the run to end; returns the run and its result. The issue is closed and
+/// pruned after, so the idle timer never prunes it in a later scenario.
+async fn agent_run_to_its_end(
+    env: &Env,
+    delivery: &str,
+    issue: u64,
+    model: &str,
+) -> (String, String, issueops_core::store::results::RunResult) {
+    env.label_with(
+        delivery,
+        issue,
+        "run:dev",
+        "Codertocat",
+        &["run:dev", &format!("ai-model:{model}")],
+    )
+    .await;
+    let run = naming::run_id_for_delivery(delivery);
+    let state = env
+        .wait_state(&run, &["succeeded", "failed", "cancelled", "pruned"])
+        .await;
+    let result = env
+        .store
+        .run_result(&run)
+        .await
+        .unwrap()
+        .expect("the runner's result was recorded");
+    (run, state, result)
+}
+
+/// Closes `issue` and waits for its namespace to go.
+async fn close_and_prune(env: &Env, delivery: &str, issue: u64) {
+    env.close(delivery, issue).await;
+    let namespace = naming::namespace_for_issue(common::REPO, issue);
+    env.wait_until(&format!("{namespace} is pruned"), || async {
+        !env.our_namespaces().await.contains(&namespace)
+    })
+    .await;
+}
+
+/// The agent changes nothing: the run succeeds as `no-changes`, nothing is
+/// pushed, no pull request is opened, and the status comment says so.
+async fn agent_without_changes_pushes_nothing(env: &Env, issues: &Issues) -> Evidence {
+    let pulls_before = env.api.pulls().len();
+    let (run, state, result) =
+        agent_run_to_its_end(env, "e2e-agent-nothing", issues.nothing, "nothing").await;
+    assert!(["succeeded", "pruned"].contains(&state.as_str()), "{state}");
+    assert_eq!(result.outcome, "no-changes", "{result:?}");
+    assert_eq!(result.pr_number, None);
+    let bare = env.git.root.join(format!("{}.git", common::REPO));
+    let branch = naming::branch_for_issue(issues.nothing);
+    let branches = git_http::git(&bare, &["for-each-ref", "--format=%(refname)"]);
+    assert!(
+        !branches.contains(&branch),
+        "a branch was pushed: {branches}"
+    );
+    assert_eq!(env.api.pulls().len(), pulls_before, "no pull request");
+    let comment = status_comment(env, "e2e-agent-nothing", "finished without changes").await;
+    let mut e = env.run_evidence(&run).await;
+    e.extend(env.agent_placement(&run).await);
+    close_and_prune(env, "e2e-agent-nothing-close", issues.nothing).await;
+    e.insert("outcome".into(), result.outcome.into());
+    e.insert("status_comment".into(), comment.into());
+    e
+}
+
+/// The agent fails (exit 7, output on both streams): the run fails with the
+/// agent's exit as its reason, the agent is not run again, nothing is
+/// pushed, and the status comment carries the reason.
+async fn agent_failure_is_reported(env: &Env, issues: &Issues) -> Evidence {
+    let (run, state, result) =
+        agent_run_to_its_end(env, "e2e-agent-fail", issues.failing, "fail").await;
+    let record = env.store.get_run(&run).await.unwrap().unwrap();
+    // Pruned at once (run_retention_seconds: 0); the result says it failed.
+    assert!(
+        ["failed", "pruned"].contains(&state.as_str()),
+        "{state}: {:?}",
+        record.reason
+    );
+    assert_eq!(result.outcome, "failed", "{result:?}");
+    let reason = result.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("the agent exited with status 7"),
+        "{reason}"
+    );
+    let namespace = naming::namespace_for_issue(common::REPO, issues.failing);
+    let pods = Api::<Pod>::namespaced(env.kube.clone(), &namespace)
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name=run-{run}")))
+        .await
+        .unwrap();
+    assert!(
+        pods.items.len() <= 1,
+        "the agent ran again: {} pods",
+        pods.items.len()
+    );
+    let bare = env.git.root.join(format!("{}.git", common::REPO));
+    let branches = git_http::git(&bare, &["for-each-ref", "--format=%(refname)"]);
+    assert!(
+        !branches.contains(&naming::branch_for_issue(issues.failing)),
+        "{branches}"
+    );
+    let comment = status_comment(env, "e2e-agent-fail", "the agent exited with status 7").await;
+    let mut e = env.run_evidence(&run).await;
+    e.extend(env.agent_placement(&run).await);
+    close_and_prune(env, "e2e-agent-fail-close", issues.failing).await;
+    e.insert("reason".into(), reason.into());
+    e.insert("status_comment".into(), comment.into());
+    e
+}
+
+/// A run's token expires mid-run: the reconciler mints a new one into the
+/// run's Secret, the node puts it in the publish container's token file,
+/// and the push authenticates with it, the old token being refused by then.
+/// The agent waits (in its home, the claim's folder on the node) until the
+/// test has seen the new token in the container's volume.
+async fn token_refreshed_mid_run_reaches_the_push(env: &Env, issues: &Issues) -> Evidence {
+    const FIRST: &str = "ghs_e2eREFRESHfirstTOKEN0000001";
+    const SECOND: &str = "ghs_e2eREFRESHsecondTOKEN000002";
+    // Due for refresh at once (the reconciler refreshes 15 minutes ahead).
+    let soon = k8s_openapi::jiff::Timestamp::now() + Duration::from_secs(600);
+    env.app_token.set(FIRST, &soon.to_string());
+    env.git.set_token(FIRST);
+    let delivery = "e2e-token-refresh";
+    env.label_with(
+        delivery,
+        issues.refresh,
+        "run:dev",
+        "Codertocat",
+        &["run:dev", "ai-model:edit-when-told"],
+    )
+    .await;
+    let run = naming::run_id_for_delivery(delivery);
+    let namespace = naming::namespace_for_issue(common::REPO, issues.refresh);
+    let home = agent_home_on_the_node(env, &namespace).await;
+    env.wait_until("the agent waits in its home", || async {
+        home.join("waiting").exists()
+    })
+    .await;
+    let pod = env
+        .wait_for("the run's pod", || async {
+            Api::<Pod>::namespaced(env.kube.clone(), &namespace)
+                .list(
+                    &ListParams::default()
+                        .labels(&format!("batch.kubernetes.io/job-name=run-{run}")),
+                )
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .next()
+        })
+        .await;
+    let token_file = token_file_on_the_node(&pod);
+    let read = || std::fs::read_to_string(&token_file).unwrap_or_default();
+    assert_eq!(read(), FIRST, "the pod started with the first token");
+
+    // The first token is no longer good; the App mints a second one.
+    env.app_token.set(SECOND, "2099-01-01T00:00:00Z");
+    env.git.set_token(SECOND);
+    env.wait_until("the container's token file holds the new token", || async {
+        read() == SECOND
+    })
+    .await;
+    std::fs::write(home.join("go"), "").unwrap();
+    let (result, head) = agent_run(env, &run).await;
+    env.app_token.set(AGENT_TOKEN, "2099-01-01T00:00:00Z");
+    env.git.set_token(AGENT_TOKEN);
+    assert_eq!(result.outcome, "pr-opened", "{result:?}");
+    let seen = env.git.passwords_seen();
+    assert_eq!(
+        seen.iter()
+            .rev()
+            .find(|p| p.starts_with("ghs_e2eREFRESH"))
+            .map(String::as_str),
+        Some(SECOND),
+        "the push authenticated with the refreshed token"
+    );
+    assert!(
+        seen.iter().any(|p| p == FIRST),
+        "the clone used the first token"
+    );
+    let minted = env
+        .store
+        .audit_rows_for_run(&run)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == "credentials" && r.outcome == "written")
+        .count();
+    assert!(minted >= 2, "{minted} tokens minted for the run");
+    let mut e = env.run_evidence(&run).await;
+    e.extend(env.agent_placement(&run).await);
+    close_and_prune(env, "e2e-token-refresh-close", issues.refresh).await;
+    e.insert("tokens_minted".into(), minted.into());
+    e.insert("head_commit".into(), head.into());
+    e.insert("token_file".into(), token_file.display().to_string().into());
+    e
+}
+
+/// The folder of the issue's agent-home claim on the node running the agent:
+/// the real node's hostPath volume (the stand-in's provisioner made it), or
+/// the stand-in's own claim folder.
+async fn agent_home_on_the_node(env: &Env, namespace: &str) -> PathBuf {
+    if node_under_test().kind != "real" {
+        return common::real_cluster()
+            .volumes
+            .join(namespace)
+            .join("_claims/agent-home");
+    }
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(env.kube.clone(), namespace);
+    let volume = env
+        .wait_for("the agent-home claim is bound", || async {
+            claims
+                .get_opt("agent-home")
+                .await
+                .unwrap()
+                .and_then(|c| c.spec?.volume_name)
+                .filter(|v| !v.is_empty())
+        })
+        .await;
+    let pv = Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(env.kube.clone())
+        .get(&volume)
+        .await
+        .unwrap();
+    PathBuf::from(pv.spec.unwrap().host_path.expect("a hostPath volume").path)
+}
+
+/// Where the node keeps the pod's `github-token` volume, which its
+/// token-holding containers mount.
+fn token_file_on_the_node(pod: &Pod) -> PathBuf {
+    let state = common::real_cluster()
+        .kubeconfig
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let (ns, name, uid) = (
+        pod.metadata.namespace.clone().unwrap(),
+        pod.metadata.name.clone().unwrap(),
+        pod.metadata.uid.clone().unwrap(),
+    );
+    if node_under_test().kind == "real" {
+        state.join(format!(
+            "node/kubelet/pods/{uid}/volumes/kubernetes.io~secret/github-token/token"
+        ))
+    } else {
+        common::real_cluster()
+            .volumes
+            .join(ns)
+            .join(name)
+            .join("github-token/token")
+    }
+}
+
+/// Pod Security `restricted` in an issue namespace: a pod without the Job's
+/// hardening is refused at admission, while the hardened Job's pod ran
+/// (the dev run's, on the real node).
+async fn pod_security_refuses_an_unhardened_pod(env: &Env, issues: &Issues) -> Evidence {
+    let namespace = naming::namespace_for_issue(common::REPO, issues.agent);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "unhardened" },
+        "spec": { "containers": [{ "name": "c", "image": agent_image(), "args": ["agent"] }] },
+    }))
+    .unwrap();
+    let refused = Api::<Pod>::namespaced(env.kube.clone(), &namespace)
+        .create(&kube::api::PostParams::default(), &pod)
+        .await;
+    let message = match refused {
+        Err(kube::Error::Api(s)) if s.code == 403 => s.message,
+        other => panic!("an unhardened pod was not refused: {other:?}"),
+    };
+    for missing in [
+        "allowPrivilegeEscalation",
+        "capabilities",
+        "runAsNonRoot",
+        "seccompProfile",
+    ] {
+        assert!(message.contains(missing), "{missing}: {message}");
+    }
+    let dev_run = naming::run_id_for_delivery("e2e-agent-dev");
+    let mut e = Evidence::new();
+    e.insert("refused".into(), message.into());
+    e.insert("hardened_run".into(), dev_run.clone().into());
+    e.extend(env.agent_placement(&dev_run).await);
     e
 }
 
@@ -1190,6 +1600,7 @@ async fn hostile_agent_never_reaches_the_token(env: &Env, issues: &Issues) -> Ev
     .await;
 
     let mut e = env.run_evidence(&run).await;
+    e.extend(env.agent_placement(&run).await);
     e.insert(
         "pushed_to".into(),
         format!(
@@ -1209,13 +1620,17 @@ async fn hostile_agent_never_reaches_the_token(env: &Env, issues: &Issues) -> Ev
     e.insert("agent_uid".into(), line("uid:").into());
     e.insert("agent_readable_files".into(), readable.into());
     e.insert("agent_environment".into(), json!(environment));
-    e.insert("refused_run".into(), refused_run.into());
+    e.insert("refused_run".into(), refused_run.clone().into());
     e.insert(
         "refused_run_state".into(),
         format!("{state} ({:?})", record.reason).into(),
     );
     e.insert("refused_reason".into(), reason.into());
     e.insert("refused_status_comment".into(), comment.into());
+    e.insert(
+        "refused_run_node".into(),
+        env.agent_placement(&refused_run).await["node"].clone(),
+    );
     e
 }
 
@@ -1490,6 +1905,9 @@ async fn main() -> std::process::ExitCode {
         foreign: common::unique_issue(),
         hostile: common::unique_issue(),
         hostile_refused: common::unique_issue(),
+        nothing: common::unique_issue(),
+        failing: common::unique_issue(),
+        refresh: common::unique_issue(),
     });
     let scenarios: Vec<(&str, ScenarioFn)> = vec![
         scenario!(dev_run_to_succeeded_and_pruned),
@@ -1501,6 +1919,10 @@ async fn main() -> std::process::ExitCode {
         scenario!(agent_dev_opens_a_pull_request),
         scenario!(agent_revise_updates_the_pull_request),
         scenario!(staff_ui_shows_the_run_and_its_pr),
+        scenario!(agent_without_changes_pushes_nothing),
+        scenario!(agent_failure_is_reported),
+        scenario!(token_refreshed_mid_run_reaches_the_push),
+        scenario!(pod_security_refuses_an_unhardened_pod),
         scenario!(hostile_agent_never_reaches_the_token),
         scenario!(weakening_state_repo_commit_is_refused),
         scenario!(emptied_state_repo_trips_the_prune_guard),
@@ -1575,8 +1997,10 @@ async fn main() -> std::process::ExitCode {
     }
     let passed = results.iter().filter(|r| r["passed"] == true).count();
     let failed = results.len() - passed;
+    let node = node_report(&env).await;
     let report = json!({
         "api_server": { "git_version": version.git_version, "platform": version.platform },
+        "node": node,
         "instance": env.instance,
         "scenarios": results,
         "passed": passed,
@@ -1588,10 +2012,23 @@ async fn main() -> std::process::ExitCode {
     )
     .unwrap();
     let mut md = format!(
-        "# issueops end-to-end report\n\nAPI server {} ({}), instance `{}`.\n\n| scenario | result | seconds | evidence |\n|---|---|---|---|\n",
+        "# issueops end-to-end report\n\nAPI server {} ({}), instance `{}`.\n\nAgent image `{}` on the {} node{}.\n\n| scenario | result | seconds | evidence |\n|---|---|---|---|\n",
         report["api_server"]["git_version"].as_str().unwrap_or("?"),
         report["api_server"]["platform"].as_str().unwrap_or("?"),
-        env.instance
+        env.instance,
+        node["agent_image"].as_str().unwrap_or("?"),
+        node["kind"].as_str().unwrap_or("?"),
+        match node["kind"].as_str() {
+            Some("real") => format!(
+                " `{}`: kubelet {}, {}; built from agent/Dockerfile, manifest {}, image id {}",
+                node["name"].as_str().unwrap_or("?"),
+                node["kubelet"].as_str().unwrap_or("?"),
+                node["runtime"].as_str().unwrap_or("?"),
+                node["agent_image_digest"].as_str().unwrap_or("?"),
+                node["agent_image_id"].as_str().unwrap_or("?"),
+            ),
+            _ => " (the stand-in runs the image's entrypoint in sandboxes; ISSUEOPS_NODE=standin)".into(),
+        }
     );
     for r in report["scenarios"].as_array().unwrap() {
         let evidence = if r["passed"] == true {

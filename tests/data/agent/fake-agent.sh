@@ -5,6 +5,9 @@
 #   edit [WAIT_DIR]  append a line to CHANGES.md naming the run, its model and
 #                    whether it resumed a session; with WAIT_DIR, touch
 #                    WAIT_DIR/started and wait for WAIT_DIR/go first
+#   edit-when-told   edit, once told: touch $HOME/waiting, wait for $HOME/go
+#                    (its home is the agent-home claim, a folder the
+#                    test reaches on the node)
 #   nothing          change nothing
 #   fail             print to both streams and exit 7
 #   sleep            sleep past any sensible timeout
@@ -61,6 +64,12 @@ model="${2:-}"
 reasoning="${3:-}"
 mkdir -p "$HOME/session"
 cat > "$HOME/session/last-prompt.md"
+if [ "$action" = edit-when-told ]; then
+  touch "$HOME/waiting"
+  while [ ! -e "$HOME/go" ]; do sleep 0.05; done
+  rm -f "$HOME/waiting" "$HOME/go"
+  action=edit
+fi
 case "$action" in
   edit)
     if [ -n "${4:-}" ]; then
