@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A configured repo the fake GitHub App is not installed on.
-pub const UNINSTALLED_REPO: &str = "Codertocat/not-installed";
+pub use super::env::UNINSTALLED_REPO;
 
 /// The value of an unlabelled-or-labelled metric line, `None` when the
 /// series is absent (a series that was never written is not a zero).
