@@ -137,7 +137,10 @@ YAML
 # to $STATE/agent-image.digest, its image id (the config's digest, which the
 # kubelet reports as a container's imageID) to $STATE/agent-image.id.
 AGENT_IMAGE=issueops.test/agent:dev
-AGENT_BASE_PACKAGES="git,ca-certificates,libssl3"
+# Node.js and npm for the Codex CLI, which the base gets too (the version
+# agent/Dockerfile pins), so a build does not download its 400 MB again.
+AGENT_BASE_PACKAGES="git,ca-certificates,libssl3,nodejs,npm"
+CODEX_VERSION="$(sed -n 's/^ARG CODEX_VERSION=//p' "$ROOT/agent/Dockerfile")"
 
 agent_image() {
   local node="$1" base rootfs build="$1/buildah"
@@ -148,13 +151,19 @@ agent_image() {
     log "installing ${missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
-  base="$CACHE_ROOT/agent-base-$(echo "bookworm minbase $AGENT_BASE_PACKAGES" | sha256sum | cut -c1-12).oci.tar"
+  base="$CACHE_ROOT/agent-base-$(echo "bookworm minbase $AGENT_BASE_PACKAGES codex $CODEX_VERSION" | sha256sum | cut -c1-12).oci.tar"
   if [[ ! -f "$base" ]]; then
-    log "making the agent image's Debian base ($AGENT_BASE_PACKAGES; once)"
+    log "making the agent image's Debian base ($AGENT_BASE_PACKAGES, Codex CLI $CODEX_VERSION; once)"
     # Tar files, said outright: mmdebstrap reads a target's format from its
     # name, and "….tmp" made a folder (which never counted as cached).
+    # npm reaches its registry through this machine's TLS proxy: the host's
+    # CA bundle is lent to the download and removed after.
     rootfs="$CACHE_ROOT/agent-base.$$.rootfs.tar"
     mmdebstrap --quiet --format=tar --variant=minbase --include="$AGENT_BASE_PACKAGES" --mode=root \
+      --customize-hook='cp /etc/ssl/certs/ca-certificates.crt "$1/tmp/host-ca.crt"' \
+      --customize-hook="chroot \"\$1\" env NODE_EXTRA_CA_CERTS=/tmp/host-ca.crt npm install -g --no-fund --no-audit @openai/codex@$CODEX_VERSION" \
+      --customize-hook='chroot "$1" npm cache clean --force; rm -f "$1/tmp/host-ca.crt"' \
+      --customize-hook="chroot \"\$1\" codex --version | grep -qx 'codex-cli $CODEX_VERSION'" \
       bookworm "$rootfs"
     python3 "$ROOT/tests/cluster/node/oci-pack.py" --ref issueops.test/agent-base:bookworm \
       --out "$base.$$.tmp" --entrypoint '[]' --layer "$rootfs" >/dev/null

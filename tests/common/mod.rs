@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod fake_repo_api;
 pub mod git_http;
+pub mod scripted_model;
 
 use issueops_control_plane::render::Templates;
 use issueops_control_plane::ControlPlane;

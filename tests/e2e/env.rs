@@ -84,8 +84,49 @@ pub fn bin() -> String {
     std::env::var("ISSUEOPS_E2E_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_issueops").into())
 }
 
+/// How the install under test runs its agent: the gate's stand-in agent
+/// (its model label says what it does), or another argv with its models and
+/// a model API key for the agents (the real Codex CLI against a scripted
+/// model server).
+pub struct AgentSetup {
+    pub command_dev: Vec<String>,
+    pub command_revise: Vec<String>,
+    pub models: Vec<String>,
+    pub default_model: String,
+    pub api_key: Option<String>,
+}
+
+impl AgentSetup {
+    pub fn stand_in() -> Self {
+        let argv: Vec<String> = ["sh", FAKE_AGENT, "{model}", "{model}", "{reasoning}"]
+            .map(String::from)
+            .to_vec();
+        Self {
+            command_dev: argv.clone(),
+            command_revise: argv,
+            models: [
+                "hold",
+                "edit",
+                "edit-when-told",
+                "nothing",
+                "fail",
+                "hostile-probe",
+                "hostile-refused",
+            ]
+            .map(String::from)
+            .to_vec(),
+            default_model: "hold".into(),
+            api_key: None,
+        }
+    }
+}
+
 impl Env {
     pub async fn start(root: &std::path::Path) -> Env {
+        Self::start_with(root, AgentSetup::stand_in()).await
+    }
+
+    pub async fn start_with(root: &std::path::Path, agent: AgentSetup) -> Env {
         let work = root.join("work");
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).unwrap();
@@ -99,7 +140,6 @@ impl Env {
         git.create_repo(common::REPO, "main", &[("README.md", "# Hello World\n")]);
         std::fs::write(work.join("app.pem"), common::rsa_key()).unwrap();
         let instance = format!("e2e-{}", hex::encode(rand::random::<[u8; 4]>()));
-        let agent_argv = |_mode: &str| ["sh", FAKE_AGENT, "{model}", "{model}", "{reasoning}"];
         let config = json!({
             // The second repo has no App installation: its deliveries are
             // the poison of the dead-letter scenario.
@@ -112,13 +152,13 @@ impl Env {
             // stay on the stand-in, where a test decides a pod's outcome.
             "job": { "image": agent_image() },
             "agent": {
-                "command_dev": agent_argv("dev"),
-                "command_revise": agent_argv("revise"),
+                "command_dev": agent.command_dev,
+                "command_revise": agent.command_revise,
                 "git_url": format!("{}/{{repo}}.git", git.base),
-                "models": ["hold", "edit", "edit-when-told", "nothing", "fail", "hostile-probe", "hostile-refused"],
+                "models": agent.models,
                 // Small, so the hostile agent's 2 MiB file is refused.
                 "max_push_bytes": 1048576,
-                "default_model": "hold",
+                "default_model": agent.default_model,
                 "timeout_seconds": 600,
             },
             // Issues stay 20 s after their last run: long enough for a rollback to
@@ -141,7 +181,12 @@ impl Env {
             .port();
         let metrics_port = common::free_port();
         let log = std::fs::File::create(root.join("serve.log")).unwrap();
-        let serve = Command::new(bin())
+        let mut serve = Command::new(bin());
+        if let Some(key) = &agent.api_key {
+            std::fs::write(work.join("agent-api-key"), key).unwrap();
+            serve.env("ISSUEOPS_AGENT_API_KEY_FILE", work.join("agent-api-key"));
+        }
+        let serve = serve
             .args([
                 "serve",
                 "--cluster",
@@ -432,6 +477,14 @@ impl Env {
         e.insert("node".into(), detail["node"].clone());
         e.insert("agent_image_id".into(), detail["agent_image_id"].clone());
         e
+    }
+
+    /// Stops this install's `issueops serve`.
+    pub fn stop(&self) {
+        if let Ok(mut serve) = self.serve.lock() {
+            let _ = serve.kill();
+            let _ = serve.wait();
+        }
     }
 
     pub async fn run_evidence(&self, run: &str) -> Evidence {

@@ -49,6 +49,8 @@ struct Issues {
     nothing: u64,
     failing: u64,
     refresh: u64,
+    /// Where the real Codex CLI runs (a second install).
+    codex: u64,
 }
 
 async fn dev_run_to_succeeded_and_pruned(env: &Env, issues: &Issues) -> Evidence {
@@ -505,6 +507,165 @@ async fn pod_security_refuses_an_unhardened_pod(env: &Env, issues: &Issues) -> E
     e.insert("hardened_run".into(), dev_run.clone().into());
     e.extend(env.agent_placement(&dev_run).await);
     e
+}
+
+/// The default agent argv (`AgentConfig::default()`: `codex exec …`, and
+/// `… resume --last -` for revise) with a model provider pointing at the
+/// scripted model put in before the prompt argument (or `resume`): the only
+/// change a deployment with its own model endpoint makes.
+fn codex_argv(default: &[String], model: &common::scripted_model::ScriptedModel) -> Vec<String> {
+    let provider = [
+        "--config".to_string(),
+        "model_provider=\"scripted\"".to_string(),
+        "--config".to_string(),
+        format!(
+            "model_providers.scripted={{ name = \"scripted model\", base_url = \"{}\", env_key = \"OPENAI_API_KEY\", wire_api = \"responses\" }}",
+            model.base_url()
+        ),
+    ];
+    let at = default
+        .iter()
+        .position(|a| a == "resume" || a == "-")
+        .expect("the default argv ends with its prompt argument");
+    let mut argv = default.to_vec();
+    argv.splice(at..at, provider);
+    argv
+}
+
+/// The real Codex CLI (`@openai/codex`, the version agent/Dockerfile pins,
+/// in the agent image) runs the dev and the revise run of an issue with the
+/// default argv, against a scripted model server speaking the Responses
+/// API. A second install (its own `issueops serve`, fake GitHub and git
+/// server) runs with that argv and a model API key. Checked: the key reaches
+/// the model (and the token never does); the prompt the clone step rendered
+/// reaches the model; the file the model's `apply_patch` call asked for is
+/// the pushed change; Codex's session lands on the issue's agent-home claim;
+/// the revise run's `resume --last` finds it (the model is sent the dev
+/// conversation again) and its change updates the same pull request.
+async fn codex_dev_and_revise_with_a_scripted_model(_env: &Env, issues: &Issues) -> Evidence {
+    const KEY: &str = "sk-e2e-scripted-model-key-0001";
+    let model = common::scripted_model::ScriptedModel::start().await;
+    let defaults = issueops_core::config::AgentConfig::default();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/e2e/codex");
+    std::fs::create_dir_all(&root).unwrap();
+    let codex = Env::start_with(
+        &root,
+        env::AgentSetup {
+            command_dev: codex_argv(&defaults.command_dev, &model),
+            command_revise: codex_argv(&defaults.command_revise, &model),
+            models: defaults.models.clone(),
+            default_model: defaults.default_model.clone(),
+            api_key: Some(KEY.into()),
+        },
+    )
+    .await;
+    let issue = issues.codex;
+    let (dev_run, dev, dev_head) =
+        agent_opens_a_pull_request(&codex, "e2e-codex-dev", issue, &["run:dev", "run:debug"]).await;
+    let bare = codex.git.root.join(format!("{}.git", common::REPO));
+    let show = |head: &str, file: &str| git_http::git(&bare, &["show", &format!("{head}:{file}")]);
+    assert!(
+        show(&dev_head, "CODEX.md").contains("Written by Codex"),
+        "the model's edit is the pushed change"
+    );
+    let seen = model.seen();
+    assert!(
+        !seen.is_empty(),
+        "Codex never asked the model: {:?}",
+        model.paths().await
+    );
+    for s in &seen {
+        assert_eq!(
+            s.authorization.as_deref(),
+            Some(format!("Bearer {KEY}").as_str())
+        );
+        assert!(
+            !s.body.to_string().contains(AGENT_TOKEN),
+            "the token reached the model"
+        );
+    }
+    let title = codex.api.state.lock().unwrap().issues[&issue].0.clone();
+    assert!(
+        seen[0].body["input"].to_string().contains(&title),
+        "the rendered prompt (with the issue's title {title:?}) reached the model"
+    );
+    let namespace = naming::namespace_for_issue(common::REPO, issue);
+    let home = agent_home_on_the_node(&codex, &namespace).await;
+    let sessions = walk(&home.join(".codex/sessions"));
+    assert!(
+        sessions
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "jsonl")),
+        "Codex's session is on the agent-home claim: {sessions:?}"
+    );
+
+    let pr = dev.pr_number.expect("the dev run's pull request") as u64;
+    codex.api.review(
+        pr,
+        "e2e-reviewer",
+        "Add a note on the revision.",
+        "CODEX.md",
+        1,
+    );
+    let asked_before = model.seen().len();
+    codex
+        .label_with(
+            "e2e-codex-revise",
+            issue,
+            "run:dev:revise",
+            "Codertocat",
+            &["run:dev:revise", "run:debug"],
+        )
+        .await;
+    let revise_run = naming::run_id_for_delivery("e2e-codex-revise");
+    let (revised, revise_head) = agent_run(&codex, &revise_run).await;
+    assert_eq!(revised.outcome, "pr-updated", "{revised:?}");
+    assert_eq!(revised.pr_number, dev.pr_number, "the same pull request");
+    assert!(show(&revise_head, "REVISED.md").contains("resumed session"));
+    let resumed = model.seen()[asked_before..]
+        .first()
+        .map(|s| s.body["input"].to_string())
+        .unwrap_or_default();
+    assert!(
+        resumed.contains(common::scripted_model::DEV_CALL),
+        "resume --last sent the dev conversation again"
+    );
+    let mut e = codex.run_evidence(&dev_run).await;
+    e.extend(codex.agent_placement(&dev_run).await);
+    e.insert("revise_run".into(), revise_run.into());
+    e.insert(
+        "model_answered".into(),
+        json!(model
+            .seen()
+            .iter()
+            .map(|s| s.answered.clone())
+            .collect::<Vec<_>>()),
+    );
+    e.insert("pr_number".into(), pr.into());
+    e.insert(
+        "sessions".into(),
+        json!(sessions
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()),
+    );
+    close_and_prune(&codex, "e2e-codex-close", issue).await;
+    codex.stop();
+    e
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
 
 /// The staff UI in headless Chromium: the agent issue's runs, each with its
@@ -1236,6 +1397,7 @@ async fn main() -> std::process::ExitCode {
         nothing: common::unique_issue(),
         failing: common::unique_issue(),
         refresh: common::unique_issue(),
+        codex: common::unique_issue(),
     });
     let scenarios: Vec<(&str, ScenarioFn)> = vec![
         scenario!(dev_run_to_succeeded_and_pruned),
@@ -1252,6 +1414,7 @@ async fn main() -> std::process::ExitCode {
         scenario!(token_refreshed_mid_run_reaches_the_push),
         scenario!(pod_security_refuses_an_unhardened_pod),
         scenario!(hostile_agent_never_reaches_the_token),
+        scenario!(codex_dev_and_revise_with_a_scripted_model),
         scenario!(weakening_state_repo_commit_is_refused),
         scenario!(emptied_state_repo_trips_the_prune_guard),
         scenario!(unmanaged_object_not_taken_over),

@@ -29,7 +29,7 @@ mod provisioner;
 use anyhow::{Context, Result};
 use clap::Parser;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::Client;
@@ -291,8 +291,10 @@ async fn main() -> Result<()> {
     // re-reading them per pod and tick would load the API server being measured.
     let secrets = spawn_store::<Secret>(&client);
     let config_maps = spawn_store::<ConfigMap>(&client);
+    let claims = spawn_store::<PersistentVolumeClaim>(&client);
     secrets.wait_until_ready().await?;
     config_maps.wait_until_ready().await?;
+    claims.wait_until_ready().await?;
 
     let exec_program = match args.exec_program {
         Some(p) => p,
@@ -320,6 +322,7 @@ async fn main() -> Result<()> {
         started: HashMap::new(),
         secrets,
         config_maps,
+        claims,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
@@ -423,6 +426,7 @@ struct Kubelet {
     started: HashMap<String, Instant>,
     secrets: reflector::Store<Secret>,
     config_maps: reflector::Store<ConfigMap>,
+    claims: reflector::Store<PersistentVolumeClaim>,
 }
 
 impl Kubelet {
@@ -470,7 +474,15 @@ impl Kubelet {
         }
         if bound.is_none() {
             let target = match &self.real_node {
-                Some(real) if real.takes(pod) => &real.name,
+                Some(real) if real.takes(pod) => {
+                    // As kube-scheduler's volume binding does: a pod whose
+                    // claims are not bound yet waits here, not on the node
+                    // (whose kubelet would retry its mounts with backoff).
+                    if !self.claims_bound(ns, &spec) {
+                        return Ok(());
+                    }
+                    &real.name
+                }
                 _ => &self.node,
             };
             let binding = json!({
@@ -568,6 +580,20 @@ impl Kubelet {
             tracing::info!(pod = %pod_ref(pod), ?outcome, "finished");
         }
         Ok(())
+    }
+
+    fn claims_bound(&self, ns: &str, spec: &k8s_openapi::api::core::v1::PodSpec) -> bool {
+        spec.volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| v.persistent_volume_claim.as_ref())
+            .all(|c| {
+                self.claims
+                    .get(&reflector::ObjectRef::new(&c.claim_name).within(ns))
+                    .is_some_and(|claim| {
+                        claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+                    })
+            })
     }
 
     /// Writes every Secret and ConfigMap volume's keys as files. `false` when
