@@ -1,7 +1,9 @@
-//! The test cluster's stand-in node, beside the real one (scripts/lib/real-node.sh):
-//! until the agent image runs on the real node, this program plays the part
-//! the agent's Jobs need. It registers a Ready Node, binds every pending pod
-//! to it (there is no scheduler either), waits like a kubelet until the
+//! The test cluster's stand-in node, beside the real one (scripts/lib/real-node.sh),
+//! and its scheduler and volume provisioner: the agent image's pods go to the
+//! real node (`--real-node`, once their claims are bound), and this program
+//! plays the node for every other pod, and for all of them with the real node
+//! off (`ISSUEOPS_NODE=standin`). It registers a Ready Node, binds those pods
+//! to it, waits like a kubelet until the
 //! Secrets and ConfigMaps a pod mounts exist, writes their keys (or the keys
 //! a volume's `items` select) as files under
 //! `--volumes-dir/<namespace>/<pod>/<volume>/` and keeps them current (as a
@@ -119,16 +121,18 @@ struct RealNode {
     images: String,
 }
 
-impl RealNode {
-    fn images_of(pod: &Pod) -> impl Iterator<Item = &str> {
-        let spec = pod.spec.as_ref();
-        spec.into_iter()
-            .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
-            .map(|c| c.image.as_deref().unwrap_or_default())
-    }
+/// Every container of the pod, init containers first.
+fn all_containers(pod: &Pod) -> impl Iterator<Item = &k8s_openapi::api::core::v1::Container> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+}
 
+impl RealNode {
     fn has_image_of(&self, pod: &Pod) -> bool {
-        let mut images = Self::images_of(pod).peekable();
+        let mut images = all_containers(pod)
+            .map(|c| c.image.as_deref().unwrap_or_default())
+            .peekable();
         images.peek().is_some() && images.all(|i| i.starts_with(&self.images))
     }
 
@@ -136,10 +140,7 @@ impl RealNode {
     /// not an agent a test holds (model `hold`), whose outcome the test
     /// decides here with the outcome annotation.
     fn takes(&self, pod: &Pod) -> bool {
-        let held = pod
-            .spec
-            .iter()
-            .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+        let held = all_containers(pod)
             .flat_map(|c| c.env.iter().flatten())
             .any(|e| e.name == "ISSUEOPS_MODEL" && e.value.as_deref() == Some("hold"));
         self.has_image_of(pod) && !held
