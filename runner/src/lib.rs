@@ -299,7 +299,14 @@ async fn publish_step(spec: &RunSpec) -> Result<StepEnd, RunFailure> {
         resumed_session: notes.resumed_session,
     };
     if let publish::Published::Unchanged(_) = published {
-        result.reason = Some("the agent changed nothing; no pull request was opened".into());
+        result.reason = Some(match &plan.pull {
+            // A revise that changes nothing leaves its pull request as it was.
+            Some(p) => format!(
+                "the agent changed nothing; pull request #{} was left as it was",
+                p.number
+            ),
+            None => "the agent changed nothing; no pull request was opened".into(),
+        });
         return Ok(StepEnd::Done(result));
     }
     tracing::info!(branch = %plan.branch, commit = %published.head(), "pushed");

@@ -338,6 +338,31 @@ async fn no_change_gives_no_changes_and_no_pull_request() {
     );
 }
 
+/// Catches a revise that changes nothing reporting "no pull request was
+/// opened" (the pull request exists, and stays as it was).
+#[tokio::test]
+async fn a_revise_that_changes_nothing_leaves_its_pull_request_as_it_was() {
+    let w = World::new().await;
+    w.api.add_issue(9, "Tidy", "Tidy up.");
+    let dev = w.run("run-dev-9", 9, "dev", &["edit"], &[]).await;
+    assert_eq!(dev.result["outcome"], "pr-opened", "{}", dev.result);
+    let head = w.branch_head("issueops/issue-9");
+    let revise = w.run("run-revise-9", 9, "revise", &["nothing"], &[]).await;
+    assert_eq!(revise.code, 3, "{}", revise.logs);
+    assert_eq!(revise.result["outcome"], "no-changes");
+    let number = dev.result["pr_number"].as_u64().unwrap();
+    assert_eq!(revise.result["pr_number"].as_u64(), Some(number));
+    assert_eq!(
+        revise.result["reason"].as_str(),
+        Some(
+            format!("the agent changed nothing; pull request #{number} was left as it was")
+                .as_str()
+        )
+    );
+    assert_eq!(w.branch_head("issueops/issue-9"), head, "nothing pushed");
+    assert_eq!(w.api.pulls().len(), 1);
+}
+
 #[tokio::test]
 async fn an_agent_failure_gives_failed_with_its_log_tail() {
     let w = World::new().await;

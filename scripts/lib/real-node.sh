@@ -131,8 +131,9 @@ YAML
 # The agent image, built by buildah from agent/Dockerfile as users build it,
 # with the build arguments a machine without a registry needs: BASE is a
 # Debian made by mmdebstrap from Debian's packages (cached by its package
-# list), RUNNER_FROM=context takes this workspace's issueops-runner, and
-# AGENT=test-agent puts the tests' stand-in agent where Codex would be.
+# list, with the Codex CLI), RUNNER_FROM=context takes this workspace's
+# issueops-runner, and AGENT=test-agent adds the tests' stand-in agent
+# beside Codex.
 # Loaded into the node's containerd as $AGENT_IMAGE; its manifest digest goes
 # to $STATE/agent-image.digest, its image id (the config's digest, which the
 # kubelet reports as a container's imageID) to $STATE/agent-image.id.
