@@ -288,8 +288,9 @@ async fn agent_revise_updates_the_pull_request(env: &Env, issues: &Issues) -> Ev
 }
 
 /// Labels `issue` for a dev run with the agent model `model` and waits for
-/// the run to end; returns the run and its result. The issue is closed and
-/// pruned after, so the idle timer never prunes it in a later scenario.
+/// the run to end; returns the run, its state and its result. Callers close
+/// the issue after ([`close_and_prune`]), so the idle timer never prunes it
+/// in a later scenario.
 async fn agent_run_to_its_end(
     env: &Env,
     delivery: &str,
@@ -319,6 +320,8 @@ async fn agent_run_to_its_end(
 
 /// The agent changes nothing: the run succeeds as `no-changes`, nothing is
 /// pushed, no pull request is opened, and the status comment says so.
+/// Caught: the pruned run's comment saying only "finished and was pruned"
+/// (its first run, before `report.rs` kept the outcome).
 async fn agent_without_changes_pushes_nothing(env: &Env, issues: &Issues) -> Evidence {
     let pulls_before = env.api.pulls().len();
     let (run, state, result) =
@@ -392,6 +395,8 @@ async fn agent_failure_is_reported(env: &Env, issues: &Issues) -> Evidence {
 /// and the push authenticates with it, the old token being refused by then.
 /// The agent waits (in its home, the claim's folder on the node) until the
 /// test has seen the new token in the container's volume.
+/// Caught: the reconciler's refresh margin set to 0 (timed out waiting for
+/// the new token in the container's volume).
 async fn token_refreshed_mid_run_reaches_the_push(env: &Env, issues: &Issues) -> Evidence {
     const FIRST: &str = "ghs_e2eREFRESHfirstTOKEN0000001";
     const SECOND: &str = "ghs_e2eREFRESHsecondTOKEN000002";
@@ -542,6 +547,8 @@ fn codex_argv(default: &[String], model: &common::scripted_model::ScriptedModel)
 /// the pushed change; Codex's session lands on the issue's agent-home claim;
 /// the revise run's `resume --last` finds it (the model is sent the dev
 /// conversation again) and its change updates the same pull request.
+/// Caught: the revise argv without `resume --last` (Codex started afresh,
+/// wrote the same file again: `no-changes`).
 async fn codex_dev_and_revise_with_a_scripted_model(_env: &Env, issues: &Issues) -> Evidence {
     const KEY: &str = "sk-e2e-scripted-model-key-0001";
     let model = common::scripted_model::ScriptedModel::start().await;
