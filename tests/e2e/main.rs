@@ -1045,28 +1045,14 @@ async fn hostile_agent_never_reaches_the_token(env: &Env, issues: &Issues) -> Ev
         .collect();
 
     // The link to the token's path and the file too large: refused.
-    env.label_with(
+    let (refused_run, state, result) = agent_run_to_its_end(
+        env,
         "e2e-hostile-refused",
         issues.hostile_refused,
-        "run:dev",
-        "Codertocat",
-        &["run:dev", "ai-model:hostile-refused"],
+        "hostile-refused",
     )
     .await;
-    let refused_run = naming::run_id_for_delivery("e2e-hostile-refused");
-    let state = env
-        .wait_state(
-            &refused_run,
-            &["succeeded", "failed", "cancelled", "pruned"],
-        )
-        .await;
     let record = env.store.get_run(&refused_run).await.unwrap().unwrap();
-    let result = env
-        .store
-        .run_result(&refused_run)
-        .await
-        .unwrap()
-        .expect("the refused run's result");
     let reason = result.reason.clone().unwrap_or_default();
     assert_eq!(result.outcome, "failed", "{result:?}");
     assert!(
@@ -1087,13 +1073,7 @@ async fn hostile_agent_never_reaches_the_token(env: &Env, issues: &Issues) -> Ev
     );
     // Done with that issue: closed and pruned now, not by the idle timer in
     // the middle of a later scenario.
-    env.close("e2e-hostile-refused-close", issues.hostile_refused)
-        .await;
-    let refused_namespace = naming::namespace_for_issue(common::REPO, issues.hostile_refused);
-    env.wait_until(&format!("{refused_namespace} is pruned"), || async {
-        !env.our_namespaces().await.contains(&refused_namespace)
-    })
-    .await;
+    close_and_prune(env, "e2e-hostile-refused-close", issues.hostile_refused).await;
 
     let mut e = env.run_evidence(&run).await;
     e.extend(env.agent_placement(&run).await);
