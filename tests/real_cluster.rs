@@ -195,6 +195,22 @@ async fn drift_by_another_field_manager_is_found_and_corrected_by_the_watched_re
     let namespace = naming::namespace_for_issue(REPO, issue);
     trigger(&h, issue, "real-drift-1").await;
     assert!(h.reconciler.reconcile_once().await.unwrap().converged());
+    // The cluster's own controllers finish with our objects first: the
+    // test cluster provisions the agent-home claim, and its binding changes
+    // the claim (a watch event, so a file to read at the next resync).
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(h.client.clone(), &namespace);
+    eventually("the agent-home claim is bound", || async {
+        claims
+            .get("agent-home")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.phase)
+            .as_deref()
+            == Some("Bound")
+    })
+    .await;
 
     // With the watches running, a resync lists nothing: the first one reads
     // and checks every file once, and writes nothing.
