@@ -109,14 +109,24 @@ pub enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
-    /// Write a new commit that restores the state repo's tree at COMMIT.
-    /// History is never rewritten; finished runs' Jobs are not re-created.
+    /// Write a new commit that restores the state repo's tree at COMMIT
+    /// (with review on: propose it for review). History is never rewritten;
+    /// finished runs' Jobs are not re-created.
     Rollback {
         /// The commit whose tree to restore (full or abbreviated sha).
         commit: String,
         /// Who asks for the rollback, recorded in the commit and the audit table.
         #[arg(long, env = "USER", default_value = "operator")]
         actor: String,
+    },
+    /// Proposals waiting for review (`review` in the config), or decide one:
+    /// `proposals show|approve|deny ID`.
+    Proposals {
+        #[command(subcommand)]
+        command: Option<ProposalsCommand>,
+        /// List decided proposals too.
+        #[arg(long)]
+        all: bool,
     },
     /// List approval requests (triggers waiting for an approver).
     Approvals,
@@ -156,11 +166,54 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<SessionsCommand>,
     },
-    /// Print the audit trail, oldest first.
+    /// Print the audit trail, oldest first (or verify it: `audit verify`).
     Audit {
         /// Only the rows of this run (and of the delivery that started it).
         #[arg(long)]
         run: Option<String>,
+        #[command(subcommand)]
+        command: Option<AuditCommand>,
+    },
+}
+
+/// `issueops proposals ...`
+#[derive(Debug, Subcommand)]
+pub enum ProposalsCommand {
+    /// What the proposal asks for, then the diff of its branch.
+    Show { id: String },
+    /// Merge the proposal into the applied branch (a commit issueops signs):
+    /// the reconciler applies it on its next cycle.
+    Approve {
+        id: String,
+        /// Why, recorded in the merge commit and the audit table.
+        #[arg(long, default_value = "approved")]
+        reason: String,
+        /// Who approves, recorded in the merge commit and the audit table.
+        #[arg(long, env = "USER", default_value = "operator")]
+        actor: String,
+    },
+    /// Deny the proposal: nothing of it is applied; its run is cancelled
+    /// with the reason, reported on the issue.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, env = "USER", default_value = "operator")]
+        actor: String,
+    },
+}
+
+/// `issueops audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the audit table's hash chain and hold the state repo's
+    /// history against it (commit trailers ↔ rows). Prints the first break
+    /// and exits 1 when anything was removed or altered; records the outcome
+    /// (shown on the staff UI's health page).
+    Verify {
+        /// Who asks, recorded in the audit table.
+        #[arg(long, default_value = "operator")]
+        actor: String,
     },
 }
 

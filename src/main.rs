@@ -11,7 +11,9 @@ mod standin;
 mod telemetry;
 
 use clap::Parser;
-use cli::{Cli, Command, DeliveriesCommand, LabelsCommand, SessionsCommand};
+use cli::{
+    AuditCommand, Cli, Command, DeliveriesCommand, LabelsCommand, ProposalsCommand, SessionsCommand,
+};
 use issueops_core::store::sessions::Revoke;
 
 #[tokio::main]
@@ -61,6 +63,21 @@ async fn main() -> std::process::ExitCode {
         Command::Rollback { commit, actor } => {
             commands::ops::rollback(&cli.common, &commit, &actor).await
         }
+        Command::Proposals { command: None, all } => {
+            commands::proposals::list(&cli.common, all).await
+        }
+        Command::Proposals {
+            command: Some(ProposalsCommand::Show { id }),
+            ..
+        } => commands::proposals::show(&cli.common, &id).await,
+        Command::Proposals {
+            command: Some(ProposalsCommand::Approve { id, reason, actor }),
+            ..
+        } => commands::proposals::decide(&cli.common, &id, &actor, true, &reason).await,
+        Command::Proposals {
+            command: Some(ProposalsCommand::Deny { id, reason, actor }),
+            ..
+        } => commands::proposals::decide(&cli.common, &id, &actor, false, &reason).await,
         Command::Approvals => commands::approvals::list(&cli.common).await,
         Command::Approve { id, reason, actor } => {
             commands::approvals::decide(&cli.common, &id, &actor, true, &reason).await
@@ -95,7 +112,13 @@ async fn main() -> std::process::ExitCode {
             };
             commands::ops::revoke_sessions(&cli.common, which, &actor).await
         }
-        Command::Audit { run } => commands::ops::audit(&cli.common, run.as_deref()).await,
+        Command::Audit {
+            command: Some(AuditCommand::Verify { actor }),
+            ..
+        } => commands::ops::verify_audit(&cli.common, &actor).await,
+        Command::Audit { run, command: None } => {
+            commands::ops::audit(&cli.common, run.as_deref()).await
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

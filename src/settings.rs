@@ -5,6 +5,7 @@ use crate::cli::{ClusterMode, Common};
 use anyhow::{bail, Context, Result};
 use issueops_control_plane::render::Templates;
 use issueops_control_plane::ControlPlane;
+use issueops_core::signing::{Signer, TrustedKeys};
 use issueops_core::state_repo::StateRepo;
 use issueops_core::{Config, Store};
 use issueops_github::{Credentials, GitHub, Settings};
@@ -62,7 +63,40 @@ impl Common {
             Some(path) => StateRepo::local(std::path::Path::new(path), &self.state_branch)?,
             None => StateRepo::local(&self.data_dir.join("state.git"), &self.state_branch)?,
         };
-        Ok(repo)
+        Ok(match self.signer()? {
+            Some(signer) => repo.with_signer(signer),
+            None => repo,
+        })
+    }
+
+    /// issueops's signing key: `ISSUEOPS_SIGNING_KEY_FILE`, else the config's
+    /// `review.signing_key_file`; `None` when neither is set.
+    pub fn signer(&self) -> Result<Option<std::sync::Arc<Signer>>> {
+        let path = match std::env::var("ISSUEOPS_SIGNING_KEY_FILE")
+            .ok()
+            .filter(|p| !p.is_empty())
+        {
+            Some(p) => Some(p),
+            None => self.load_config()?.review.signing_key_file,
+        };
+        path.map(|p| {
+            Ok(std::sync::Arc::new(Signer::from_file(
+                std::path::Path::new(&p),
+            )?))
+        })
+        .transpose()
+    }
+
+    /// The keys whose commits the reconciler applies: issueops's own and the
+    /// reviewers'. Empty (nothing checked) when issueops does not sign.
+    pub fn trusted_keys(&self) -> Result<TrustedKeys> {
+        let Some(signer) = self.signer()? else {
+            return Ok(TrustedKeys::default());
+        };
+        Ok(TrustedKeys::new(
+            Some(&signer),
+            &self.load_config()?.review.trusted_keys,
+        )?)
     }
 
     /// The control plane for the configured store, repo and templates, with

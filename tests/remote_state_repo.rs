@@ -185,3 +185,44 @@ async fn runs_are_pushed_to_the_remote_and_a_rejected_push_is_redone_once() {
     assert!(report.applied[1].ends_with(&format!("run-{run_b}")));
     h.finish().await;
 }
+
+/// A proposal pushed by one replica (its own cache) is merged by another:
+/// the proposal branch is on the remote, and the merge pushed to `main` has
+/// the proposal as its second parent. Catches: a merge that reads the
+/// proposal only from the local cache.
+#[tokio::test]
+async fn a_proposal_made_by_one_replica_is_merged_by_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = GitDaemon::start(dir.path(), "state.git");
+    let one = StateRepo::remote(&daemon.url, &dir.path().join("one"), "main", None).unwrap();
+    let two = StateRepo::remote(&daemon.url, &dir.path().join("two"), "main", None).unwrap();
+    let write = |path: &str| issueops_core::state_repo::CommitRequest {
+        subject: format!("write {path}"),
+        body: String::new(),
+        trailers: vec![],
+        changes: vec![issueops_core::state_repo::Change::Write {
+            path: path.into(),
+            content: b"x\n".to_vec(),
+        }],
+    };
+    one.commit(&write("base.yaml")).unwrap().unwrap();
+    let proposal = one.propose("r1", &write("issues/a/run.yaml")).unwrap();
+    let remote = dir.path().join("state.git");
+    assert_eq!(
+        git(&remote, &["rev-parse", "refs/heads/proposals/r1"]),
+        proposal
+    );
+    let merge = two
+        .merge_proposal("r1", &write("ignored"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(git(&remote, &["rev-parse", "refs/heads/main"]), merge);
+    let parents = git(&remote, &["rev-list", "--parents", "-n1", &merge]);
+    assert_eq!(
+        parents.split(' ').nth(2),
+        Some(proposal.as_str()),
+        "{parents}"
+    );
+    let files = git(&remote, &["ls-tree", "-r", "--name-only", &merge]);
+    assert_eq!(files, "base.yaml\nissues/a/run.yaml");
+}

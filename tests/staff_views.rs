@@ -230,7 +230,16 @@ async fn views_on(db: Db) {
         "/deliveries?page=1".to_string(),
         "/health".to_string(),
     ];
-    let ui = serve_ui(&h).await;
+    let ui = common::staff_ui_http::serve_ui(
+        &h,
+        issueops_control_plane::ControlPlane::new(
+            h.store.clone(),
+            h.repo.clone(),
+            std::sync::Arc::new(test_config()),
+            issueops_control_plane::render::Templates::embedded(),
+        ),
+    )
+    .await;
     for page in &pages {
         let (status, body) = ui.get(page).await;
         assert_eq!(status, 200, "{page}: {body}");
@@ -268,68 +277,6 @@ async fn views_on(db: Db) {
     assert_eq!((cycle.outcome.as_str(), cycle.head), ("error", None));
     assert_eq!(h.store.last_cycle("other").await.unwrap(), None);
     h.finish().await;
-}
-
-/// The staff UI over the harness's store, repo and cluster, on loopback,
-/// with a signed-in session.
-struct Ui {
-    base: String,
-    cookie: String,
-    http: reqwest::Client,
-}
-
-impl Ui {
-    async fn get(&self, path: &str) -> (u16, String) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header("cookie", &self.cookie)
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.text().await.unwrap())
-    }
-}
-
-async fn serve_ui(h: &Harness) -> Ui {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let config = std::sync::Arc::new(test_config());
-    let state = issueops_ui::AppState::new(issueops_ui::UiParts {
-        store: h.store.clone(),
-        repo: h.repo.clone(),
-        control_plane: issueops_control_plane::ControlPlane::new(
-            h.store.clone(),
-            h.repo.clone(),
-            config.clone(),
-            issueops_control_plane::render::Templates::embedded(),
-        ),
-        config,
-        cluster: h.client.clone(),
-        cluster_description: "test".into(),
-        simulated: false,
-        state_key: "default".into(),
-        public_url: base.clone(),
-        cookie_key: issueops_ui::session::cookie_key(None).unwrap(),
-        github_sign_in: None,
-        local_login: "ann".into(),
-    });
-    let link = state.sign_in_link().unwrap();
-    tokio::spawn(issueops_ui::serve(listener, state, std::future::pending()));
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let resp = http.get(&link).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 303);
-    let cookie = resp.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    Ui { base, cookie, http }
 }
 
 #[tokio::test]

@@ -385,6 +385,56 @@ impl ControlPlane {
         target: &str,
         actor: &str,
     ) -> Result<Option<String>, ControlPlaneError> {
+        let (target_info, _, request) = self.rollback_request(target, actor).await?;
+        let sha = self.commit(request).await?;
+        let mut audit = AuditEvent::new(
+            kind::ROLLBACK,
+            if sha.is_some() {
+                "committed"
+            } else {
+                "no-change"
+            },
+        )
+        .actor(actor)
+        .detail(json!({ "to": target_info.sha }));
+        if let Some(sha) = &sha {
+            audit = audit.commit(sha.clone());
+        }
+        self.store.append_audit(&audit).await?;
+        Ok(sha)
+    }
+
+    /// A rollback as people ask for it: with review on (`review`), proposed
+    /// for review like any change of desired state; otherwise committed.
+    pub async fn request_rollback(
+        &self,
+        target: &str,
+        actor: &str,
+    ) -> Result<RollbackOutcome, ControlPlaneError> {
+        if !self.config.review.enabled() {
+            return Ok(match self.rollback(target, actor).await? {
+                Some(sha) => RollbackOutcome::Committed(sha),
+                None => RollbackOutcome::Unchanged,
+            });
+        }
+        let (target_info, head, request) = self.rollback_request(target, actor).await?;
+        if request.changes.is_empty() {
+            return Ok(RollbackOutcome::Unchanged);
+        }
+        let id = self
+            .propose_rollback(&target_info, &head, request, actor)
+            .await?;
+        Ok(RollbackOutcome::Proposed(id))
+    }
+
+    /// The commit that restores `target`'s tree on top of the head, with the
+    /// target and the head it was computed against.
+    async fn rollback_request(
+        &self,
+        target: &str,
+        actor: &str,
+    ) -> Result<(issueops_core::state_repo::CommitInfo, String, CommitRequest), ControlPlaneError>
+    {
         let repo = self.repo.clone();
         let target_owned = target.to_string();
         let changes = tokio::task::spawn_blocking(
@@ -396,6 +446,7 @@ impl ControlPlane {
                 let deltas = repo.diff(Some(&head), &target_info.sha)?;
                 Ok(Some((
                     target_info,
+                    head,
                     deltas
                         .into_iter()
                         .map(|d| match d {
@@ -410,7 +461,7 @@ impl ControlPlane {
         )
         .await
         .map_err(|e| ControlPlaneError::Task(e.to_string()))??;
-        let Some((target_info, changes)) = changes else {
+        let Some((target_info, head, changes)) = changes else {
             return Err(ControlPlaneError::Refused(
                 "the state repo has no commits to roll back".into(),
             ));
@@ -430,22 +481,7 @@ impl ControlPlane {
             trailers: t,
             changes,
         };
-        let sha = self.commit(request).await?;
-        let mut audit = AuditEvent::new(
-            kind::ROLLBACK,
-            if sha.is_some() {
-                "committed"
-            } else {
-                "no-change"
-            },
-        )
-        .actor(actor)
-        .detail(json!({ "to": target_info.sha }));
-        if let Some(sha) = &sha {
-            audit = audit.commit(sha.clone());
-        }
-        self.store.append_audit(&audit).await?;
-        Ok(sha)
+        Ok((target_info, head, request))
     }
 }
 
@@ -458,4 +494,15 @@ fn issue_is_idle(runs: &[Run], run_id: &str, idle_before: i64) -> bool {
         .any(|r| r.run_state().is_some_and(|s| !s.is_finished()));
     let last_end = runs.iter().filter_map(|r| r.finished_at).max();
     !others_busy && last_end.is_some_and(|t| t <= idle_before)
+}
+
+/// What `request_rollback` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RollbackOutcome {
+    /// Committed to the applied branch.
+    Committed(String),
+    /// The head has the target's tree already.
+    Unchanged,
+    /// Proposed for review: the proposal's id.
+    Proposed(String),
 }

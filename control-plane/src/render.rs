@@ -256,7 +256,7 @@ impl Templates {
                     model => r.model, reasoning => r.reasoning,
                     // Strings: environment values must not render as YAML lists or numbers.
                     agent_command => serde_json::to_string(command).unwrap_or_default(),
-                    agent_timeout_seconds => config.agent.timeout_seconds.to_string(),
+                    agent_timeout_seconds => config.limits.agent_seconds().to_string(),
                     git_url => config.agent.git_url.replace("{repo}", &issue.repo),
                     prompt_template => prompt,
                 })

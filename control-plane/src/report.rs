@@ -58,6 +58,7 @@ pub fn run_body(
     result: Option<&RunResult>,
     commit_url: Option<&str>,
     pull_request: Option<&str>,
+    queue: Option<(usize, usize)>,
 ) -> String {
     let commit = match (&run.commit_sha, commit_url) {
         (Some(sha), Some(url)) => format!(
@@ -70,7 +71,16 @@ pub fn run_body(
     };
     let state = RunState::parse(&run.state);
     let headline = match state {
-        Some(RunState::Queued) => "is queued behind the active run of this issue".to_string(),
+        Some(RunState::Queued) => match queue {
+            Some((position, of)) => format!(
+                "is queued, position {position} of {of}; it starts by itself when its issue and a slot are free"
+            ),
+            None => "is queued; it starts by itself when its issue and a slot are free".into(),
+        },
+        Some(RunState::Proposed) => format!(
+            "is proposed for review on the state repo's branch `proposals/{0}`; nothing is applied until a reviewer approves it (`issueops proposals approve {0}`, or the staff UI)",
+            run.run_id
+        ),
         Some(RunState::Accepted | RunState::Committed) => {
             "was accepted and is being applied".into()
         }
@@ -95,7 +105,14 @@ pub fn run_body(
                 "{}; it was pruned, its history stays in the state repo",
                 success_line(Some(r), pull_request)
             ),
-            None => "has finished and was pruned; its history stays in the state repo".into(),
+            // A cancelled run's reason (denied, expired, closed) stays said.
+            None => format!(
+                "has finished and was pruned{}; its history stays in the state repo",
+                run.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ),
         },
         None => format!("is {}", run.state),
     };
@@ -147,6 +164,7 @@ impl ControlPlane {
         let commit_url = self.config.github.commit_url.as_deref();
         let wanted = self.store.report_bodies().await?;
         let results = self.store.run_results().await?;
+        let queue = self.queue_positions().await?;
         for run in self.store.list_runs().await? {
             let current = wanted.get(&run.delivery_id);
             let result = results.get(&run.run_id);
@@ -168,7 +186,13 @@ impl ControlPlane {
                     .map(|(_, url)| url),
                 _ => None,
             };
-            let body = run_body(&run, result, commit_url, pr.as_deref());
+            let body = run_body(
+                &run,
+                result,
+                commit_url,
+                pr.as_deref(),
+                queue.get(&run.run_id).copied(),
+            );
             if current != Some(&body) {
                 self.store
                     .set_report(&run.delivery_id, &run.repo, run.issue_number, &body)
@@ -303,10 +327,14 @@ mod tests {
 
     #[test]
     fn bodies_carry_the_marker_and_the_state() {
-        let b = run_body(&run("running"), None, None, None);
+        let queued = run_body(&run("queued"), None, None, None, Some((3, 7)));
+        assert!(queued.contains("is queued, position 3 of 7"), "{queued}");
+        let b = run_body(&run("running"), None, None, None, None);
         assert!(b.starts_with("<!-- issueops:subject=d1 -->"));
         assert!(b.contains("is running") && b.contains("`0123456789ab`"));
-        assert!(run_body(&run("failed"), None, None, None).contains("failed: DeadlineExceeded"));
+        assert!(
+            run_body(&run("failed"), None, None, None, None).contains("failed: DeadlineExceeded")
+        );
         // A failed run keeps saying why once it is pruned.
         let failed = RunResult {
             run_id: "r1".into(),
@@ -317,20 +345,21 @@ mod tests {
             reason: Some("not published: the change adds a symbolic link".into()),
             resumed_session: false,
         };
-        let pruned = run_body(&run("pruned"), Some(&failed), None, None);
+        let pruned = run_body(&run("pruned"), Some(&failed), None, None, None);
         assert!(
             pruned
                 .contains("failed: not published: the change adds a symbolic link; it was pruned"),
             "{pruned}"
         );
-        assert!(run_body(&run("pruned"), None, None, None).contains("has finished and was pruned"));
+        assert!(run_body(&run("pruned"), None, None, None, None)
+            .contains("has finished and was pruned (DeadlineExceeded)"));
         // So does one that changed nothing.
         let nothing = RunResult {
             outcome: "no-changes".into(),
             reason: None,
             ..failed.clone()
         };
-        let pruned = run_body(&run("pruned"), Some(&nothing), None, None);
+        let pruned = run_body(&run("pruned"), Some(&nothing), None, None, None);
         assert!(
             pruned.contains(
                 "finished without changes; no pull request was opened or updated; it was pruned"
@@ -342,6 +371,7 @@ mod tests {
             None,
             Some("https://x/commit/{sha}"),
             Some("https://github.com/o/r/pull/9"),
+            None,
         );
         assert!(
             done.contains("https://github.com/o/r/pull/9")
@@ -360,7 +390,7 @@ mod tests {
             reason: None,
             resumed_session: false,
         };
-        let b = run_body(&run("succeeded"), Some(&result), None, None);
+        let b = run_body(&run("succeeded"), Some(&result), None, None, None);
         assert!(
             b.contains("succeeded and opened pull request #12: https://github.com/o/r/pull/12")
                 && b.contains("head commit `fedcba987654`"),
@@ -368,13 +398,13 @@ mod tests {
         );
         result.outcome = "pr-updated".into();
         result.resumed_session = true;
-        let b = run_body(&run("succeeded"), Some(&result), None, None);
+        let b = run_body(&run("succeeded"), Some(&result), None, None, None);
         assert!(
             b.contains("updated pull request #12")
                 && b.contains("resumed the agent's earlier session")
         );
         result.outcome = "no-changes".into();
-        let b = run_body(&run("succeeded"), Some(&result), None, None);
+        let b = run_body(&run("succeeded"), Some(&result), None, None, None);
         assert!(b.contains("without changes; no pull request"), "{b}");
     }
 }

@@ -45,11 +45,108 @@ pub struct Config {
     pub inbox: InboxConfig,
     pub gateway: GatewayConfig,
     pub cluster: ClusterConfig,
+    pub limits: LimitsConfig,
+    pub review: ReviewConfig,
     /// Names this install: every object it renders carries it in the
     /// `issueops.dev/instance` label, and its reconciler lists, observes and
     /// prunes only objects with the same value, so two installs (or two test
     /// runs) on one cluster never treat each other's objects as orphans.
     pub instance: String,
+}
+
+/// Review before apply: which runs are proposed instead of applied, and
+/// which commits the reconciler trusts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReviewConfig {
+    /// Every run is proposed for review.
+    pub all: bool,
+    /// Runs of these repositories (`owner/name`) are proposed for review.
+    pub repos: Vec<String>,
+    /// Runs of issues carrying one of these labels are proposed for review.
+    pub labels: Vec<String>,
+    /// A proposal nobody approved or denied within this long expires, and
+    /// its run is cancelled saying so.
+    pub proposal_ttl_seconds: u64,
+    /// An unencrypted OpenSSH private key (`ssh-keygen -t ed25519`) issueops
+    /// signs its state-repo commits with; `ISSUEOPS_SIGNING_KEY_FILE` sets
+    /// it too. With a key, the reconciler applies only commits signed by it
+    /// or by a key in `trusted_keys`.
+    pub signing_key_file: Option<String>,
+    /// Reviewers' public keys (`ssh-ed25519 AAAA... name`): a commit they
+    /// signed (`git commit -S` with `gpg.format = ssh`) is applied too.
+    pub trusted_keys: Vec<String>,
+}
+
+impl Default for ReviewConfig {
+    fn default() -> Self {
+        Self {
+            all: false,
+            repos: Vec::new(),
+            labels: Vec::new(),
+            proposal_ttl_seconds: 7 * 86_400,
+            signing_key_file: None,
+            trusted_keys: Vec::new(),
+        }
+    }
+}
+
+impl ReviewConfig {
+    /// Whether a run of `repo`'s issue with `labels` is proposed for review.
+    pub fn applies(&self, repo: &str, labels: &[String]) -> bool {
+        self.all
+            || self.repos.iter().any(|r| r.eq_ignore_ascii_case(repo))
+            || labels.iter().any(|l| self.labels.contains(l))
+    }
+
+    /// Whether review is on for anything.
+    pub fn enabled(&self) -> bool {
+        self.all || !self.repos.is_empty() || !self.labels.is_empty()
+    }
+}
+
+/// What may run at once, how often, and for how long.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Runs active at once in the whole install (none: no limit). A trigger
+    /// beyond it waits in a queue that is fair across repositories and
+    /// starts by itself when a run ends.
+    pub max_active_runs: Option<u32>,
+    /// Runs active at once per repository (none: no limit).
+    pub max_active_runs_per_repo: Option<u32>,
+    /// Runs a repository may start per UTC day (none: no limit); a trigger
+    /// beyond it is refused with a comment saying when the count resets.
+    pub runs_per_day: Option<u32>,
+    /// The one wall-clock limit of a run: the Job's `activeDeadlineSeconds`.
+    /// The agent gets this minus a reserve for cloning and publishing (a
+    /// quarter, at most 15 minutes): see [`LimitsConfig::agent_seconds`].
+    pub run_seconds: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_active_runs: None,
+            max_active_runs_per_repo: None,
+            runs_per_day: None,
+            run_seconds: 3600,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// How long the agent itself may run: `run_seconds` less the reserve
+    /// the runner needs before (clone) and after it (push, report).
+    pub fn agent_seconds(&self) -> u64 {
+        self.run_seconds - (self.run_seconds / 4).min(900)
+    }
+
+    /// Whether any cap on active runs is set (then every trigger goes
+    /// through the queue, so arrival order holds).
+    pub fn caps_active_runs(&self) -> bool {
+        self.max_active_runs.is_some() || self.max_active_runs_per_repo.is_some()
+    }
 }
 
 /// The staff UI (`--ui-listen`). Without `github_oauth`, `serve` prints a
@@ -333,8 +430,9 @@ pub struct AgentConfig {
     pub command_dev: Vec<String>,
     /// The agent's argv for a revise run (resumes the saved session).
     pub command_revise: Vec<String>,
-    /// How long the agent may run before the runner stops it.
-    pub timeout_seconds: u64,
+    /// Replaced by `limits.run_seconds`; set, it is an error that says so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
     /// Clone URL of a repo, `{repo}` replaced by `owner/name`.
     pub git_url: String,
     /// Model names an `ai-model:<name>` label may choose.
@@ -381,7 +479,7 @@ impl Default for AgentConfig {
         Self {
             command_dev: argv(&["-"]),
             command_revise: argv(&["resume", "--last", "-"]),
-            timeout_seconds: 2700,
+            timeout_seconds: None,
             git_url: "https://github.com/{repo}.git".into(),
             models: vec!["gpt-5.1-codex".into(), "gpt-5.1-codex-mini".into()],
             default_model: "gpt-5.1-codex".into(),
@@ -485,7 +583,9 @@ pub struct JobConfig {
     pub memory_request: String,
     pub memory_limit: String,
     pub workdir_size_limit: String,
-    pub active_deadline_seconds: u32,
+    /// Replaced by `limits.run_seconds`; set, it is an error that says so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_deadline_seconds: Option<u64>,
     pub backoff_limit: u32,
     /// Name of the Secret the reconciler writes the GitHub token into; the Job
     /// only references it.
@@ -529,6 +629,8 @@ impl Default for Config {
             inbox: InboxConfig::default(),
             gateway: GatewayConfig::default(),
             cluster: ClusterConfig::default(),
+            limits: LimitsConfig::default(),
+            review: ReviewConfig::default(),
             instance: crate::DEFAULT_INSTANCE.into(),
         }
     }
@@ -544,7 +646,7 @@ impl Default for JobConfig {
             memory_request: "1Gi".into(),
             memory_limit: "4Gi".into(),
             workdir_size_limit: "10Gi".into(),
-            active_deadline_seconds: 3600,
+            active_deadline_seconds: None,
             backoff_limit: 1,
             github_token_secret: "issueops-github-token".into(),
         }
@@ -591,6 +693,43 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for (old, set) in [
+            (
+                "job.active_deadline_seconds",
+                self.job.active_deadline_seconds,
+            ),
+            ("agent.timeout_seconds", self.agent.timeout_seconds),
+        ] {
+            if set.is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "{old} was replaced by limits.run_seconds: the one wall-clock limit of a run (the agent gets it less a reserve for clone and push)"
+                )));
+            }
+        }
+        if self.review.enabled() && self.review.proposal_ttl_seconds < 60 {
+            return Err(ConfigError::Invalid(
+                "review.proposal_ttl_seconds must be at least 60".into(),
+            ));
+        }
+        if self.limits.run_seconds < 120 {
+            return Err(ConfigError::Invalid(
+                "limits.run_seconds must be at least 120".into(),
+            ));
+        }
+        for (name, cap) in [
+            ("limits.max_active_runs", self.limits.max_active_runs),
+            (
+                "limits.max_active_runs_per_repo",
+                self.limits.max_active_runs_per_repo,
+            ),
+            ("limits.runs_per_day", self.limits.runs_per_day),
+        ] {
+            if cap == Some(0) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be at least 1 (leave it out for no limit)"
+                )));
+            }
+        }
         for repo in &self.repos {
             let ok = repo
                 .split_once('/')
@@ -706,11 +845,6 @@ impl Config {
                 "agent.default_reasoning {:?} is not in agent.reasoning_levels {:?}",
                 a.default_reasoning, a.reasoning_levels
             )));
-        }
-        if a.timeout_seconds == 0 {
-            return Err(ConfigError::Invalid(
-                "agent.timeout_seconds must be more than 0".into(),
-            ));
         }
         Ok(())
     }

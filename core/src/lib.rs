@@ -11,6 +11,7 @@ pub mod event;
 pub mod metrics;
 pub mod naming;
 pub mod retry;
+pub mod signing;
 pub mod state_repo;
 pub mod store;
 

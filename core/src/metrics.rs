@@ -26,6 +26,8 @@ struct Metrics {
     errors: Family<Labels, Counter>,
     github_rate_limit: Gauge,
     leader: Family<Labels, Gauge>,
+    queue_depth: Gauge,
+    queue_wait: Histogram,
     inbox_group: Histogram,
 }
 
@@ -88,8 +90,23 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Deliveries stored per inbox transaction (the gateway's group commit)",
         inbox_group.clone(),
     );
+    let queue_depth = Gauge::default();
+    registry.register(
+        "queue_depth",
+        "Runs waiting in the queue (for their issue or for capacity)",
+        queue_depth.clone(),
+    );
+    // 1 s .. ~9 h.
+    let queue_wait = Histogram::new(exponential_buckets(1.0, 2.0, 16));
+    registry.register(
+        "queue_wait_seconds",
+        "How long a run waited in the queue before it started",
+        queue_wait.clone(),
+    );
     Metrics {
         registry,
+        queue_depth,
+        queue_wait,
         inbox_group,
         deliveries,
         refused,
@@ -140,6 +157,16 @@ pub fn runs_in_state(state: &str, n: i64) {
         .runs
         .get_or_create(&vec![("state", state.to_string())])
         .set(n);
+}
+
+/// Runs waiting in the queue now.
+pub fn queue_depth(n: i64) {
+    METRICS.queue_depth.set(n);
+}
+
+/// A queued run started after waiting `waited_ms`.
+pub fn queue_wait(waited_ms: i64) {
+    METRICS.queue_wait.observe(waited_ms.max(0) as f64 / 1000.0);
 }
 
 pub fn pruned(n: u64) {

@@ -40,6 +40,8 @@ pub enum StateRepoError {
     },
     #[error("commit {0} is not in the state repo")]
     UnknownCommit(String),
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// One change of an intent.
@@ -99,6 +101,16 @@ impl FileDelta {
     }
 }
 
+/// One commit of the branch's history: see [`StateRepo::history`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub sha: String,
+    /// Commit time, seconds since the epoch.
+    pub time: i64,
+    pub summary: String,
+    pub trailers: Vec<(String, String)>,
+}
+
 /// A commit as shown to people: message, trailers and the files it changed.
 #[derive(Debug, Clone)]
 pub struct CommitInfo {
@@ -115,6 +127,31 @@ pub struct StateRepo {
     remote_url: Option<String>,
     branch: String,
     token: Option<String>,
+    /// Signs every commit made here (`None`: commits are unsigned).
+    signer: Option<std::sync::Arc<crate::signing::Signer>>,
+}
+
+/// Refuses a request with a path that is not a plain relative path.
+fn check_paths(req: &CommitRequest) -> Result<(), StateRepoError> {
+    for p in req.changes.iter().map(|c| match c {
+        Change::Write { path, .. } | Change::Remove { path } => path,
+    }) {
+        split_path(p)?;
+    }
+    Ok(())
+}
+
+/// The branch of a proposal: `proposals/<name>`.
+pub fn proposal_branch(name: &str) -> String {
+    format!("proposals/{name}")
+}
+
+/// A commit of a range that no trusted key signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UntrustedCommit {
+    pub sha: String,
+    pub summary: String,
+    pub why: crate::signing::Untrusted,
 }
 
 impl StateRepo {
@@ -125,6 +162,7 @@ impl StateRepo {
             remote_url: None,
             branch: branch.to_string(),
             token: None,
+            signer: None,
         };
         repo.init()?;
         Ok(repo)
@@ -143,6 +181,7 @@ impl StateRepo {
             remote_url: Some(url.to_string()),
             branch: branch.to_string(),
             token,
+            signer: None,
         };
         let git = repo.init()?;
         match git.find_remote(REMOTE_NAME) {
@@ -151,6 +190,22 @@ impl StateRepo {
         }
         .map_err(repo.err("configuring the remote"))?;
         Ok(repo)
+    }
+
+    /// Signs every commit this repo makes from now on with `signer`.
+    pub fn with_signer(mut self, signer: std::sync::Arc<crate::signing::Signer>) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
+    /// Whether commits made here are signed.
+    pub fn signs(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    /// Whether the branch lives on a remote (fetched before it is read).
+    pub fn is_remote(&self) -> bool {
+        self.remote_url.is_some()
     }
 
     /// Where people can find the state repo: the remote URL (any credential
@@ -247,25 +302,185 @@ impl StateRepo {
     /// Commits the intent on top of the current tip. Returns `None` when the
     /// intent changes nothing (a replay of an intent already committed).
     pub fn commit(&self, req: &CommitRequest) -> Result<Option<String>, StateRepoError> {
-        for p in req.changes.iter().map(|c| match c {
-            Change::Write { path, .. } | Change::Remove { path } => path,
-        }) {
-            split_path(p)?;
-        }
+        self.commit_with(req, None)
+    }
+
+    fn commit_with(
+        &self,
+        req: &CommitRequest,
+        merged: Option<Oid>,
+    ) -> Result<Option<String>, StateRepoError> {
+        check_paths(req)?;
         let started = std::time::Instant::now();
         let made = match &self.remote_url {
-            None => self.commit_local(req),
-            Some(url) => self.commit_remote(url, req),
+            None => self.commit_local(req, merged),
+            Some(url) => self.commit_remote(url, req, merged),
         };
         crate::metrics::duration("commit", started.elapsed());
         made
     }
 
-    fn commit_local(&self, req: &CommitRequest) -> Result<Option<String>, StateRepoError> {
+    /// Commits `req` on the proposal branch `proposals/<name>`, which starts
+    /// at the branch's tip when it is new (pushed, for a remote). Returns the
+    /// proposal's tip: the existing one when `req` changes nothing (a replay).
+    pub fn propose(&self, name: &str, req: &CommitRequest) -> Result<String, StateRepoError> {
+        check_paths(req)?;
+        self.fetch()?;
+        let repo = self.open()?;
+        let refname = format!("refs/heads/{}", proposal_branch(name));
+        let existing = self.tip_commit(&repo, &refname)?;
+        let base = match &existing {
+            Some(c) => Some(c.clone()),
+            None => self.tip_commit(&repo, &self.tracking_ref())?,
+        };
+        let Some(oid) = self.build_commit(&repo, base.as_ref(), req, None)? else {
+            return match existing {
+                Some(c) => Ok(c.id().to_string()),
+                None => Err(StateRepoError::Refused(
+                    "the proposal changes nothing in the state repo".into(),
+                )),
+            };
+        };
+        repo.reference(&refname, oid, true, "issueops proposal")
+            .map_err(self.err("moving the proposal branch"))?;
+        if self.remote_url.is_some() {
+            self.push_ref(&repo, &refname, true).map_err(|reason| {
+                StateRepoError::PushRejected {
+                    url: self.location(),
+                    attempts: 1,
+                    reason,
+                }
+            })?;
+        }
+        Ok(oid.to_string())
+    }
+
+    /// The tip of `proposals/<name>`, if the branch exists (fetched first
+    /// from a remote: another replica may have proposed it).
+    pub fn proposal_tip(&self, name: &str) -> Result<Option<String>, StateRepoError> {
+        let repo = self.open()?;
+        let refname = format!("refs/heads/{}", proposal_branch(name));
+        if self.remote_url.is_some() {
+            let mut remote = repo
+                .find_remote(REMOTE_NAME)
+                .map_err(self.err("finding the remote"))?;
+            let mut opts = FetchOptions::new();
+            opts.remote_callbacks(self.callbacks());
+            // Absent on the remote: the local ref (if any) decides.
+            if let Err(e) = remote.fetch(&[&format!("+{refname}:{refname}")], Some(&mut opts), None)
+            {
+                tracing::debug!(error = %e, "proposal branch not fetched");
+            }
+        }
+        let tip = self
+            .tip_commit(&repo, &refname)?
+            .map(|c| c.id().to_string());
+        Ok(tip)
+    }
+
+    /// Merges the proposal `proposals/<name>` into the branch: a commit with
+    /// two parents (the branch's tip and the proposal's tip) whose tree is
+    /// the tip's with the proposal's changes on top. `None` when the branch
+    /// has them already (a replay).
+    pub fn merge_proposal(
+        &self,
+        name: &str,
+        req_without_changes: &CommitRequest,
+    ) -> Result<Option<String>, StateRepoError> {
+        let tip = self
+            .proposal_tip(name)?
+            .ok_or_else(|| StateRepoError::UnknownCommit(proposal_branch(name)))?;
+        let (changes, tip_oid) = {
+            let repo = self.open()?;
+            let oid = Oid::from_str(&tip).map_err(self.err("reading the proposal"))?;
+            let commit = repo
+                .find_commit(oid)
+                .map_err(self.err("reading the proposal"))?;
+            let parent = commit.parent_ids().next().map(|p| p.to_string());
+            let changes = self
+                .diff(parent.as_deref(), &tip)?
+                .into_iter()
+                .map(|d| match d {
+                    FileDelta::Upsert { path, content, .. } => Change::Write { path, content },
+                    FileDelta::Deleted { path, .. } => Change::Remove { path },
+                })
+                .collect();
+            (changes, oid)
+        };
+        let req = CommitRequest {
+            changes,
+            ..req_without_changes.clone()
+        };
+        self.commit_with(&req, Some(tip_oid))
+    }
+
+    /// The first parent of `sha` (`None` for a root commit).
+    pub fn first_parent(&self, sha: &str) -> Result<Option<String>, StateRepoError> {
+        let repo = self.open()?;
+        let oid = Oid::from_str(sha).map_err(|_| StateRepoError::UnknownCommit(sha.into()))?;
+        let commit = repo
+            .find_commit(oid)
+            .map_err(|_| StateRepoError::UnknownCommit(sha.into()))?;
+        let parent = commit.parent_ids().next().map(|p| p.to_string());
+        Ok(parent)
+    }
+
+    /// The commits of `(from, to]` that no key of `trusted` signed, oldest
+    /// first (`from` `None`: all of `to`'s history).
+    pub fn untrusted_commits(
+        &self,
+        from: Option<&str>,
+        to: &str,
+        trusted: &crate::signing::TrustedKeys,
+    ) -> Result<Vec<UntrustedCommit>, StateRepoError> {
+        let repo = self.open()?;
+        let oid = |s: &str| Oid::from_str(s).map_err(|_| StateRepoError::UnknownCommit(s.into()));
+        let mut walk = repo.revwalk().map_err(self.err("walking history"))?;
+        walk.push(oid(to)?).map_err(self.err("walking history"))?;
+        if let Some(from) = from {
+            // A last-applied commit the branch no longer has hides nothing.
+            if let Ok(from) = oid(from) {
+                if repo.find_commit(from).is_ok() {
+                    walk.hide(from).map_err(self.err("walking history"))?;
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for id in walk {
+            let id = id.map_err(self.err("walking history"))?;
+            let signed = match repo.extract_signature(&id, None) {
+                Ok((sig, data)) => {
+                    Some((sig.as_str().unwrap_or_default().to_string(), data.to_vec()))
+                }
+                Err(e) if e.code() == ErrorCode::NotFound => None,
+                Err(e) => return Err(self.err("reading a commit's signature")(e)),
+            };
+            let verdict = match &signed {
+                Some((sig, data)) => trusted.signer_of(data, Some(sig)).map(|_| ()),
+                None => Err(crate::signing::Untrusted::Unsigned),
+            };
+            if let Err(why) = verdict {
+                let commit = repo.find_commit(id).map_err(self.err("reading history"))?;
+                out.push(UntrustedCommit {
+                    sha: id.to_string(),
+                    summary: commit.summary().unwrap_or_default().to_string(),
+                    why,
+                });
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    fn commit_local(
+        &self,
+        req: &CommitRequest,
+        merged: Option<Oid>,
+    ) -> Result<Option<String>, StateRepoError> {
         let repo = self.open()?;
         loop {
             let base = self.tip_commit(&repo, &self.local_ref())?;
-            let Some(oid) = self.build_commit(&repo, base.as_ref(), req)? else {
+            let Some(oid) = self.build_commit(&repo, base.as_ref(), req, merged)? else {
                 return Ok(None);
             };
             let new = repo
@@ -295,13 +510,14 @@ impl StateRepo {
         &self,
         url: &str,
         req: &CommitRequest,
+        merged: Option<Oid>,
     ) -> Result<Option<String>, StateRepoError> {
         let repo = self.open()?;
         let mut last_reason = String::new();
         for attempt in 1..=MAX_PUSH_ATTEMPTS {
             self.fetch()?;
             let base = self.tip_commit(&repo, &self.tracking_ref())?;
-            let Some(oid) = self.build_commit(&repo, base.as_ref(), req)? else {
+            let Some(oid) = self.build_commit(&repo, base.as_ref(), req, merged)? else {
                 return Ok(None);
             };
             repo.reference(&self.local_ref(), oid, true, "issueops commit")
@@ -328,6 +544,12 @@ impl StateRepo {
 
     /// Pushes the local branch; `Err` carries the reason a push did not land.
     fn push(&self, repo: &Repository) -> Result<(), String> {
+        self.push_ref(repo, &self.local_ref(), false)
+    }
+
+    /// Pushes `refname` to the same name on the remote (`force`: even when
+    /// it is not a fast-forward).
+    fn push_ref(&self, repo: &Repository, refname: &str, force: bool) -> Result<(), String> {
         let mut remote = repo.find_remote(REMOTE_NAME).map_err(|e| e.to_string())?;
         let rejected = std::cell::RefCell::new(None::<String>);
         let mut cb = self.callbacks();
@@ -339,7 +561,7 @@ impl StateRepo {
         });
         let mut opts = PushOptions::new();
         opts.remote_callbacks(cb);
-        let spec = format!("{0}:{0}", self.local_ref());
+        let spec = format!("{}{refname}:{refname}", if force { "+" } else { "" });
         remote
             .push(&[&spec], Some(&mut opts))
             .map_err(|e| e.message().to_string())?;
@@ -370,6 +592,7 @@ impl StateRepo {
         repo: &Repository,
         base: Option<&Commit<'_>>,
         req: &CommitRequest,
+        merged: Option<Oid>,
     ) -> Result<Option<Oid>, StateRepoError> {
         let base_tree = base
             .map(|c| c.tree())
@@ -401,10 +624,29 @@ impl StateRepo {
             .map_err(self.err("reading the new tree"))?;
         let sig = Signature::now("issueops", "issueops@localhost")
             .map_err(self.err("making the signature"))?;
-        let parents: Vec<&Commit<'_>> = base.into_iter().collect();
-        let oid = repo
-            .commit(None, &sig, &sig, &req.message(), &tree, &parents)
+        let merged = merged
+            .map(|m| repo.find_commit(m))
+            .transpose()
+            .map_err(self.err("reading the merged commit"))?;
+        let parents: Vec<&Commit<'_>> = base.into_iter().chain(merged.as_ref()).collect();
+        let Some(signer) = &self.signer else {
+            let oid = repo
+                .commit(None, &sig, &sig, &req.message(), &tree, &parents)
+                .map_err(self.err("writing the commit"))?;
+            return Ok(Some(oid));
+        };
+        let content = repo
+            .commit_create_buffer(&sig, &sig, &req.message(), &tree, &parents)
             .map_err(self.err("writing the commit"))?;
+        let content = content.as_str().ok_or_else(|| {
+            StateRepoError::Refused("a commit message that is not UTF-8 cannot be signed".into())
+        })?;
+        let signature = signer
+            .sign(content.as_bytes())
+            .map_err(|e| StateRepoError::Refused(e.to_string()))?;
+        let oid = repo
+            .commit_signed(content, &signature, None)
+            .map_err(self.err("writing the signed commit"))?;
         Ok(Some(oid))
     }
 
@@ -646,6 +888,33 @@ impl StateRepo {
             }
         }
         Ok(None)
+    }
+
+    /// Every commit on the branch, newest first, with its commit time
+    /// (seconds) and trailers: what `issueops audit verify` holds the audit
+    /// rows against.
+    pub fn history(&self) -> Result<Vec<HistoryEntry>, StateRepoError> {
+        let repo = self.open()?;
+        self.log()?
+            .into_iter()
+            .map(|sha| {
+                let oid = Oid::from_str(&sha).map_err(self.err("reading history"))?;
+                let commit = repo.find_commit(oid).map_err(self.err("reading history"))?;
+                let trailers = git2::message_trailers_strs(commit.message().unwrap_or_default())
+                    .map(|t| {
+                        t.iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Ok(HistoryEntry {
+                    time: commit.time().seconds(),
+                    summary: commit.summary().unwrap_or_default().to_string(),
+                    sha,
+                    trailers,
+                })
+            })
+            .collect()
     }
 
     /// Commits on the branch, newest first.

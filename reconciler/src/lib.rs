@@ -113,11 +113,14 @@ pub struct CycleReport {
     pub refused: Vec<String>,
     /// Set when prune safety stopped the cycle before it changed anything.
     pub blocked: Option<String>,
+    /// Set when the cycle applied nothing because a commit since the last
+    /// applied one is not signed by a trusted key (`with_trusted_keys`).
+    pub untrusted: Option<String>,
 }
 
 impl CycleReport {
     pub fn converged(&self) -> bool {
-        self.failed.is_empty() && self.blocked.is_none()
+        self.failed.is_empty() && self.blocked.is_none() && self.untrusted.is_none()
     }
 }
 
@@ -139,6 +142,8 @@ pub struct Reconciler {
     agent_api_key: Option<credentials::AgentApiKey>,
     /// What the cluster holds of ours, for the full resync.
     inventory: inventory::Inventory,
+    /// With keys: only commits they signed are applied (see `trust`).
+    trusted: Option<issueops_core::signing::TrustedKeys>,
 }
 
 /// One change to make, with the commit that asked for it.
@@ -175,7 +180,16 @@ impl Reconciler {
             ),
             agent_api_key: None,
             inventory: inventory::Inventory::default(),
+            trusted: None,
         }
+    }
+
+    /// Applies a new head only when every commit since the last applied one
+    /// is signed by one of `keys` (issueops's own and the reviewers'); an
+    /// empty set checks nothing (issueops does not sign).
+    pub fn with_trusted_keys(mut self, keys: issueops_core::signing::TrustedKeys) -> Self {
+        self.trusted = (!keys.is_empty()).then_some(keys);
+        self
     }
 
     /// Acts only on objects labelled with install `instance` (the config's `instance`).
@@ -332,15 +346,29 @@ impl Reconciler {
     /// it: one line per object, from the git diff since the last applied commit.
     pub async fn plan(&self) -> Result<Vec<String>, ReconcileError> {
         let last = self.store.last_applied_commit(&self.state_key).await?;
-        let (repo, scope) = (self.repo.clone(), self.scope.clone());
+        let (repo, scope, from) = (self.repo.clone(), self.scope.clone(), last.clone());
         let planned =
-            tokio::task::spawn_blocking(move || plan_cycle(&repo, last.as_deref(), &scope))
+            tokio::task::spawn_blocking(move || plan_cycle(&repo, from.as_deref(), &scope))
                 .await
                 .map_err(|e| ReconcileError::Task(e.to_string()))??;
         let Some((head, steps, report)) = planned else {
             return Ok(vec!["nothing to do: the cluster is at HEAD".into()]);
         };
         let mut lines = vec![format!("HEAD {head}")];
+        let untrusted = self.untrusted(last.as_deref(), &head).await?;
+        for c in &untrusted {
+            lines.push(format!(
+                "REFUSED commit {} ({}): {}",
+                &c.sha[..12.min(c.sha.len())],
+                c.summary,
+                c.why
+            ));
+        }
+        if !untrusted.is_empty() {
+            lines.push(
+                "nothing below is applied until every commit since the last applied one is signed by issueops or a reviewer's key (review.trusted_keys), or the untrusted ones leave the branch".into(),
+            );
+        }
         for step in &steps {
             let verb = if step.delete { "delete" } else { "apply " };
             let mut line = format!("{verb} {}", step.object.reference());
@@ -403,6 +431,12 @@ impl Reconciler {
                 ..Default::default()
             });
         };
+        let untrusted = self.untrusted(last.as_deref(), &head).await?;
+        if !untrusted.is_empty() {
+            return self
+                .refuse_untrusted(&head, last.as_deref(), untrusted)
+                .await;
+        }
         let span = tracing::info_span!("reconcile", commit = %head);
         for reason in &report.refused {
             tracing::error!(%reason, "state repo file refused");
@@ -490,6 +524,69 @@ impl Reconciler {
         Ok(report)
     }
 
+    /// The commits of `(last, head]` no trusted key signed (none when
+    /// nothing is checked).
+    pub(crate) async fn untrusted(
+        &self,
+        last: Option<&str>,
+        head: &str,
+    ) -> Result<Vec<issueops_core::state_repo::UntrustedCommit>, ReconcileError> {
+        let Some(keys) = self.trusted.clone() else {
+            return Ok(Vec::new());
+        };
+        let (repo, last, head) = (
+            self.repo.clone(),
+            last.map(str::to_string),
+            head.to_string(),
+        );
+        Ok(tokio::task::spawn_blocking(move || {
+            repo.untrusted_commits(last.as_deref(), &head, &keys)
+        })
+        .await
+        .map_err(|e| ReconcileError::Task(e.to_string()))??)
+    }
+
+    /// A commit nobody trusted is on the branch: apply nothing, audit why
+    /// (once per head), and say what would let it through.
+    async fn refuse_untrusted(
+        &self,
+        head: &str,
+        last: Option<&str>,
+        untrusted: Vec<issueops_core::state_repo::UntrustedCommit>,
+    ) -> Result<CycleReport, ReconcileError> {
+        let first = &untrusted[0];
+        let reason = format!(
+            "commit {} ({}) is not trusted: {}; {} untrusted commit(s) since the last applied one. \
+             Nothing is applied until they are signed by issueops or a reviewer's key (review.trusted_keys) \
+             or leave the branch",
+            &first.sha[..12.min(first.sha.len())],
+            first.summary,
+            first.why,
+            untrusted.len()
+        );
+        let seen = self
+            .store
+            .last_audit(kind::RECONCILE, "refused-untrusted")
+            .await?
+            .is_some_and(|row| row.commit_sha.as_deref() == Some(head));
+        if !seen {
+            tracing::error!(%reason, "untrusted commit on the applied branch");
+            let audit = AuditEvent::new(kind::RECONCILE, "refused-untrusted")
+                .commit(head.to_string())
+                .detail(json!({
+                    "from": last,
+                    "reason": reason,
+                    "commits": untrusted.iter().map(|c| json!({ "sha": c.sha, "summary": c.summary, "why": c.why.to_string() })).collect::<Vec<_>>(),
+                }));
+            self.store.append_audit(&audit).await?;
+        }
+        Ok(CycleReport {
+            head: Some(head.to_string()),
+            untrusted: Some(reason),
+            ..Default::default()
+        })
+    }
+
     /// Prune safety stopped the cycle: audit why, change nothing.
     async fn block(
         &self,
@@ -515,7 +612,9 @@ impl Reconciler {
         let (head, outcome, detail) = match cycle {
             Ok(r) => (
                 r.head.clone(),
-                if r.blocked.is_some() {
+                if r.untrusted.is_some() {
+                    "refused-untrusted"
+                } else if r.blocked.is_some() {
                     "blocked-prune-safety"
                 } else if r.converged() {
                     "converged"
@@ -524,7 +623,7 @@ impl Reconciler {
                 },
                 json!({
                     "applied": r.applied.len(), "deleted": r.deleted.len(),
-                    "failed": r.failed, "blocked": r.blocked,
+                    "failed": r.failed, "blocked": r.blocked, "untrusted": r.untrusted,
                 }),
             ),
             Err(e) => (None, "error", json!({ "error": e.to_string() })),

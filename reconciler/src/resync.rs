@@ -76,9 +76,27 @@ impl Reconciler {
                 .map_err(|e| ReconcileError::Kube(e.to_string()))?,
             ..Default::default()
         };
+        // With an untrusted commit on the branch, the desired state is the
+        // newest commit before it: the resync must not apply what the cycle
+        // refused.
+        let trusted_head = match self.repo.head().map_err(ReconcileError::from)? {
+            Some(head) => {
+                let last = self.store.last_applied_commit(&self.state_key).await?;
+                let untrusted = self.untrusted(last.as_deref(), &head).await?;
+                match untrusted.first() {
+                    None => Some(head),
+                    Some(first) => {
+                        let before = self.repo.first_parent(&first.sha)?.or(last);
+                        tracing::warn!(head = %head, resync_at = ?before, "resync holds to the last trusted commit");
+                        before
+                    }
+                }
+            }
+            None => None,
+        };
         let repo = self.repo.clone();
         let index = tokio::task::spawn_blocking(move || -> Result<_, StateRepoError> {
-            let Some(head) = repo.head()? else {
+            let Some(head) = trusted_head else {
                 return Ok(None);
             };
             let index = repo.blob_index(&head, desired::is_manifest)?;

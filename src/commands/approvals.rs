@@ -2,7 +2,6 @@
 
 use crate::cli::Common;
 use anyhow::Result;
-use std::sync::Arc;
 
 pub async fn list(common: &Common) -> Result<()> {
     let store = common.store().await?;
@@ -34,12 +33,7 @@ pub async fn decide(
     approve: bool,
     reason: &str,
 ) -> Result<()> {
-    let store = common.store().await?;
-    store.ensure_migrated().await?;
-    let config = common.load_config()?;
-    let github = crate::settings::github_from_env(&config)?.map(Arc::new);
-    let control_plane = common.control_plane(&store, Arc::new(config), github)?;
-    let _turn = super::take_turn(&store, issueops_control_plane::WRITER_ROLE).await?;
+    let (control_plane, _turn) = super::deciding_control_plane(common).await?;
     println!(
         "{}",
         control_plane

@@ -5,6 +5,7 @@ pub mod approvals;
 pub mod demo;
 pub mod labels;
 pub mod ops;
+pub mod proposals;
 pub mod render;
 pub mod serve;
 
@@ -22,4 +23,21 @@ pub async fn take_turn(
     store.exclusive(role, TURN_WAIT).await.with_context(|| {
         format!("cannot change state now: a running issueops service or another command is busy ({role})")
     })
+}
+
+/// The control plane as a CLI decision uses it (GitHub when configured),
+/// with the control plane's turn held until the returned lock drops.
+pub async fn deciding_control_plane(
+    common: &crate::cli::Common,
+) -> anyhow::Result<(
+    issueops_control_plane::ControlPlane,
+    issueops_core::store::lock::Exclusive,
+)> {
+    let store = common.store().await?;
+    store.ensure_migrated().await?;
+    let config = common.load_config()?;
+    let github = crate::settings::github_from_env(&config)?.map(std::sync::Arc::new);
+    let control_plane = common.control_plane(&store, std::sync::Arc::new(config), github)?;
+    let turn = take_turn(&store, issueops_control_plane::WRITER_ROLE).await?;
+    Ok((control_plane, turn))
 }

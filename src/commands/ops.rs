@@ -1,7 +1,9 @@
-//! Operator commands: `migrate`, `runs`, `deliveries`, `audit`, `reconcile`, `plan`, `rollback`.
+//! Operator commands: `migrate`, `runs`, `deliveries`, `audit` (and
+//! `audit verify`), `reconcile`, `plan`, `rollback`.
 
 use crate::cli::{ClusterArgs, Common};
 use anyhow::{bail, Result};
+use issueops_control_plane::lifecycle::RollbackOutcome;
 use issueops_core::audit::{kind, AuditEvent};
 use issueops_core::store::redact_url;
 use issueops_core::store::sessions::Revoke;
@@ -161,6 +163,48 @@ pub async fn audit(common: &Common, run: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// `issueops audit verify`: fails (exit 1) naming the first break.
+pub async fn verify_audit(common: &Common, actor: &str) -> Result<()> {
+    let store = common.store().await?;
+    store.ensure_migrated().await?;
+    let repo = common.state_repo()?;
+    let v = issueops_core::audit::verify::verify_and_record(&store, &repo, actor).await?;
+    println!(
+        "audit: {} rows ({} from before the chain), head {}",
+        v.rows,
+        v.unchained,
+        v.head.as_deref().unwrap_or("(no chained rows yet)")
+    );
+    if let Some(commits) = v.commits {
+        println!(
+            "state repo {}: {commits} commits, {} without issueops trailers{}",
+            repo.location(),
+            v.foreign_commits.len(),
+            if v.foreign_commits.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({})",
+                    v.foreign_commits
+                        .iter()
+                        .map(|s| &s[..12.min(s.len())])
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
+    }
+    let Some(first) = v.first_break() else {
+        println!("verified: the chain is whole and every issueops commit matches its audit row");
+        return Ok(());
+    };
+    println!("BROKEN: {first}");
+    for more in v.breaks.iter().skip(1) {
+        println!("  also: {more}");
+    }
+    bail!("the audit trail does not verify: {first}")
+}
+
 pub async fn reconcile(
     common: &Common,
     cluster: &ClusterArgs,
@@ -186,6 +230,9 @@ pub async fn reconcile(
         .await?;
     }
     let report = report?;
+    if let Some(reason) = report.untrusted {
+        bail!("applied nothing: {reason}");
+    }
     println!(
         "applied {}, deleted {}, skipped {}, failed {}",
         report.applied.len(),
@@ -225,6 +272,7 @@ pub async fn plan(common: &Common, cluster: &ClusterArgs) -> Result<()> {
     let reconciler =
         issueops_reconciler::Reconciler::new(store, common.state_repo()?, cluster.client)
             .with_state_key(cluster.state_key)
+            .with_trusted_keys(common.trusted_keys()?)
             .with_instance(config.instance.clone())
             .with_cluster(&config.cluster);
     for line in reconciler.plan().await? {
@@ -246,11 +294,14 @@ pub async fn rollback(common: &Common, commit: &str, actor: &str) -> Result<()> 
     );
     let _turn =
         super::take_turn(control_plane.store(), issueops_control_plane::WRITER_ROLE).await?;
-    match control_plane.rollback(&full, actor).await? {
-        Some(sha) => {
+    match control_plane.request_rollback(&full, actor).await? {
+        RollbackOutcome::Committed(sha) => {
             println!("rollback committed as {sha}; the reconciler converges on its next cycle")
         }
-        None => println!("HEAD already has the tree of {full}: nothing to do"),
+        RollbackOutcome::Proposed(id) => println!(
+            "rollback proposed for review as {id} (branch proposals/{id}); `issueops proposals approve {id}` applies it"
+        ),
+        RollbackOutcome::Unchanged => println!("HEAD already has the tree of {full}: nothing to do"),
     }
     Ok(())
 }

@@ -79,7 +79,8 @@ pub async fn backend(common: &Common, store: &Store, cluster: &ClusterArgs) -> R
         .with_instance(config.instance.clone())
         .with_cluster(&config.cluster)
         .with_job_watch(cluster.real)
-        .with_safety(PruneSafety::from_config(&config.lifecycle));
+        .with_safety(PruneSafety::from_config(&config.lifecycle))
+        .with_trusted_keys(common.trusted_keys()?);
     if let Some(key) = crate::settings::agent_api_key_from_env()? {
         reconciler = reconciler.with_agent_api_key(key);
     }

@@ -7,6 +7,7 @@ pub mod browser;
 pub mod fake_repo_api;
 pub mod git_http;
 pub mod scripted_model;
+pub mod staff_ui_http;
 
 use issueops_control_plane::render::Templates;
 use issueops_control_plane::ControlPlane;

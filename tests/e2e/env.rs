@@ -24,6 +24,8 @@ pub const UNINSTALLED_REPO: &str = "Codertocat/not-installed";
 
 pub const APPROVER: &str = "e2e-approver";
 pub const STRANGER: &str = "e2e-stranger";
+/// Issues carrying this label are proposed for review, not applied.
+pub const REVIEW_LABEL: &str = "needs-review";
 /// The installation token the fake GitHub App mints for every agent run; the
 /// git server accepts only it.
 pub const AGENT_TOKEN: &str = "ghs_e2eAGENTinstallationTOKEN01";
@@ -139,6 +141,23 @@ impl Env {
         let git = git_http::GitHttp::start(&work.join("git"), AGENT_TOKEN).await;
         git.create_repo(common::REPO, "main", &[("README.md", "# Hello World\n")]);
         std::fs::write(work.join("app.pem"), common::rsa_key()).unwrap();
+        // issueops signs its state-repo commits; a person who pushes to the
+        // state repo in a scenario is a reviewer whose key is trusted.
+        let keys = work.join("keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        for name in ["issueops", "reviewer"] {
+            let out = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+                .arg(keys.join(name))
+                .output()
+                .expect("ssh-keygen (openssh-client) runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let reviewer_public = std::fs::read_to_string(keys.join("reviewer.pub")).unwrap();
         let instance = format!("e2e-{}", hex::encode(rand::random::<[u8; 4]>()));
         let config = json!({
             // The second repo has no App installation: its deliveries are
@@ -159,8 +178,9 @@ impl Env {
                 // Small, so the hostile agent's 2 MiB file is refused.
                 "max_push_bytes": 1048576,
                 "default_model": agent.default_model,
-                "timeout_seconds": 600,
             },
+            // The agent gets 600 s of these 800 (a quarter is kept for clone and push).
+            "limits": { "run_seconds": 800 },
             // Issues stay 20 s after their last run: long enough for a rollback to
             // be applied before the idle issue is pruned again.
             "lifecycle": { "run_retention_seconds": 0, "issue_idle_seconds": 20, "max_unguarded_deletes": 15 },
@@ -168,6 +188,13 @@ impl Env {
             // The test cluster has no issueops namespace; a short Lease keeps
             // the two-replica scenario's takeover quick.
             "cluster": { "lease_namespace": "default", "lease_seconds": 4 },
+            // Issues labelled `needs-review` are proposed, not applied, and
+            // only commits issueops or the reviewer signed are applied.
+            "review": {
+                "labels": [REVIEW_LABEL],
+                "signing_key_file": keys.join("issueops"),
+                "trusted_keys": [reviewer_public.trim()],
+            },
         });
         std::fs::write(
             work.join("config.yaml"),
@@ -361,12 +388,31 @@ impl Env {
     /// A fresh clone of the state repo in `name`, as a person would make to
     /// push to it.
     pub fn person_clone(&self, name: &str) -> PathBuf {
+        let clone = self.unsigned_clone(name);
+        // A reviewer: every commit signed with a trusted key.
+        for (k, v) in [
+            ("gpg.format", "ssh".to_string()),
+            ("commit.gpgsign", "true".into()),
+            ("user.signingkey", self.reviewer_key().display().to_string()),
+        ] {
+            git_http::git(&clone, &["config", k, &v]);
+        }
+        clone
+    }
+
+    /// A clone of the state repo whose commits nobody signs.
+    pub fn unsigned_clone(&self, name: &str) -> PathBuf {
         let clone = self.work.join(name);
         let _ = std::fs::remove_dir_all(&clone);
         std::fs::create_dir_all(&clone).unwrap();
         let state = self.work.join("state.git");
         git_http::git(&clone, &["clone", "-q", state.to_str().unwrap(), "."]);
         clone
+    }
+
+    /// The private key of the reviewer the install trusts.
+    pub fn reviewer_key(&self) -> PathBuf {
+        self.work.join("keys/reviewer")
     }
 
     /// Commits of the state repo naming `run` in their trailers.

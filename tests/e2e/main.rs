@@ -12,6 +12,7 @@ mod common;
 
 mod env;
 mod hardening;
+mod review;
 mod scale;
 
 use common::git_http;
@@ -27,6 +28,10 @@ use issueops_core::naming;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, ListParams};
+use review::{
+    audit_trail_verifies, review_denied_leaves_nothing,
+    review_label_proposes_then_approval_applies, untrusted_commit_waits_for_a_reviewer_signature,
+};
 use scale::kubectl_edit_drift_corrected_by_resync;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -51,6 +56,11 @@ struct Issues {
     refresh: u64,
     /// Where the real Codex CLI runs (a second install).
     codex: u64,
+    /// Proposed for review and approved; then an untrusted commit changes
+    /// its quota.
+    review: u64,
+    /// Proposed for review and denied.
+    review_denied: u64,
 }
 
 async fn dev_run_to_succeeded_and_pruned(env: &Env, issues: &Issues) -> Evidence {
@@ -79,9 +89,22 @@ async fn dev_run_to_succeeded_and_pruned(env: &Env, issues: &Issues) -> Evidence
 /// The agent's run, once it has ended: its record, the runner's result, and
 /// the head of its branch in the code repository.
 async fn agent_run(env: &Env, run: &str) -> (issueops_core::store::results::RunResult, String) {
-    let state = env
-        .wait_state(run, &["succeeded", "failed", "cancelled"])
+    let mut state = env
+        .wait_state(run, &["succeeded", "failed", "cancelled", "pruned"])
         .await;
+    // Pruned at once when it ended (retention 0): how it ended is audited.
+    if state == "pruned" {
+        state = env
+            .store
+            .audit_rows_for_run(run)
+            .await
+            .unwrap()
+            .into_iter()
+            .rev()
+            .find(|r| ["succeeded", "failed", "cancelled"].contains(&r.outcome.as_str()))
+            .map(|r| r.outcome)
+            .unwrap_or(state);
+    }
     let record = env.store.get_run(run).await.unwrap().unwrap();
     assert_eq!(state, "succeeded", "run {run}: {:?}", record.reason);
     let result = env
@@ -910,7 +933,32 @@ async fn rollback_does_not_rerun_a_finished_job(env: &Env, issues: &Issues) -> E
     // The commit that first brought the run's Job: roll the state repo back to it.
     let commits = env.commits_of(&run);
     let with_job = commits.last().expect("the run's first commit").clone();
-    env.cli(&["rollback", &with_job, "--actor", "e2e"]);
+    // Review is on in this install: the rollback is a proposal, applied
+    // once approved.
+    let said = env.cli(&["rollback", &with_job, "--actor", "e2e"]);
+    let proposal = said
+        .split_whitespace()
+        .skip_while(|w| *w != "as")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the rollback was not proposed: {said}"))
+        .to_string();
+    assert!(
+        env.store
+            .get_proposal(&proposal)
+            .await
+            .unwrap()
+            .is_some_and(|p| p.kind == "rollback" && p.state == "pending"),
+        "{said}"
+    );
+    env.cli(&[
+        "proposals",
+        "approve",
+        &proposal,
+        "--reason",
+        "restore the run's objects",
+        "--actor",
+        "e2e-reviewer",
+    ]);
     let namespace = naming::namespace_for_issue(common::REPO, issues.dev);
     let skipped = env
         .wait_for("the reconciler skips the finished run's Job", || async {
@@ -943,6 +991,7 @@ async fn rollback_does_not_rerun_a_finished_job(env: &Env, issues: &Issues) -> E
     assert_eq!(env.run_state(&run).await, "pruned", "the run moved again");
     let mut e = env.run_evidence(&run).await;
     e.insert("rolled_back_to".into(), with_job.into());
+    e.insert("rollback_proposal".into(), proposal.into());
     e.insert("debug_hold_audit_id".into(), hold.id.into());
     e.insert("skip_audit_id".into(), skipped.id.into());
     e.insert("checked_after_resync_audit_id".into(), resync.into());
@@ -1385,6 +1434,8 @@ async fn main() -> std::process::ExitCode {
         failing: common::unique_issue(),
         refresh: common::unique_issue(),
         codex: common::unique_issue(),
+        review: common::unique_issue(),
+        review_denied: common::unique_issue(),
     });
     let scenarios: Vec<(&str, ScenarioFn)> = vec![
         scenario!(dev_run_to_succeeded_and_pruned),
@@ -1393,6 +1444,9 @@ async fn main() -> std::process::ExitCode {
         scenario!(untrusted_sender_waits_for_approval),
         scenario!(approval_then_run),
         scenario!(rollback_does_not_rerun_a_finished_job),
+        scenario!(review_label_proposes_then_approval_applies),
+        scenario!(untrusted_commit_waits_for_a_reviewer_signature),
+        scenario!(review_denied_leaves_nothing),
         scenario!(agent_dev_opens_a_pull_request),
         scenario!(agent_revise_updates_the_pull_request),
         scenario!(staff_ui_shows_the_run_and_its_pr),
@@ -1409,6 +1463,7 @@ async fn main() -> std::process::ExitCode {
         scenario!(two_replicas_one_writer),
         scenario!(forged_flood_leaves_no_trace_but_a_counter),
         scenario!(kubectl_edit_drift_corrected_by_resync),
+        scenario!(audit_trail_verifies),
         scenario!(nothing_left_behind),
     ];
     // `ISSUEOPS_E2E_ONLY=a,b` runs just those (in the gate's order), for

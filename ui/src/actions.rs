@@ -350,16 +350,9 @@ pub async fn decide(
         Ok(reason) => reason,
         Err(refused) => return *refused,
     };
-    let approve = match form.decision.as_str() {
-        "approve" => true,
-        "deny" => false,
-        other => {
-            return state.message(
-                StatusCode::BAD_REQUEST,
-                "Bad request",
-                &format!("{other:?} is not a decision: approve or deny"),
-            )
-        }
+    let approve = match approves(&state, &form) {
+        Ok(approve) => approve,
+        Err(refused) => return *refused,
     };
     let _turn = match take_turn(&state).await {
         Ok(turn) => turn,
@@ -371,6 +364,52 @@ pub async fn decide(
         .decide_request_as_approver(&id, &who.0.login, approve, &reason)
         .await;
     let done = format!("/approvals?decided={}", crate::encode(&id));
+    outcome(&state, result, done, "Not decided", "The decision")
+}
+
+/// The form's decision: `true` to approve, `false` to deny.
+fn approves(state: &AppState, form: &DecisionForm) -> Result<bool, Box<Response>> {
+    match form.decision.as_str() {
+        "approve" => Ok(true),
+        "deny" => Ok(false),
+        other => Err(Box::new(state.message(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            &format!("{other:?} is not a decision: approve or deny"),
+        ))),
+    }
+}
+
+/// Approve (merge into the applied branch) or deny a proposal.
+pub async fn decide_proposal(
+    State(state): State<AppState>,
+    who: Signed,
+    Path(id): Path<String>,
+    Form(form): Form<DecisionForm>,
+) -> Response {
+    let reason = match admit(&state, &who, &form) {
+        Ok(reason) => reason,
+        Err(refused) => return *refused,
+    };
+    let approve = match approves(&state, &form) {
+        Ok(approve) => approve,
+        Err(refused) => return *refused,
+    };
+    let _turn = match take_turn(&state).await {
+        Ok(turn) => turn,
+        Err(busy) => return *busy,
+    };
+    let cp = &state.parts.control_plane;
+    let result = if approve {
+        cp.approve_proposal(&id, &who.0.login, &reason)
+            .await
+            .map(|sha| format!("proposal {id} merged as {sha}"))
+    } else {
+        cp.deny_proposal(&id, &who.0.login, &reason)
+            .await
+            .map(|()| format!("proposal {id} denied"))
+    };
+    let done = format!("/proposals?decided={}", crate::encode(&id));
     outcome(&state, result, done, "Not decided", "The decision")
 }
 

@@ -130,6 +130,8 @@ pub fn router(state: AppState) -> Router {
         .route("/issues/{owner}/{repo}/{number}", get(pages::issue))
         .route("/approvals", get(pages::approvals))
         .route("/approvals/{id}", post(actions::decide))
+        .route("/proposals", get(pages::proposals))
+        .route("/proposals/{id}", post(actions::decide_proposal))
         .route("/audit", get(pages::audit))
         .route("/audit.jsonl", get(pages::audit_export))
         .route("/deliveries", get(pages::deliveries))

@@ -352,6 +352,50 @@ pub async fn approvals(
     )
 }
 
+/// Proposals waiting for review, each with what the reviewer must judge and
+/// the diff of its branch; the decided ones below.
+pub async fn proposals(
+    State(state): State<AppState>,
+    who: Signed,
+    Query(q): Query<ApprovalsQuery>,
+) -> Result<Response, UiError> {
+    let common = state.common(&who, "proposals").await?;
+    let parts = &state.parts;
+    let all = parts.store.list_proposals(false).await?;
+    let now = now_ms();
+    let mut pending = Vec::new();
+    let mut history = Vec::new();
+    for p in all {
+        if p.state == "pending" && p.expires_at > now {
+            let repo = parts.repo.clone();
+            let sha = p.commit_sha.clone();
+            let patch = tokio::task::spawn_blocking(move || repo.patch(&sha, PATCH_BYTES))
+                .await
+                .map_err(|e| UiError::Internal(e.to_string()))?;
+            let lines = match patch {
+                Ok(patch) => patch.lines().map(diff_line).collect::<Vec<_>>(),
+                Err(e) => vec![("error", e.to_string())],
+            };
+            pending.push(context! { p, lines });
+        } else {
+            history.push(p);
+        }
+    }
+    history.sort_by_key(|p| std::cmp::Reverse(p.decided_at.unwrap_or(p.created_at)));
+    let decided = if q.decided.is_empty() {
+        None
+    } else {
+        parts.store.get_proposal(&q.decided).await?
+    };
+    state.render(
+        "proposals.html",
+        context! {
+            ..common,
+            ..context! { pending, history, decided }
+        },
+    )
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct AuditQuery {
@@ -531,9 +575,26 @@ pub async fn health(State(state): State<AppState>, who: Signed) -> Result<Respon
         .as_ref()
         .filter(|b| converged.as_ref().is_none_or(|c| c.id < b.id))
         .cloned();
+    let refused = store
+        .last_audit(kind::RECONCILE, "refused-untrusted")
+        .await?;
+    // Untrusted while no converged cycle came after the refusal.
+    let untrusted = refused
+        .filter(|r| converged.as_ref().is_none_or(|c| c.id < r.id))
+        .map(|r| {
+            let detail: serde_json::Value = serde_json::from_str(&r.detail).unwrap_or_default();
+            context! { at => r.at, head => r.commit_sha, detail }
+        });
     let resync = store.last_audit(kind::RECONCILE, "resynced").await?;
     let (_, stuck) = store.deliveries_page(true, 0).await?;
     let dead = store.dead_deliveries().await?.len();
+    let verification = store
+        .last_audit_of_kind(issueops_core::audit::verify::VERIFY_KIND)
+        .await?
+        .map(|row| {
+            let detail: serde_json::Value = serde_json::from_str(&row.detail).unwrap_or_default();
+            context! { at => row.at, outcome => row.outcome, actor => row.actor, detail }
+        });
     state.render(
         "health.html",
         context! {
@@ -541,8 +602,8 @@ pub async fn health(State(state): State<AppState>, who: Signed) -> Result<Respon
             ..context! {
                 cycle, applied, head, head_error,
                 in_sync => head.is_some() && head == applied,
-                tripped, blocked, resync,
-                stuck, dead,
+                tripped, blocked, resync, untrusted,
+                stuck, dead, verification,
                 cluster_description => parts.cluster_description,
                 database => format!("{:?}", store.backend()),
                 state_repo => parts.repo.location(),

@@ -14,6 +14,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "approvals.html",
         include_str!("../templates/approvals.html"),
     ),
+    (
+        "proposals.html",
+        include_str!("../templates/proposals.html"),
+    ),
     ("audit.html", include_str!("../templates/audit.html")),
     (
         "deliveries.html",

@@ -166,7 +166,7 @@ impl Store {
                 Inserted::Duplicate => None,
             })
             .collect();
-        crate::audit::insert_audits(&mut *tx, &rows).await?;
+        crate::audit::insert_audits(&mut tx, &rows).await?;
         tx.commit()
             .await
             .map_err(sql("committing stored deliveries"))?;

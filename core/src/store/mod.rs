@@ -8,6 +8,7 @@
 pub mod approvals;
 pub mod inbox;
 pub mod lock;
+pub mod proposals;
 pub mod reconciler_state;
 pub mod reports;
 pub mod results;

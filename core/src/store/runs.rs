@@ -15,6 +15,8 @@ pub enum RunState {
     /// Waiting for the issue's active run to finish.
     Queued,
     Accepted,
+    /// Committed to a proposal branch, waiting for a reviewer (`review`).
+    Proposed,
     Committed,
     Applied,
     Running,
@@ -24,9 +26,10 @@ pub enum RunState {
     Pruned,
 }
 
-const ALL: [RunState; 9] = [
+const ALL: [RunState; 10] = [
     RunState::Queued,
     RunState::Accepted,
+    RunState::Proposed,
     RunState::Committed,
     RunState::Applied,
     RunState::Running,
@@ -46,6 +49,7 @@ impl RunState {
         match self {
             RunState::Queued => "queued",
             RunState::Accepted => "accepted",
+            RunState::Proposed => "proposed",
             RunState::Committed => "committed",
             RunState::Applied => "applied",
             RunState::Running => "running",
@@ -271,7 +275,7 @@ impl Store {
             "SELECT {qualified} FROM runs q JOIN inbox i ON i.delivery_id = q.delivery_id
              WHERE q.state = 'queued'
                AND NOT EXISTS (SELECT 1 FROM runs a WHERE a.repo = q.repo AND a.issue_number = q.issue_number
-                               AND a.state IN ('accepted', 'committed', 'applied', 'running'))
+                               AND a.state IN ('accepted', 'proposed', 'committed', 'applied', 'running'))
                AND NOT EXISTS (SELECT 1 FROM runs e JOIN inbox ie ON ie.delivery_id = e.delivery_id
                                WHERE e.repo = q.repo AND e.issue_number = q.issue_number
                                  AND e.state = 'queued' AND ie.seq < i.seq)
@@ -283,6 +287,73 @@ impl Store {
         Ok(rows.into_iter().map(Run::from).collect())
     }
 
+    /// Every queued run, in arrival (inbox) order, with when it was queued.
+    pub async fn queued_runs(&self) -> Result<Vec<(Run, i64)>, StoreError> {
+        let qualified = COLUMNS
+            .split(',')
+            .map(|c| format!("q.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT q.run_id, q.created_at FROM runs q JOIN inbox i ON i.delivery_id = q.delivery_id
+             WHERE q.state = 'queued' ORDER BY i.seq",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql("listing queued runs"))?;
+        let full: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT {qualified} FROM runs q WHERE q.state = 'queued'"
+        ))
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql("listing queued runs"))?;
+        let mut by_id: std::collections::HashMap<String, Run> = full
+            .into_iter()
+            .map(Run::from)
+            .map(|r| (r.run_id.clone(), r))
+            .collect();
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, at)| by_id.remove(&id).map(|r| (r, at)))
+            .collect())
+    }
+
+    /// Per repository: runs active now, and when its last run started.
+    pub async fn repo_loads(&self) -> Result<Vec<(String, i64, Option<i64>)>, StoreError> {
+        sqlx::query_as(
+            "SELECT repo,
+                    SUM(CASE WHEN state IN ('accepted', 'proposed', 'committed', 'applied', 'running') THEN 1 ELSE 0 END),
+                    MAX(started_at)
+               FROM runs GROUP BY repo",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql("counting active runs per repository"))
+    }
+
+    /// Runs of `repo` created at or after `since_ms` (queued ones too).
+    pub async fn runs_created_since(&self, repo: &str, since_ms: i64) -> Result<i64, StoreError> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM runs WHERE repo = $1 AND created_at >= $2")
+                .bind(repo)
+                .bind(since_ms)
+                .fetch_one(self.pool())
+                .await
+                .map_err(sql("counting a repository's runs of the day"))?;
+        Ok(n)
+    }
+
+    /// Records that `run_id` started (left the queue, or never waited).
+    pub async fn mark_started(&self, run_id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET started_at = $1 WHERE run_id = $2 AND started_at IS NULL")
+            .bind(now_ms())
+            .bind(run_id)
+            .execute(self.pool())
+            .await
+            .map_err(sql("recording when a run started"))?;
+        Ok(())
+    }
+
     /// Namespaces of issues with no active or queued run whose newest run
     /// ended at or before `before_ms`.
     pub async fn idle_issue_namespaces(
@@ -291,7 +362,7 @@ impl Store {
     ) -> Result<Vec<(String, String, i64)>, StoreError> {
         sqlx::query_as(
             "SELECT namespace, MIN(repo), MIN(issue_number) FROM runs GROUP BY namespace
-             HAVING SUM(CASE WHEN state IN ('queued', 'accepted', 'committed', 'applied', 'running')
+             HAVING SUM(CASE WHEN state IN ('queued', 'accepted', 'proposed', 'committed', 'applied', 'running')
                              THEN 1 ELSE 0 END) = 0
                 AND MAX(finished_at) <= $1",
         )
@@ -339,7 +410,7 @@ mod tests {
     fn states_only_move_forward() {
         assert_eq!(
             Running.predecessors(),
-            ["queued", "accepted", "committed", "applied"]
+            ["queued", "accepted", "proposed", "committed", "applied"]
         );
         assert!(!Succeeded.predecessors().contains(&"failed"));
         assert!(Succeeded.predecessors().contains(&"running"));

@@ -314,6 +314,18 @@ impl Store {
         Ok(row.map(AuditRow::from))
     }
 
+    /// The newest audit row of `kind`, whatever its outcome.
+    pub async fn last_audit_of_kind(&self, kind: &str) -> Result<Option<AuditRow>, StoreError> {
+        let row: Option<AuditTuple> = sqlx::query_as(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE kind = $1 ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(kind)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(sql("looking up the newest audit row of a kind"))?;
+        Ok(row.map(AuditRow::from))
+    }
+
     /// The largest audit row id: changes whenever anything happens, which is
     /// what the UI's live updates wait for.
     pub async fn audit_high_water(&self) -> Result<i64, StoreError> {

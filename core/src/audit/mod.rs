@@ -2,10 +2,14 @@
 //! object goes through, linked by delivery id, run id, commit sha and actor.
 //!
 //! Invariant: rows are only ever inserted. The database refuses UPDATE and
-//! DELETE (triggers in `migrations/`), so this module offers neither.
+//! DELETE (triggers in `migrations/`), so this module offers neither; every
+//! row is chained to the one before it ([`chain`]), so a row removed or
+//! edited around the triggers is found by [`verify`].
 //! Never put a secret in `detail`.
 
-use crate::now_ms;
+pub mod chain;
+pub mod verify;
+
 use crate::store::{sql, Store, StoreError};
 use serde::Serialize;
 
@@ -26,6 +30,9 @@ pub mod kind {
     pub const JOB_STATUS: &str = "job.status";
     pub const PRUNE: &str = "prune";
     pub const ROLLBACK: &str = "rollback";
+    /// A proposal for review: `proposed`, `approved` (its merge),
+    /// `denied`, `expired`.
+    pub const PROPOSAL: &str = "proposal";
     pub const APPROVAL: &str = "approval";
     pub const CREDENTIALS: &str = "credentials";
     /// What the agent runner reported: outcome, pull request, head commit.
@@ -131,39 +138,12 @@ impl From<Row> for AuditRow {
     }
 }
 
-/// Appends `rows` through `executor` in one statement.
-pub(crate) async fn insert_audits<'e, E>(executor: E, rows: &[AuditEvent]) -> Result<(), StoreError>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Any>,
-{
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let query = format!(
-        "INSERT INTO audit_events
-             (at, kind, outcome, delivery_id, run_id, commit_sha, actor, object, detail)
-         VALUES {}",
-        crate::store::inbox::placeholders(rows.len(), 9)
-    );
-    let at = now_ms();
-    let mut insert = sqlx::query(&query);
-    for e in rows {
-        insert = insert
-            .bind(at)
-            .bind(&e.kind)
-            .bind(&e.outcome)
-            .bind(&e.delivery_id)
-            .bind(&e.run_id)
-            .bind(&e.commit_sha)
-            .bind(&e.actor)
-            .bind(&e.object)
-            .bind(e.detail.to_string());
-    }
-    insert
-        .execute(executor)
-        .await
-        .map_err(sql("appending audit rows"))?;
-    Ok(())
+/// Appends `rows` through `conn` (inside a transaction), chained.
+pub(crate) async fn insert_audits(
+    conn: &mut sqlx::AnyConnection,
+    rows: &[AuditEvent],
+) -> Result<(), StoreError> {
+    chain::append(conn, rows).await
 }
 
 pub(crate) const COLUMNS: &str =
@@ -171,7 +151,7 @@ pub(crate) const COLUMNS: &str =
 
 impl Store {
     pub async fn append_audit(&self, e: &AuditEvent) -> Result<(), StoreError> {
-        insert_audits(self.pool(), std::slice::from_ref(e)).await
+        self.append_audits(std::slice::from_ref(e)).await
     }
 
     /// Appends `rows` in one transaction (one commit for a reconciler's
@@ -187,7 +167,7 @@ impl Store {
             .map_err(sql("starting to append audit rows"))?;
         // Bounded statements: SQLite allows a few thousand bound values.
         for chunk in rows.chunks(100) {
-            insert_audits(&mut *tx, chunk).await?;
+            insert_audits(&mut tx, chunk).await?;
         }
         tx.commit().await.map_err(sql("committing audit rows"))
     }
