@@ -244,7 +244,11 @@ async fn a_denied_or_expired_proposal_leaves_nothing() {
     r.cp.report_pass().await.unwrap();
     let said = r.h.store.report_bodies().await.unwrap()["review-deny"].clone();
     assert!(said.contains("denied by alice: wrong image"), "{said}");
-    assert!(r.cp.approve_proposal(&run, "bob", "late").await.is_err());
+    let late =
+        r.cp.approve_proposal(&run, "bob", "late")
+            .await
+            .unwrap_err();
+    assert!(late.to_string().contains("already denied"), "{late}");
     r.reconciler.reconcile_once().await.unwrap();
     assert_eq!(r.h.repo.log().unwrap().len(), 0);
     assert!(!namespace_exists(&r).await);
@@ -272,6 +276,28 @@ async fn a_denied_or_expired_proposal_leaves_nothing() {
     let got = r.h.store.get_run(&late).await.unwrap().unwrap();
     assert_eq!(got.state, "cancelled");
     assert!(got.reason.unwrap().contains("expired"));
+
+    // A third issue is closed while its proposal waits: approving it later
+    // does not revive the run.
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&labeled("issues/labeled.payload.json", "run:dev")).unwrap();
+    v["issue"]["number"] = 3.into();
+    r.h.post_signed("issues", "review-closed", &serde_json::to_vec(&v).unwrap())
+        .await;
+    v["action"] = "closed".into();
+    r.h.post_signed(
+        "issues",
+        "review-closed-2",
+        &serde_json::to_vec(&v).unwrap(),
+    )
+    .await;
+    r.cp.process_pending().await.unwrap();
+    let closed = naming::run_id_for_delivery("review-closed");
+    let refused =
+        r.cp.approve_proposal(&closed, "alice", "too late")
+            .await
+            .unwrap_err();
+    assert!(refused.to_string().contains("has ended ("), "{refused}");
     r.h.finish().await;
 }
 

@@ -216,6 +216,17 @@ impl ControlPlane {
         reason: &str,
     ) -> Result<String, ControlPlaneError> {
         let p = self.pending(id).await?;
+        // A run that ended meanwhile (its issue closed, say) is not revived.
+        if let Some(run_id) = &p.run_id {
+            if let Some(run) = self.store.get_run(run_id).await? {
+                if run.run_state().is_some_and(RunState::is_finished) {
+                    return Err(ControlPlaneError::Refused(format!(
+                        "run {run_id} has ended ({}); there is nothing to approve",
+                        run.state
+                    )));
+                }
+            }
+        }
         // Resuming an approval whose merge was interrupted is fine.
         if p.state == "pending"
             && !self
