@@ -87,6 +87,19 @@ async fn untouched_install_verifies(db: Db) {
         .unwrap();
     assert_eq!(recorded.outcome, "verified");
     assert_eq!(recorded.actor.as_deref(), Some("auditor"));
+    // The control plane's leader verifies on its own too (every
+    // `audit.verify_every_hours`), as issueops.
+    h.control_plane.verify_audit().await;
+    let own = h
+        .store
+        .last_audit_of_kind(VERIFY_KIND)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (own.outcome.as_str(), own.actor.as_deref()),
+        ("verified", Some("issueops"))
+    );
     // Its own row extends the chain: the next verification still holds.
     assert!(verify_and_record(&h.store, &h.repo, "auditor")
         .await

@@ -297,7 +297,15 @@ async fn a_denied_or_expired_proposal_leaves_nothing() {
         r.cp.approve_proposal(&closed, "alice", "too late")
             .await
             .unwrap_err();
-    assert!(refused.to_string().contains("has ended ("), "{refused}");
+    assert!(
+        refused.to_string().contains("is already withdrawn"),
+        "{refused}"
+    );
+    let withdrawn = r.h.store.get_proposal(&closed).await.unwrap().unwrap();
+    assert_eq!(
+        (withdrawn.state.as_str(), withdrawn.reason.as_deref()),
+        ("withdrawn", Some("the issue was closed"))
+    );
     r.h.finish().await;
 }
 

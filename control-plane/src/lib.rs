@@ -259,7 +259,13 @@ impl ControlPlane {
             issueops_core::retry::Pauses::new(Duration::from_millis(200), Duration::from_secs(30));
         let catch_up_every = Duration::from_secs(self.config.github.catch_up_seconds.max(1));
         let mut last_catch_up: Option<std::time::Instant> = None;
+        let verify_every = Duration::from_secs(self.config.audit.verify_every_hours * 3600);
+        let mut last_verify: Option<std::time::Instant> = None;
         loop {
+            if !verify_every.is_zero() && last_verify.is_none_or(|t| t.elapsed() >= verify_every) {
+                last_verify = Some(std::time::Instant::now());
+                self.verify_audit().await;
+            }
             if self.github.is_some() && last_catch_up.is_none_or(|t| t.elapsed() >= catch_up_every)
             {
                 last_catch_up = Some(std::time::Instant::now());
@@ -306,6 +312,24 @@ impl ControlPlane {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::timeout(poll, wake.notified()) => {}
+            }
+        }
+    }
+
+    /// Runs `audit verify` as issueops (recorded for the health page); a
+    /// break is logged as an error, a failure to verify as a warning.
+    pub async fn verify_audit(&self) {
+        match issueops_core::audit::verify::verify_and_record(&self.store, &self.repo, SYSTEM_ACTOR)
+            .await
+        {
+            Ok(v) => match v.first_break() {
+                None => tracing::info!(rows = v.rows, "audit trail verified"),
+                Some(first) => {
+                    tracing::error!(first_break = %first, breaks = v.breaks.len(), "the audit trail does not verify")
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "audit verification failed; tried again after audit.verify_every_hours")
             }
         }
     }

@@ -41,6 +41,8 @@ impl ControlPlane {
             .iter()
             .filter(|r| r.run_state().is_some_and(|s| !s.is_finished()))
         {
+            self.withdraw_proposal(&run.run_id, &event.sender.login, "the issue was closed")
+                .await?;
             if self
                 .store
                 .advance_run(&run.run_id, RunState::Cancelled, None, Some("issue closed"))
@@ -166,6 +168,7 @@ impl ControlPlane {
         reason: &str,
     ) -> Result<(), ControlPlaneError> {
         let issue_ref = format!("{}#{}", run.repo, run.issue_number);
+        self.withdraw_proposal(&run.run_id, actor, reason).await?;
         if !self
             .store
             .advance_run(&run.run_id, RunState::Cancelled, None, Some(reason))

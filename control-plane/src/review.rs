@@ -5,6 +5,9 @@
 //! it, or lets it expire. Nothing of a proposal reaches the cluster before
 //! it is approved: the reconciler reads only the applied branch.
 //!
+//! States: `pending`, then `approved`, `denied`, `expired`, or `withdrawn`
+//! (its run was cancelled or its issue closed first).
+//!
 //! Invariants: a proposal is decided once (`decide_proposal` moves it out of
 //! `pending` only); approving twice merges once (a merge that changes
 //! nothing is skipped, and an approval whose merge was interrupted resumes).
@@ -335,6 +338,28 @@ impl ControlPlane {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Withdraws the pending proposal of `run_id`, if any (its run was
+    /// cancelled or its issue closed): it can no longer be approved.
+    pub(crate) async fn withdraw_proposal(
+        &self,
+        run_id: &str,
+        actor: &str,
+        why: &str,
+    ) -> Result<(), ControlPlaneError> {
+        let Some(p) = self.store.get_proposal(run_id).await? else {
+            return Ok(());
+        };
+        if p.state == "pending"
+            && self
+                .store
+                .decide_proposal(run_id, "withdrawn", actor, Some(why))
+                .await?
+        {
+            self.end_proposal(&p, "withdrawn", actor, why).await?;
+        }
+        Ok(())
     }
 
     async fn end_proposal(

@@ -47,11 +47,30 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub limits: LimitsConfig,
     pub review: ReviewConfig,
+    pub audit: AuditConfig,
     /// Names this install: every object it renders carries it in the
     /// `issueops.dev/instance` label, and its reconciler lists, observes and
     /// prunes only objects with the same value, so two installs (or two test
     /// runs) on one cluster never treat each other's objects as orphans.
     pub instance: String,
+}
+
+/// The audit trail's own upkeep.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// How often the control plane's leader runs `audit verify` on its own
+    /// (recorded, shown on the health page; a break is logged as an error).
+    /// 0: only when someone runs the command.
+    pub verify_every_hours: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            verify_every_hours: 24,
+        }
+    }
 }
 
 /// Review before apply: which runs are proposed instead of applied, and
@@ -631,6 +650,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             limits: LimitsConfig::default(),
             review: ReviewConfig::default(),
+            audit: AuditConfig::default(),
             instance: crate::DEFAULT_INSTANCE.into(),
         }
     }

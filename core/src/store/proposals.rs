@@ -1,5 +1,6 @@
 //! Proposals waiting for review (`review` in the config): one row per
-//! proposal branch, from `pending` to `approved`, `denied` or `expired`.
+//! proposal branch, from `pending` to `approved`, `denied`, `expired` or
+//! `withdrawn` (its run cancelled, its issue closed).
 //!
 //! Invariant: a proposal is decided once; the decision only moves it out of
 //! `pending`, so two reviewers acting at once cannot both win.
