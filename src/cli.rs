@@ -271,7 +271,7 @@ pub struct Common {
         hide_env_values = true
     )]
     pub database_url: Option<String>,
-    /// State repo: a local path to a bare repo, or a remote URL (https://, ssh://, git://, file://).
+    /// State repo: a local path to a bare repo, or a remote URL (https://, git://, file://; not ssh://: git2 is built with HTTPS only).
     /// Default: a bare repo in the data dir.
     #[arg(long, env = "ISSUEOPS_STATE_REPO", global = true)]
     pub state_repo: Option<String>,

@@ -96,6 +96,88 @@ fn gateway_refuses_to_start_without_a_secret() {
     assert!(err.contains("ISSUEOPS_WEBHOOK_SECRET"), "{err}");
 }
 
+/// Start-up as a new user meets it: an unreachable PostgreSQL is named at
+/// once (not "pool timed out" after 30 s), a bad config file is said before
+/// anything is created, a missing file's cause is printed once, and stderr
+/// carries no colour codes when it is not a terminal. Catches: the pool's
+/// silent retries, migrating before reading the config, `{:#}` repeating a
+/// cause, and ANSI codes in piped logs.
+#[test]
+fn start_up_errors_say_what_is_wrong_once_and_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |data: &str, extra: &[&str]| {
+        let mut cmd = issueops();
+        cmd.env("ISSUEOPS_WEBHOOK_SECRET", "s")
+            .arg("--data-dir")
+            .arg(dir.path().join(data))
+            .args(extra)
+            .args(["serve", "--listen", "127.0.0.1:0", "--cluster", "in-memory"]);
+        // A guard, not a measurement: a start-up that hangs is killed.
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        (status, err)
+    };
+    let (status, err) = serve("pg", &["--database-url", "postgres://x@127.0.0.1:1/db"]);
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "serve kept waiting: {err}"
+    );
+    assert!(
+        err.contains("cannot connect to database postgres://x@127.0.0.1:1/db")
+            && err.contains("Connection refused")
+            && !err.contains("pool timed out"),
+        "{err}"
+    );
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "job:\n  imagee: x\n").unwrap();
+    let (status, err) = serve("cfg", &["--config", bad.to_str().unwrap()]);
+    assert!(status.is_some_and(|s| !s.success()), "{err}");
+    assert!(err.contains("imagee"), "{err}");
+    assert!(
+        !dir.path().join("cfg").exists(),
+        "the data dir (and its database) was made before the config was read"
+    );
+    let (_, err) = serve("missing", &["--config", "/nonexistent/issueops.yaml"]);
+    assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
+    // A command that logs, its stderr a pipe: plain text.
+    let data = dir.path().join("logs");
+    let run = |args: &[&str]| {
+        issueops()
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["migrate"]).status.success());
+    let out = run(&["reconcile", "--cluster", "in-memory"]);
+    let logged = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        logged.contains("INFO") && logged.contains("backend ready"),
+        "{logged}"
+    );
+    assert!(
+        !logged.contains('\u{1b}'),
+        "colour codes in a pipe: {logged:?}"
+    );
+}
+
 #[test]
 fn a_config_file_with_a_typo_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -176,6 +176,12 @@ impl StateRepo {
         branch: &str,
         token: Option<String>,
     ) -> Result<Self, StateRepoError> {
+        if url.starts_with("ssh://") || url.starts_with("git@") {
+            return Err(StateRepoError::Refused(format!(
+                "state repo {}: SSH is not supported (issueops speaks git over HTTPS, git:// and file://); use the https:// URL with ISSUEOPS_STATE_REPO_TOKEN",
+                crate::store::redact_url(url)
+            )));
+        }
         let repo = Self {
             path: cache.to_path_buf(),
             remote_url: Some(url.to_string()),
@@ -1100,6 +1106,20 @@ mod tests {
             body: String::new(),
             trailers: vec![("Run-Id".into(), "r1\nForged: yes".into())],
             changes,
+        }
+    }
+
+    #[test]
+    fn an_ssh_state_repo_is_refused_saying_what_to_use() {
+        let dir = tempfile::tempdir().unwrap();
+        for url in ["ssh://git@github.com/o/r.git", "git@github.com:o/r.git"] {
+            let err = StateRepo::remote(url, &dir.path().join("c"), "main", None)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("SSH is not supported") && err.contains("https://"),
+                "{err}"
+            );
         }
     }
 

@@ -370,6 +370,8 @@ pub async fn serve(
     ops: &OpsArgs,
 ) -> Result<()> {
     let secrets = secrets(gateway)?;
+    // A bad config file is said before anything is created or migrated.
+    common.load_config()?;
     let store = common.store().await?;
     store.migrate().await?;
     tracing::info!(database = %redact_url(&common.database_url()), "database migrated");

@@ -55,6 +55,10 @@ pub enum Backend {
     Postgres,
 }
 
+/// How long the first connection to PostgreSQL may take before start-up
+/// gives up saying so.
+const CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
@@ -88,6 +92,29 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(redact_url(url)));
         };
+        if backend == Backend::Postgres {
+            // One plain connection first: the pool retries a refused or
+            // unresolvable server until its timeout and then says only
+            // "pool timed out"; this says why, at once.
+            use sqlx::Connection;
+            match tokio::time::timeout(CONNECT_WAIT, sqlx::AnyConnection::connect(&url)).await {
+                Ok(Ok(conn)) => {
+                    let _ = conn.close().await;
+                }
+                Ok(Err(source)) => {
+                    return Err(StoreError::Connect {
+                        url: redact_url(&url),
+                        source,
+                    })
+                }
+                Err(_) => {
+                    return Err(StoreError::Connect {
+                        url: redact_url(&url),
+                        source: sqlx::Error::PoolTimedOut,
+                    })
+                }
+            }
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .connect(&url)
