@@ -45,6 +45,25 @@ async fn lift_triggers(h: &Harness) {
     }
 }
 
+/// Runs `statement` as the database's owner, the append-only triggers
+/// lifted first: what the chain must still catch.
+async fn tamper(h: &Harness, statement: &str) {
+    lift_triggers(h).await;
+    sqlx::query(statement)
+        .execute(h.store.pool())
+        .await
+        .unwrap();
+}
+
+/// The newest `audit.verify` row (what the health page shows).
+async fn last_verification(h: &Harness) -> issueops_core::AuditRow {
+    h.store
+        .last_audit_of_kind(VERIFY_KIND)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 fn row_id(h: &[issueops_core::AuditRow], kind: &str, outcome: &str, delivery: &str) -> i64 {
     h.iter()
         .find(|r| {
@@ -79,23 +98,13 @@ async fn untouched_install_verifies(db: Db) {
     assert_eq!(v.commits, Some(2));
     assert_eq!(v.unchained, 0);
     assert!(v.rows >= 45, "{}", v.rows);
-    let recorded = h
-        .store
-        .last_audit_of_kind(VERIFY_KIND)
-        .await
-        .unwrap()
-        .unwrap();
+    let recorded = last_verification(&h).await;
     assert_eq!(recorded.outcome, "verified");
     assert_eq!(recorded.actor.as_deref(), Some("auditor"));
     // The control plane's leader verifies on its own too (every
     // `audit.verify_every_hours`), as issueops.
     h.control_plane.verify_audit().await;
-    let own = h
-        .store
-        .last_audit_of_kind(VERIFY_KIND)
-        .await
-        .unwrap()
-        .unwrap();
+    let own = last_verification(&h).await;
     assert_eq!(
         (own.outcome.as_str(), own.actor.as_deref()),
         ("verified", Some("issueops"))
@@ -125,11 +134,7 @@ async fn deleted_row_is_named(db: Db) {
     let rows = h.audit().await;
     let gone = row_id(&rows, "decision", "accepted", "chain-1");
     let next = rows.iter().find(|r| r.id > gone).unwrap().id;
-    lift_triggers(&h).await;
-    sqlx::query(&format!("DELETE FROM audit_events WHERE id = {gone}"))
-        .execute(h.store.pool())
-        .await
-        .unwrap();
+    tamper(&h, &format!("DELETE FROM audit_events WHERE id = {gone}")).await;
     let v = verify_and_record(&h.store, &h.repo, "auditor")
         .await
         .unwrap();
@@ -142,12 +147,7 @@ async fn deleted_row_is_named(db: Db) {
             && first.what.contains("removed"),
         "{first}"
     );
-    let recorded = h
-        .store
-        .last_audit_of_kind(VERIFY_KIND)
-        .await
-        .unwrap()
-        .unwrap();
+    let recorded = last_verification(&h).await;
     assert_eq!(recorded.outcome, "broken");
     assert!(
         recorded.detail.contains(&format!("audit row {next}")),
@@ -175,14 +175,14 @@ async fn edited_row_is_named(db: Db) {
         .iter()
         .find(|r| r.kind == "commit" && r.delivery_id.as_deref() == Some("chain-2"))
         .unwrap();
-    lift_triggers(&h).await;
-    sqlx::query(&format!(
-        "UPDATE audit_events SET actor = 'someone-else' WHERE id = {}",
-        commit.id
-    ))
-    .execute(h.store.pool())
-    .await
-    .unwrap();
+    tamper(
+        &h,
+        &format!(
+            "UPDATE audit_events SET actor = 'someone-else' WHERE id = {}",
+            commit.id
+        ),
+    )
+    .await;
     let v = verify_and_record(&h.store, &h.repo, "auditor")
         .await
         .unwrap();
@@ -220,11 +220,7 @@ async fn rows_cut_from_the_end_are_named() {
     let h = two_runs(Db::Sqlite).await;
     let rows = h.audit().await;
     let last = rows.last().unwrap().id;
-    lift_triggers(&h).await;
-    sqlx::query(&format!("DELETE FROM audit_events WHERE id = {last}"))
-        .execute(h.store.pool())
-        .await
-        .unwrap();
+    tamper(&h, &format!("DELETE FROM audit_events WHERE id = {last}")).await;
     let v = verify_and_record(&h.store, &h.repo, "auditor")
         .await
         .unwrap();
@@ -308,11 +304,7 @@ async fn audit_verify_from_the_command_line() {
 
     let rows = h.audit().await;
     let gone = row_id(&rows, "commit", "committed", "chain-1");
-    lift_triggers(&h).await;
-    sqlx::query(&format!("DELETE FROM audit_events WHERE id = {gone}"))
-        .execute(h.store.pool())
-        .await
-        .unwrap();
+    tamper(&h, &format!("DELETE FROM audit_events WHERE id = {gone}")).await;
     let out = verify();
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(1), "{said}");
@@ -322,12 +314,7 @@ async fn audit_verify_from_the_command_line() {
     );
     // The row held the first run's commit: that commit has no row now.
     assert!(said.contains("has no audit row"), "{said}");
-    let recorded = h
-        .store
-        .last_audit_of_kind(VERIFY_KIND)
-        .await
-        .unwrap()
-        .unwrap();
+    let recorded = last_verification(&h).await;
     assert_eq!(
         (recorded.outcome.as_str(), recorded.actor.as_deref()),
         ("broken", Some("alice"))

@@ -79,7 +79,11 @@ impl Reconciler {
         // With an untrusted commit on the branch, the desired state is the
         // newest commit before it: the resync must not apply what the cycle
         // refused.
-        let trusted_head = match self.repo.head().map_err(ReconcileError::from)? {
+        let repo = self.repo.clone();
+        let head = tokio::task::spawn_blocking(move || repo.head())
+            .await
+            .map_err(|e| ReconcileError::Task(e.to_string()))??;
+        let trusted_head = match head {
             Some(head) => {
                 let last = self.store.last_applied_commit(&self.state_key).await?;
                 let untrusted = self.untrusted(last.as_deref(), &head).await?;

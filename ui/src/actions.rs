@@ -346,12 +346,8 @@ pub async fn decide(
     Path(id): Path<String>,
     Form(form): Form<DecisionForm>,
 ) -> Response {
-    let reason = match admit(&state, &who, &form) {
-        Ok(reason) => reason,
-        Err(refused) => return *refused,
-    };
-    let approve = match approves(&state, &form) {
-        Ok(approve) => approve,
+    let (reason, approve) = match admit_decision(&state, &who, &form) {
+        Ok(decision) => decision,
         Err(refused) => return *refused,
     };
     let _turn = match take_turn(&state).await {
@@ -367,11 +363,17 @@ pub async fn decide(
     outcome(&state, result, done, "Not decided", "The decision")
 }
 
-/// The form's decision: `true` to approve, `false` to deny.
-fn approves(state: &AppState, form: &DecisionForm) -> Result<bool, Box<Response>> {
+/// A decision form admitted (see [`admit`]): its reason, and `true` to
+/// approve, `false` to deny.
+fn admit_decision(
+    state: &AppState,
+    who: &Signed,
+    form: &DecisionForm,
+) -> Result<(String, bool), Box<Response>> {
+    let reason = admit(state, who, form)?;
     match form.decision.as_str() {
-        "approve" => Ok(true),
-        "deny" => Ok(false),
+        "approve" => Ok((reason, true)),
+        "deny" => Ok((reason, false)),
         other => Err(Box::new(state.message(
             StatusCode::BAD_REQUEST,
             "Bad request",
@@ -387,12 +389,8 @@ pub async fn decide_proposal(
     Path(id): Path<String>,
     Form(form): Form<DecisionForm>,
 ) -> Response {
-    let reason = match admit(&state, &who, &form) {
-        Ok(reason) => reason,
-        Err(refused) => return *refused,
-    };
-    let approve = match approves(&state, &form) {
-        Ok(approve) => approve,
+    let (reason, approve) = match admit_decision(&state, &who, &form) {
+        Ok(decision) => decision,
         Err(refused) => return *refused,
     };
     let _turn = match take_turn(&state).await {

@@ -301,6 +301,10 @@ impl Store {
         .fetch_all(self.pool())
         .await
         .map_err(sql("listing queued runs"))?;
+        // Every pass asks; most find nothing waiting.
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
         let full: Vec<Row> = sqlx::query_as(&format!(
             "SELECT {qualified} FROM runs q WHERE q.state = 'queued'"
         ))
