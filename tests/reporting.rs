@@ -165,6 +165,63 @@ async fn one_comment_per_run_edited_through_its_states_despite_redeliveries() {
     h.finish().await;
 }
 
+/// A run the in-process stand-in only simulated is reported on the real
+/// issue as simulated, never as "succeeded", no pull request is looked for,
+/// and its trigger label stays on the issue (the work was not done).
+#[tokio::test]
+async fn a_simulated_run_says_so_on_github_and_keeps_its_label() {
+    let server = fake_github(json!([])).await;
+    Mock::given(method("DELETE"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .mount(&server)
+        .await;
+    let mut config = test_config();
+    config.labels.remove_trigger_when_done = true;
+    let h = harness(&server, config).await;
+    h.post_signed(
+        "issues",
+        "simulated-1",
+        &labeled("issues/labeled.payload.json", "run:dev"),
+    )
+    .await;
+    h.control_plane.process_pending().await.unwrap();
+    h.reconciler.reconcile_once().await.unwrap();
+    let run = naming::run_id_for_delivery("simulated-1");
+    let ns = naming::namespace_for_issue(REPO, 1);
+    set_job_status(&h.client, &ns, &run, "simulated").await;
+    observe_jobs(&h.client, &h.store, issueops_core::DEFAULT_INSTANCE)
+        .await
+        .unwrap();
+    h.control_plane.report_pass().await.unwrap();
+    assert_eq!(h.control_plane.remove_trigger_labels().await.unwrap(), 0);
+
+    let said = [
+        requests(&server, "POST").await,
+        requests(&server, "PATCH").await,
+    ]
+    .concat();
+    let last = said.last().expect("a comment was posted");
+    assert!(last.contains("was only simulated"), "{last}");
+    assert!(!last.contains("succeeded"), "{last}");
+    let calls = server.received_requests().await.unwrap();
+    assert!(
+        !calls.iter().any(|r| r.method.as_str() == "DELETE"),
+        "the trigger label stays"
+    );
+    assert!(
+        !calls.iter().any(|r| r.url.path().ends_with("/pulls")),
+        "no pull request is looked for"
+    );
+    let kept = h
+        .store
+        .last_audit(issueops_core::audit::kind::LABELS, "trigger-kept")
+        .await
+        .unwrap()
+        .expect("the kept label is audited");
+    assert_eq!(kept.run_id.as_deref(), Some(run.as_str()));
+    h.finish().await;
+}
+
 /// A comment GitHub rate-limits (403 with `retry-after: 3600`) is not waited
 /// for an hour nor dropped: the pass fails naming the wait, the report stays
 /// unposted, server errors on the next pass are retried three times, and the

@@ -190,7 +190,18 @@ impl ControlPlane {
                 .skip_while(|r| r.run_id != run_id)
                 .skip(1)
                 .any(|r| r.mode == mode && r.run_state().is_some_and(|s| !s.is_finished()));
-            if !newer_active {
+            // A simulated run did no work: the label stays asking for it.
+            let simulated = runs
+                .iter()
+                .find(|r| r.run_id == run_id)
+                .is_some_and(|r| r.is_simulated());
+            if simulated {
+                let audit = AuditEvent::new(kind::LABELS, "trigger-kept")
+                    .run(run_id.clone())
+                    .actor(crate::SYSTEM_ACTOR)
+                    .detail(json!({ "issue": format!("{repo}#{issue}"), "label": label, "why": "the run was simulated: no agent ran" }));
+                self.store.append_audit(&audit).await?;
+            } else if !newer_active {
                 let path = format!(
                     "/repos/{repo}/issues/{issue}/labels/{}",
                     path_segment(label)

@@ -70,6 +70,13 @@ pub fn run_body(
         (None, _) => "not yet".into(),
     };
     let state = RunState::parse(&run.state);
+    // The in-process stand-in ran no agent: say so, never "succeeded".
+    let simulated = run.is_simulated().then(|| {
+        format!(
+            "was only simulated: the cluster is issueops' in-process stand-in, so no agent ran and nothing was changed ({})",
+            run.reason.as_deref().unwrap_or_default()
+        )
+    });
     let headline = match state {
         Some(RunState::Queued) => match queue {
             Some((position, of)) => format!(
@@ -86,7 +93,10 @@ pub fn run_body(
         }
         Some(RunState::Applied) => "is applied; its Job is starting".into(),
         Some(RunState::Running) => "is running".into(),
-        Some(RunState::Succeeded) => success_line(result, pull_request),
+        Some(RunState::Succeeded) => match simulated {
+            Some(line) => line,
+            None => success_line(result, pull_request),
+        },
         Some(RunState::Failed) => format!(
             "failed: {}",
             run.reason.as_deref().unwrap_or("no reason given")
@@ -104,6 +114,10 @@ pub fn run_body(
             Some(r) => format!(
                 "{}; it was pruned, its history stays in the state repo",
                 success_line(Some(r), pull_request)
+            ),
+            None if simulated.is_some() => format!(
+                "{}; it was pruned",
+                simulated.unwrap_or_default()
             ),
             // A cancelled run's reason (denied, expired, closed) stays said.
             None => format!(
@@ -180,6 +194,7 @@ impl ControlPlane {
                 {
                     continue
                 }
+                (Some(_), Some(RunState::Succeeded), None) if run.is_simulated() => None,
                 (Some(github), Some(RunState::Succeeded), None) => self
                     .pull_request_for(github, &run.repo, &run.branch)
                     .await?

@@ -269,6 +269,11 @@ pub async fn set_job_status(client: &kube::Client, namespace: &str, run_id: &str
             serde_json::json!({ "active": 0, "succeeded": 1, "startTime": "2026-11-25T12:00:00Z",
             "conditions": [{ "type": "Complete", "status": "True" }] })
         }
+        // What the in-process stand-in writes: complete, but no agent ran.
+        "simulated" => {
+            serde_json::json!({ "active": 0, "succeeded": 1, "startTime": "2026-11-25T12:00:00Z",
+            "conditions": [{ "type": "Complete", "status": "True", "reason": "Simulated", "message": "the stand-in ran no agent" }] })
+        }
         "failed" => {
             serde_json::json!({ "active": 0, "failed": 1, "startTime": "2026-11-25T12:00:00Z",
             "conditions": [{ "type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "too slow" }] })

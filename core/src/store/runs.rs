@@ -111,6 +111,13 @@ impl Run {
     pub fn run_state(&self) -> Option<RunState> {
         RunState::parse(&self.state)
     }
+
+    /// Ended on the in-process stand-in, where no agent runs.
+    pub fn is_simulated(&self) -> bool {
+        self.reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("simulated"))
+    }
 }
 
 type Row = (
