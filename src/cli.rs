@@ -166,6 +166,12 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<SessionsCommand>,
     },
+    /// Bearer tokens for the staff JSON API (/api/v1): create one (shown
+    /// once), list them, revoke one.
+    ApiTokens {
+        #[command(subcommand)]
+        command: ApiTokensCommand,
+    },
     /// Print the audit trail, oldest first (or verify it: `audit verify`).
     Audit {
         /// Only the rows of this run (and of the delivery that started it).
@@ -213,6 +219,36 @@ pub enum AuditCommand {
     Verify {
         /// Who asks, recorded in the audit table.
         #[arg(long, default_value = "operator")]
+        actor: String,
+    },
+}
+
+/// `issueops api-tokens ...`
+#[derive(Debug, Subcommand)]
+pub enum ApiTokensCommand {
+    /// Make a token and print it (once: only its SHA-256 is stored).
+    Create {
+        /// What it is for (unique; how it is listed, revoked and named in
+        /// the audit trail as "<name> (API token)").
+        #[arg(long)]
+        name: String,
+        /// `viewer` reads; `approver` also decides (approve, deny, cancel,
+        /// retry).
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        /// Expires after this many days; without it, when revoked.
+        #[arg(long)]
+        expires_days: Option<u32>,
+        /// Who asks, recorded in the audit table.
+        #[arg(long, env = "USER", default_value = "operator")]
+        actor: String,
+    },
+    /// Every token: name, role, who made it, when, and whether it is live.
+    List,
+    /// Revoke a token by name: it is refused from its next request.
+    Revoke {
+        name: String,
+        #[arg(long, env = "USER", default_value = "operator")]
         actor: String,
     },
 }

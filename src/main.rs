@@ -112,6 +112,7 @@ async fn main() -> std::process::ExitCode {
             };
             commands::ops::revoke_sessions(&cli.common, which, &actor).await
         }
+        Command::ApiTokens { command } => commands::api_tokens::run(&cli.common, command).await,
         Command::Audit {
             command: Some(AuditCommand::Verify { actor }),
             ..

@@ -202,10 +202,40 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Puts dead letter `delivery_id` back in line (`issueops deliveries
+    /// retry`, the API): it is processed again by the next pass.
+    pub async fn retry_delivery(
+        &self,
+        delivery_id: &str,
+        actor: &str,
+    ) -> Result<String, ControlPlaneError> {
+        if !self.store.retry_dead_delivery(delivery_id).await? {
+            return Err(ControlPlaneError::Refused(format!(
+                "no dead letter with delivery id {delivery_id:?}: `issueops deliveries` lists them"
+            )));
+        }
+        self.store
+            .append_audit(
+                &AuditEvent::new(kind::DELIVERY_RETRY, "requeued")
+                    .delivery(delivery_id)
+                    .actor(actor),
+            )
+            .await?;
+        Ok(format!("delivery {delivery_id} is back in line"))
+    }
+
     /// Prunes runs that finished more than the retention ago, and the folder of
     /// any issue idle for longer than the idle time, except issues held by the
     /// debug label. Returns the commits made.
     pub async fn prune_due(&self, now_ms: i64) -> Result<Vec<String>, ControlPlaneError> {
+        let days = self.config.lifecycle.transcript_retention_days as i64;
+        let dropped = self
+            .store
+            .drop_transcripts_before(now_ms - days.saturating_mul(86_400_000))
+            .await?;
+        if dropped > 0 {
+            tracing::info!(dropped, "agent transcripts past their retention dropped");
+        }
         let plan = self.plan_prunes(now_ms).await?;
         self.execute_prunes(plan).await
     }

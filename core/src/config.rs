@@ -569,6 +569,9 @@ pub struct LifecycleConfig {
     /// A run still committed or applied (its Job never started) after this
     /// many seconds fails with the reason, and frees its issue.
     pub stuck_seconds: u64,
+    /// How long the agent's transcript (the end of its run's pod logs,
+    /// redacted) is kept after its Job ended; 0 keeps none.
+    pub transcript_retention_days: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -588,6 +591,7 @@ impl Default for LifecycleConfig {
             max_delete_share: 0.5,
             max_unguarded_deletes: 20,
             stuck_seconds: 1800,
+            transcript_retention_days: 30,
         }
     }
 }

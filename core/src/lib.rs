@@ -14,6 +14,7 @@ pub mod retry;
 pub mod signing;
 pub mod state_repo;
 pub mod store;
+pub mod transcript;
 
 pub use audit::{AuditEvent, AuditRow};
 pub use config::Config;

@@ -118,6 +118,9 @@ pub struct Ended {
     /// The image the agent step ran, as the runtime reports it (`imageID`:
     /// the digest that ran, not the tag the Job named).
     pub agent_image_id: Option<String>,
+    /// The pod that ran the steps, and the steps that have a log.
+    pub pod: Option<String>,
+    pub logged_steps: Vec<String>,
 }
 
 /// Reads [`Ended`] for a Job that has ended: one LIST by the Job's label.
@@ -141,7 +144,18 @@ pub async fn read(
         .find(|c| c.name == "agent")
         .map(|c| c.image_id.clone())
         .filter(|i| !i.is_empty());
+    let logged_steps = container_statuses(pod)
+        .filter(|c| STEP_CONTAINERS.contains(&c.name.as_str()))
+        .filter(|c| {
+            c.state
+                .as_ref()
+                .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+        })
+        .map(|c| c.name.clone())
+        .collect();
     Ok(Ended {
+        pod: pod.metadata.name.clone(),
+        logged_steps,
         message: step.message.as_deref().and_then(parse),
         node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
         agent_image_id,

@@ -17,6 +17,7 @@ pub mod lease;
 pub mod observe;
 pub mod ownership;
 pub mod resync;
+pub mod transcript;
 
 use apply::DeleteOutcome;
 use desired::DesiredObject;

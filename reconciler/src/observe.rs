@@ -142,6 +142,15 @@ async fn record_result(
             agent_result::Ended::default()
         }
     };
+    if let Some(pod) = &ended.pod {
+        // What the agent said outlives its pod (the run page shows it).
+        if let Err(e) =
+            crate::transcript::keep(client, store, namespace, pod, &ended.logged_steps, run_id)
+                .await
+        {
+            tracing::warn!(run_id, error = %e, "cannot keep the agent's transcript");
+        }
+    }
     let message = ended.message;
     if let Some(result) = message
         .as_ref()

@@ -79,20 +79,12 @@ pub async fn dead_letters(common: &Common) -> Result<()> {
 }
 
 pub async fn retry_delivery(common: &Common, id: &str, actor: &str) -> Result<()> {
-    let store = common.store().await?;
-    store.ensure_migrated().await?;
-    let _turn = super::take_turn(&store, issueops_control_plane::WRITER_ROLE).await?;
-    if !store.retry_dead_delivery(id).await? {
-        bail!("no dead letter with delivery id {id:?}: `issueops deliveries` lists them");
+    let (control_plane, _turn) = super::deciding_control_plane(common).await?;
+    match control_plane.retry_delivery(id, actor).await {
+        Ok(done) => println!("{done}; a running control plane handles it next"),
+        Err(issueops_control_plane::ControlPlaneError::Refused(why)) => bail!("{why}"),
+        Err(e) => return Err(e.into()),
     }
-    store
-        .append_audit(
-            &AuditEvent::new(kind::DELIVERY_RETRY, "requeued")
-                .delivery(id)
-                .actor(actor),
-        )
-        .await?;
-    println!("delivery {id} is back in line; a running control plane handles it next");
     Ok(())
 }
 

@@ -13,6 +13,16 @@ pub struct Ui {
 }
 
 impl Ui {
+    /// Where the UI (and its API, under /api/v1) answers.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The signed-in session's cookie header value.
+    pub fn cookie(&self) -> &str {
+        &self.cookie
+    }
+
     pub async fn get(&self, path: &str) -> (u16, String) {
         let resp = self
             .http
@@ -62,6 +72,16 @@ pub async fn serve_ui(h: &Harness, control_plane: ControlPlane) -> Ui {
 }
 
 impl Ui {
+    /// The session's CSRF token, as the form on `page` carries it.
+    pub async fn csrf(&self, page: &str) -> String {
+        let (_, html) = self.get(page).await;
+        html.split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("the page has a form with its CSRF token")
+            .to_string()
+    }
+
     /// Posts `fields` to the form at `action` with the CSRF token of the
     /// page at `page`; the status and the `location` it answered.
     pub async fn post_form(
@@ -70,13 +90,7 @@ impl Ui {
         action: &str,
         fields: &[(&str, &str)],
     ) -> (u16, String) {
-        let (_, html) = self.get(page).await;
-        let csrf = html
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .expect("the page has a form with its CSRF token")
-            .to_string();
+        let csrf = self.csrf(page).await;
         let mut form: Vec<(&str, &str)> = vec![("csrf", &csrf)];
         form.extend_from_slice(fields);
         let resp = self

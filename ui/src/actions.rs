@@ -268,7 +268,7 @@ pub struct DecisionForm {
 
 /// One line of at most `MAX_REASON` characters: it goes into commit
 /// messages and audit rows.
-fn clean_reason(reason: &str) -> Result<String, &'static str> {
+pub(crate) fn clean_reason(reason: &str) -> Result<String, &'static str> {
     let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
     if reason.is_empty() {
         return Err("A reason is required: it goes into the audit trail with your name.");
@@ -276,51 +276,60 @@ fn clean_reason(reason: &str) -> Result<String, &'static str> {
     Ok(reason.chars().take(MAX_REASON).collect())
 }
 
-/// The checks every decision form passes first: the session's CSRF token,
-/// the approver role, a reason. Returns the reason, or the refusal page.
-fn admit(state: &AppState, who: &Signed, form: &DecisionForm) -> Result<String, Box<Response>> {
-    if !who.0.csrf_ok(&form.csrf) {
-        return Err(Box::new(csrf_refused(state)));
-    }
-    if let Some(refused) = who.refusal_unless_approver(state) {
-        return Err(Box::new(refused));
-    }
-    clean_reason(&form.reason)
-        .map_err(|m| Box::new(state.message(StatusCode::BAD_REQUEST, "Reason required", m)))
+/// A decision the product already has, as the staff UI and the API make it.
+#[derive(Debug, Clone)]
+pub(crate) enum Decision {
+    Approval { id: String, approve: bool },
+    Proposal { id: String, approve: bool },
+    Cancel { run: String },
+    RetryDelivery { delivery: String },
 }
 
-/// Where a decision leads: `done` when the control plane made it, else a
-/// page saying why not (a refusal, or a failure, which is also logged).
-fn outcome(
-    state: &AppState,
-    result: Result<String, ControlPlaneError>,
-    done: String,
-    title: &str,
-    what: &str,
-) -> Response {
-    match result {
-        Ok(outcome) => {
-            tracing::info!(%outcome, "decided in the staff UI");
-            Redirect::to(&done).into_response()
-        }
-        Err(ControlPlaneError::Refused(m)) => state.message(StatusCode::CONFLICT, title, &m),
-        Err(e) => {
-            tracing::error!(error = %e, "{what} in the staff UI failed");
-            state.message(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                title,
-                &format!("{what} could not be recorded: {e}"),
-            )
+impl Decision {
+    /// `approve`/`deny` of a request or proposal.
+    pub(crate) fn verdict(decision: &str) -> Result<bool, Refusal> {
+        match decision {
+            "approve" => Ok(true),
+            "deny" => Ok(false),
+            other => Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                format!("{other:?} is not a decision: approve or deny"),
+            )),
         }
     }
 }
 
-/// The control plane's exclusive lock, so a decision made here never
-/// interleaves with a pass of the control plane (or a CLI command).
-async fn take_turn(
+/// Why a decision was not made: what to answer, for people.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub status: StatusCode,
+    pub title: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    pub(crate) fn new(status: StatusCode, title: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            title,
+            message: message.into(),
+        }
+    }
+}
+
+/// Makes `decision` as `actor`, with `reason`, in the control plane's turn
+/// (never interleaved with one of its passes or a CLI command). The one
+/// path of the staff UI's forms and the API's POSTs.
+pub(crate) async fn carry_out(
     state: &AppState,
-) -> Result<issueops_core::store::lock::Exclusive, Box<Response>> {
-    state
+    actor: &str,
+    decision: Decision,
+    reason: &str,
+) -> Result<String, Refusal> {
+    let reason = clean_reason(reason)
+        .map_err(|m| Refusal::new(StatusCode::BAD_REQUEST, "Reason required", m))?;
+    let _turn = state
         .parts
         .store
         .exclusive(
@@ -329,15 +338,87 @@ async fn take_turn(
         )
         .await
         .map_err(|e| {
-            tracing::warn!(error = %e, "staff UI decision waited too long for the control plane");
-            Box::new(state.message(
+            tracing::warn!(error = %e, "a staff decision waited too long for the control plane");
+            Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Busy",
-                &format!(
+                format!(
                     "The control plane is busy; nothing was decided. Try again in a moment. ({e})"
                 ),
+            )
+        })?;
+    let cp = &state.parts.control_plane;
+    let (result, title) = match &decision {
+        Decision::Approval { id, approve } => (
+            cp.decide_request_as_approver(id, actor, *approve, &reason)
+                .await,
+            "Not decided",
+        ),
+        Decision::Proposal { id, approve: true } => (
+            cp.approve_proposal(id, actor, &reason)
+                .await
+                .map(|sha| format!("proposal {id} merged as {sha}")),
+            "Not decided",
+        ),
+        Decision::Proposal { id, approve: false } => (
+            cp.deny_proposal(id, actor, &reason)
+                .await
+                .map(|()| format!("proposal {id} denied")),
+            "Not decided",
+        ),
+        Decision::Cancel { run } => (cp.cancel_run(run, actor, &reason).await, "Not cancelled"),
+        Decision::RetryDelivery { delivery } => {
+            (cp.retry_delivery(delivery, actor).await, "Not retried")
+        }
+    };
+    match result {
+        Ok(outcome) => {
+            tracing::info!(%outcome, actor, "decided by staff");
+            Ok(outcome)
+        }
+        Err(ControlPlaneError::Refused(m)) => Err(Refusal::new(StatusCode::CONFLICT, title, m)),
+        Err(e) => {
+            tracing::error!(error = %e, ?decision, "a staff decision failed");
+            Err(Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                title,
+                format!("The decision could not be recorded: {e}"),
             ))
-        })
+        }
+    }
+}
+
+/// The checks a decision form passes before [`carry_out`]: the session's
+/// CSRF token and the approver role.
+fn admit(state: &AppState, who: &Signed, form: &DecisionForm) -> Result<(), Box<Response>> {
+    if !who.0.csrf_ok(&form.csrf) {
+        return Err(Box::new(csrf_refused(state)));
+    }
+    if let Some(refused) = who.refusal_unless_approver(state) {
+        return Err(Box::new(refused));
+    }
+    Ok(())
+}
+
+/// A form's decision made: on to `done`, or the page saying why not.
+async fn decide_by_form(
+    state: &AppState,
+    who: &Signed,
+    form: &DecisionForm,
+    decision: Result<Decision, Refusal>,
+    done: String,
+) -> Response {
+    if let Err(refused) = admit(state, who, form) {
+        return *refused;
+    }
+    let made = match decision {
+        Ok(decision) => carry_out(state, &who.0.login, decision, &form.reason).await,
+        Err(refusal) => Err(refusal),
+    };
+    match made {
+        Ok(_) => Redirect::to(&done).into_response(),
+        Err(r) => state.message(r.status, r.title, &r.message),
+    }
 }
 
 pub async fn decide(
@@ -346,40 +427,12 @@ pub async fn decide(
     Path(id): Path<String>,
     Form(form): Form<DecisionForm>,
 ) -> Response {
-    let (reason, approve) = match admit_decision(&state, &who, &form) {
-        Ok(decision) => decision,
-        Err(refused) => return *refused,
-    };
-    let _turn = match take_turn(&state).await {
-        Ok(turn) => turn,
-        Err(busy) => return *busy,
-    };
-    let result = state
-        .parts
-        .control_plane
-        .decide_request_as_approver(&id, &who.0.login, approve, &reason)
-        .await;
+    let decision = Decision::verdict(&form.decision).map(|approve| Decision::Approval {
+        id: id.clone(),
+        approve,
+    });
     let done = format!("/approvals?decided={}", crate::encode(&id));
-    outcome(&state, result, done, "Not decided", "The decision")
-}
-
-/// A decision form admitted (see [`admit`]): its reason, and `true` to
-/// approve, `false` to deny.
-fn admit_decision(
-    state: &AppState,
-    who: &Signed,
-    form: &DecisionForm,
-) -> Result<(String, bool), Box<Response>> {
-    let reason = admit(state, who, form)?;
-    match form.decision.as_str() {
-        "approve" => Ok((reason, true)),
-        "deny" => Ok((reason, false)),
-        other => Err(Box::new(state.message(
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            &format!("{other:?} is not a decision: approve or deny"),
-        ))),
-    }
+    decide_by_form(&state, &who, &form, decision, done).await
 }
 
 /// Approve (merge into the applied branch) or deny a proposal.
@@ -389,26 +442,12 @@ pub async fn decide_proposal(
     Path(id): Path<String>,
     Form(form): Form<DecisionForm>,
 ) -> Response {
-    let (reason, approve) = match admit_decision(&state, &who, &form) {
-        Ok(decision) => decision,
-        Err(refused) => return *refused,
-    };
-    let _turn = match take_turn(&state).await {
-        Ok(turn) => turn,
-        Err(busy) => return *busy,
-    };
-    let cp = &state.parts.control_plane;
-    let result = if approve {
-        cp.approve_proposal(&id, &who.0.login, &reason)
-            .await
-            .map(|sha| format!("proposal {id} merged as {sha}"))
-    } else {
-        cp.deny_proposal(&id, &who.0.login, &reason)
-            .await
-            .map(|()| format!("proposal {id} denied"))
-    };
+    let decision = Decision::verdict(&form.decision).map(|approve| Decision::Proposal {
+        id: id.clone(),
+        approve,
+    });
     let done = format!("/proposals?decided={}", crate::encode(&id));
-    outcome(&state, result, done, "Not decided", "The decision")
+    decide_by_form(&state, &who, &form, decision, done).await
 }
 
 pub async fn cancel(
@@ -417,21 +456,9 @@ pub async fn cancel(
     Path(id): Path<String>,
     Form(form): Form<DecisionForm>,
 ) -> Response {
-    let reason = match admit(&state, &who, &form) {
-        Ok(reason) => reason,
-        Err(refused) => return *refused,
-    };
-    let _turn = match take_turn(&state).await {
-        Ok(turn) => turn,
-        Err(busy) => return *busy,
-    };
-    let result = state
-        .parts
-        .control_plane
-        .cancel_run(&id, &who.0.login, &reason)
-        .await;
+    let decision = Ok(Decision::Cancel { run: id.clone() });
     let done = format!("/runs/{}", crate::encode(&id));
-    outcome(&state, result, done, "Not cancelled", "The cancel")
+    decide_by_form(&state, &who, &form, decision, done).await
 }
 
 #[cfg(test)]

@@ -9,9 +9,11 @@
 //! Every page needs a session; every form carries the session's CSRF token.
 
 mod actions;
+pub mod api;
 pub mod live;
 pub mod oauth;
 mod pages;
+pub mod read;
 pub mod session;
 pub mod view;
 
@@ -150,6 +152,7 @@ pub fn router(state: AppState) -> Router {
             "/static/app.js",
             get(|| async { asset("text/javascript", include_str!("../static/app.js")) }),
         )
+        .merge(api::router())
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such page") })
         .layer(axum::middleware::map_response(security_headers))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))

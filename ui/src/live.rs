@@ -20,7 +20,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const LOG_LINES: i64 = 40;
 const LOG_BYTES: i64 = 16 * 1024;
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct ClusterView {
     /// `None` when the API could not be asked.
     pub namespace_exists: Option<bool>,
@@ -37,7 +37,7 @@ pub struct ClusterView {
     pub errors: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     pub name: String,
     pub active: i32,
@@ -48,7 +48,7 @@ pub struct JobView {
     pub conditions: Vec<ConditionView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConditionView {
     pub type_: String,
     pub status: String,
@@ -56,14 +56,14 @@ pub struct ConditionView {
     pub message: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PodView {
     pub name: String,
     pub phase: String,
     pub containers: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LogView {
     pub pod: String,
     pub container: String,
@@ -136,10 +136,12 @@ pub async fn run_cluster(
                 };
                 let what = format!("log of {container}");
                 if let Some(text) = bounded(&what, pods.logs(&name, &params), errors).await {
+                    // What the agent printed is hostile data: no
+                    // credential it echoed reaches a page.
                     view.logs.push(LogView {
                         pod: name.clone(),
                         container,
-                        text,
+                        text: issueops_core::transcript::redact(&text, &[]),
                     });
                 }
             }

@@ -94,7 +94,7 @@ impl AuditEvent {
 }
 
 /// An audit row as stored.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct AuditRow {
     pub id: i64,
     pub at: i64,

@@ -8,7 +8,7 @@ use super::{sql, Store, StoreError};
 use crate::now_ms;
 use serde::Serialize;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Approval {
     pub id: String,
     pub delivery_id: String,

@@ -5,6 +5,7 @@
 //! and `crate::audit`). All SQL is written once for both databases: `$n`
 //! placeholders, BIGINT millisecond timestamps, `ON CONFLICT`, `RETURNING`.
 
+pub mod api_tokens;
 pub mod approvals;
 pub mod inbox;
 pub mod lock;
@@ -14,6 +15,7 @@ pub mod reports;
 pub mod results;
 pub mod runs;
 pub mod sessions;
+pub mod transcripts;
 pub mod views;
 
 use sqlx::any::{install_default_drivers, AnyPoolOptions};

@@ -9,7 +9,7 @@ use super::{sql, Store, StoreError};
 use crate::now_ms;
 use serde::Serialize;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Proposal {
     pub id: String,
     /// `run` or `rollback`.

@@ -16,7 +16,7 @@ pub const PAGE: i64 = 20;
 
 /// A run as listed: the run row, when it started and ended, the event that
 /// started it and what the agent produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RunView {
     pub run_id: String,
     pub delivery_id: String,
@@ -103,7 +103,7 @@ pub struct RunFilter {
 }
 
 /// A delivery as listed, without its payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     pub seq: i64,
     pub delivery_id: String,
@@ -132,7 +132,7 @@ pub struct AuditFilter {
 }
 
 /// The reconciler's last cycle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CycleRecord {
     pub at: i64,
     pub head: Option<String>,
