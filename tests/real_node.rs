@@ -163,6 +163,7 @@ async fn the_agent_images_runner_leaves_its_result_as_a_real_termination_message
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let mut step = pod("runner", hardened());
     let mut container = serde_json::to_value(&step.spec.as_ref().unwrap().containers[0]).unwrap();
+    container["name"] = json!("agent");
     container["image"] = json!(AGENT_IMAGE);
     container["args"] = json!(["push"]);
     container["env"] = json!([{ "name": "ISSUEOPS_RESULT_FILE", "value": "/dev/termination-log" }]);
@@ -194,5 +195,30 @@ async fn the_agent_images_runner_leaves_its_result_as_a_real_termination_message
         reason.contains("\"push\"") && reason.contains("clone, agent, publish"),
         "{reason}"
     );
+    // What the step printed is kept as the run's transcript, through the
+    // real pods/log (the kubelet's log of the container), outliving the pod.
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        issueops_core::Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
+            .await
+            .unwrap();
+    store.migrate().await.unwrap();
+    let kept = issueops_reconciler::transcript::keep(
+        &client,
+        &store,
+        &namespace,
+        "runner",
+        &["agent".to_string()],
+        "r-transcript",
+    )
+    .await
+    .unwrap();
+    assert!(kept);
     delete_namespace(&client, &namespace).await;
+    let transcript = store.transcript("r-transcript").await.unwrap().unwrap();
+    assert!(
+        transcript.text.starts_with("===== agent =====\n") && transcript.text.contains("push"),
+        "{}",
+        transcript.text
+    );
 }

@@ -413,6 +413,113 @@ async fn agent_failure_is_reported(env: &Env, issues: &Issues) -> Evidence {
     e
 }
 
+/// The failing agent's run, pruned (its namespace and pod gone): its
+/// transcript was kept when the Job ended, with what the agent printed on
+/// both streams, and the run's page and `GET /api/v1/runs/{id}` (a viewer
+/// token made by `issueops api-tokens create`) both still show it; the
+/// viewer token cannot cancel. Caught: a transcript read after the prune
+/// (the pod is gone by then, nothing is kept).
+async fn pruned_run_keeps_its_transcript(env: &Env, issues: &Issues) -> Evidence {
+    let run = naming::run_id_for_delivery("e2e-agent-fail");
+    env.wait_state(&run, &["pruned"]).await;
+    let namespace = naming::namespace_for_issue(common::REPO, issues.failing);
+    env.wait_until("the failing run's namespace is gone", || async {
+        !env.our_namespaces().await.contains(&namespace)
+    })
+    .await;
+    let kept = env
+        .store
+        .transcript(&run)
+        .await
+        .unwrap()
+        .expect("the transcript was kept when the Job ended");
+    for said in [
+        "===== agent =====",
+        "agent: reading the repository",
+        "agent: something broke",
+    ] {
+        assert!(kept.text.contains(said), "{said:?} not in:\n{}", kept.text);
+    }
+    assert!(
+        !kept.text.contains(AGENT_TOKEN),
+        "the token is in the transcript"
+    );
+
+    let token = env
+        .cli(&[
+            "api-tokens",
+            "create",
+            "--name",
+            "e2e-viewer",
+            "--role",
+            "viewer",
+        ])
+        .trim()
+        .to_string();
+    let ui = env.ui_link.split("/signin").next().unwrap().to_string();
+    let api: Value = env
+        .http
+        .get(format!("{ui}/api/v1/runs/{run}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(api["run"]["state"], "pruned", "{api}");
+    assert_eq!(api["transcript"]["text"].as_str(), Some(kept.text.as_str()));
+    let cancel = env
+        .http
+        .post(format!("{ui}/api/v1/runs/{run}/cancel"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "reason": "viewer tries" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        cancel.status().as_u16(),
+        403,
+        "a viewer token cannot decide"
+    );
+
+    // The page, in Chromium, signed in by the last one-time link the server
+    // printed, or (that one used) a fresh one: a visit to the sign-in page
+    // prints it in the server's log.
+    let printed = || {
+        let log = std::fs::read_to_string(env.work.parent().unwrap().join("serve.log")).unwrap();
+        log.lines()
+            .rev()
+            .find_map(|l| {
+                l.split_once("one-time link): ")
+                    .or_else(|| l.split_once("(one-time): "))
+            })
+            .map(|(_, link)| link.trim().to_string())
+    };
+    let b = common::browser::Browser::start().await;
+    let last = printed().expect("serve printed a sign-in link");
+    b.client.goto(&last).await.unwrap();
+    if b.path().await != "/runs" {
+        env.http.get(format!("{ui}/signin")).send().await.unwrap();
+        let fresh = env
+            .wait_for("a fresh sign-in link in the log", || async {
+                printed().filter(|l| *l != last)
+            })
+            .await;
+        b.client.goto(&fresh).await.unwrap();
+        assert_eq!(b.path().await, "/runs", "signed in by the fresh link");
+    }
+    b.client.goto(&format!("{ui}/runs/{run}")).await.unwrap();
+    let shown = b.wait_text("#transcript", "agent: something broke").await;
+    assert!(shown.contains("agent: reading the repository"), "{shown}");
+    assert_eq!(b.text("#run-state").await, "pruned");
+    let mut e = Evidence::new();
+    e.insert("run".into(), run.into());
+    e.insert("transcript_bytes".into(), kept.size.into());
+    e.insert("transcript".into(), kept.text.into());
+    e
+}
+
 /// A run's token expires mid-run: the reconciler mints a new one into the
 /// run's Secret, the node puts it in the publish container's token file,
 /// and the push authenticates with it, the old token being refused by then.
@@ -1452,6 +1559,7 @@ async fn main() -> std::process::ExitCode {
         scenario!(staff_ui_shows_the_run_and_its_pr),
         scenario!(agent_without_changes_pushes_nothing),
         scenario!(agent_failure_is_reported),
+        scenario!(pruned_run_keeps_its_transcript),
         scenario!(token_refreshed_mid_run_reaches_the_push),
         scenario!(pod_security_refuses_an_unhardened_pod),
         scenario!(hostile_agent_never_reaches_the_token),
