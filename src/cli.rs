@@ -166,6 +166,13 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<SessionsCommand>,
     },
+    /// Register issueops' GitHub App (GitHub's manifest flow): the right
+    /// permissions and events, its credentials written as files of mode 0600
+    /// (and optionally as Kubernetes Secrets for deploy/).
+    GithubApp {
+        #[command(subcommand)]
+        command: GithubAppCommand,
+    },
     /// Bearer tokens for the staff JSON API (/api/v1): create one (shown
     /// once), list them, revoke one.
     ApiTokens {
@@ -220,6 +227,55 @@ pub enum AuditCommand {
         /// Who asks, recorded in the audit table.
         #[arg(long, default_value = "operator")]
         actor: String,
+    },
+}
+
+/// `issueops github-app ...`
+#[derive(Debug, Subcommand)]
+pub enum GithubAppCommand {
+    /// Print the address of a page that sends GitHub the App's manifest;
+    /// after you confirm on GitHub, it comes back to that address with a code,
+    /// exchanged for the App's id, private key, webhook secret and OAuth
+    /// client secret.
+    Create {
+        /// Where GitHub sends webhooks: the gateway's public address, ending
+        /// in /webhooks/github.
+        #[arg(long)]
+        webhook_url: String,
+        /// Create it for this organization (you must own it); default: your
+        /// own account.
+        #[arg(long)]
+        org: Option<String>,
+        /// The App's name on GitHub (unique there).
+        #[arg(long, default_value = "issueops")]
+        name: String,
+        /// Where the page and GitHub's redirect are answered (the staff UI's
+        /// address; `serve` is not running yet).
+        #[arg(long, env = "ISSUEOPS_UI_LISTEN", default_value = "127.0.0.1:8081")]
+        listen: String,
+        /// How the browser reaches --listen, when not directly.
+        #[arg(long)]
+        public_url: Option<String>,
+        /// GitHub's web address (GitHub Enterprise: https://HOST).
+        #[arg(long, default_value = "https://github.com")]
+        web_url: String,
+        /// GitHub's API (GitHub Enterprise: https://HOST/api/v3).
+        #[arg(long, default_value = "https://api.github.com")]
+        api_url: String,
+        /// Folder for the credentials (created with mode 0700; files 0600,
+        /// never overwritten).
+        #[arg(long, default_value = "issueops-data/github-app")]
+        out: std::path::PathBuf,
+        /// Also write the Kubernetes Secrets deploy/ reads (issueops-github-app,
+        /// issueops-webhook, issueops-ui-oauth) to this file, mode 0600.
+        #[arg(long)]
+        kubernetes_secret: Option<std::path::PathBuf>,
+        /// Namespace of those Secrets.
+        #[arg(long, default_value = "issueops-system")]
+        namespace: String,
+        /// How long to wait for GitHub's redirect.
+        #[arg(long, default_value_t = 15)]
+        wait_minutes: u64,
     },
 }
 

@@ -12,7 +12,8 @@ mod telemetry;
 
 use clap::Parser;
 use cli::{
-    AuditCommand, Cli, Command, DeliveriesCommand, LabelsCommand, ProposalsCommand, SessionsCommand,
+    AuditCommand, Cli, Command, DeliveriesCommand, GithubAppCommand, LabelsCommand,
+    ProposalsCommand, SessionsCommand,
 };
 use issueops_core::store::sessions::Revoke;
 
@@ -111,6 +112,37 @@ async fn main() -> std::process::ExitCode {
                 (None, None) => Revoke::Id(""),
             };
             commands::ops::revoke_sessions(&cli.common, which, &actor).await
+        }
+        Command::GithubApp {
+            command:
+                GithubAppCommand::Create {
+                    webhook_url,
+                    org,
+                    name,
+                    listen,
+                    public_url,
+                    web_url,
+                    api_url,
+                    out,
+                    kubernetes_secret,
+                    namespace,
+                    wait_minutes,
+                },
+        } => {
+            commands::github_app::create(commands::github_app::Create {
+                name,
+                org,
+                webhook_url,
+                listen,
+                public_url,
+                web_url,
+                api_url,
+                out,
+                kubernetes_secret,
+                namespace,
+                wait_minutes,
+            })
+            .await
         }
         Command::ApiTokens { command } => commands::api_tokens::run(&cli.common, command).await,
         Command::Audit {

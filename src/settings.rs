@@ -175,6 +175,14 @@ pub fn github_from_env(config: &Config) -> Result<Option<GitHub>> {
             bail!("a GitHub App needs both ISSUEOPS_GITHUB_APP_ID and ISSUEOPS_GITHUB_APP_KEY_FILE")
         }
     };
+    match &credentials {
+        Credentials::App { app_id, .. } => {
+            tracing::info!(app_id, api = %config.github.api_url, "GitHub: as GitHub App {app_id}")
+        }
+        Credentials::Token(_) => {
+            tracing::info!(api = %config.github.api_url, "GitHub: with a personal token")
+        }
+    }
     Ok(Some(GitHub::new(Settings {
         api_url: config.github.api_url.clone(),
         credentials,

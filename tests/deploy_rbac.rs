@@ -35,7 +35,40 @@ fn variants() -> Vec<(&'static str, Vec<String>)> {
     let helm = tools.join("helm").display().to_string();
     let overlay = |name: &str| deploy.join("overlays").join(name).display().to_string();
     let chart = deploy.join("helm/issueops").display().to_string();
+    // The embedded overlay with every optional component, as docs/install.md
+    // has people write their own overlay (Kustomize wants relative paths).
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/deploy-variants/embedded-all");
+    std::fs::create_dir_all(&all).unwrap();
+    std::fs::write(
+        all.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+         resources: [../../../deploy/overlays/embedded]\n\
+         components:\n  - ../../../deploy/components/agent-api-key\n  - ../../../deploy/components/github-sign-in\n  - ../../../deploy/components/ingress\n",
+    )
+    .unwrap();
     vec![
+        (
+            "kustomize-embedded-all",
+            vec![kustomize.clone(), "build".into(), all.display().to_string()],
+        ),
+        (
+            "helm-embedded-all",
+            [
+                helm.as_str(), "template", "issueops", chart.as_str(), "-n", SYSTEM_NAMESPACE,
+                "--set", "secrets.agentApiKey=issueops-agent-api-key,secrets.uiOAuth=issueops-ui-oauth,secrets.uiCookieKey=issueops-ui-cookie,secrets.signingKey=issueops-signing",
+                "--set", "ui.listen=0.0.0.0:8081,ingress.enabled=true,ingress.ui=true,ingress.tlsSecretName=issueops-tls,ingress.className=nginx",
+                "--set", "imagePullSecrets[0].name=registry,extraEnv[0].name=RUST_LOG,extraEnv[0].value=issueops=debug",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+        (
+            "helm-embedded-without-github",
+            [helm.as_str(), "template", "issueops", chart.as_str(), "-n", SYSTEM_NAMESPACE, "--set", "secrets.githubApp="]
+                .map(String::from)
+                .to_vec(),
+        ),
         (
             "kustomize-embedded",
             vec![kustomize.clone(), "build".into(), overlay("embedded")],
@@ -452,6 +485,57 @@ async fn kustomize_and_helm_render_valid_installs_the_api_server_accepts() {
                 "{variant}"
             );
         }
+        let env_of_serve = || -> Vec<String> {
+            objects
+                .iter()
+                .find(|(w, _)| w.starts_with("Deployment/"))
+                .map(|(_, o)| {
+                    o.data["spec"]["template"]["spec"]["containers"][0]["env"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| e["name"].as_str().unwrap().to_string())
+                        .collect()
+                })
+                .unwrap()
+        };
+        if variant.ends_with("-all") {
+            let env = env_of_serve();
+            for wanted in [
+                "ISSUEOPS_AGENT_API_KEY_FILE",
+                "ISSUEOPS_UI_OAUTH_CLIENT_SECRET_FILE",
+                "ISSUEOPS_UI_COOKIE_KEY_FILE",
+                "ISSUEOPS_GITHUB_APP_KEY_FILE",
+            ] {
+                assert!(
+                    env.iter().any(|e| e == wanted),
+                    "{variant}: no {wanted} in {env:?}"
+                );
+            }
+            assert!(
+                kinds.iter().any(|k| k.starts_with("Ingress/")),
+                "{variant}: {kinds:?}"
+            );
+        }
+        if variant == "helm-embedded-all" {
+            let env = env_of_serve();
+            assert!(
+                env.iter().any(|e| e == "RUST_LOG")
+                    && env.iter().any(|e| e == "ISSUEOPS_SIGNING_KEY_FILE"),
+                "{env:?}"
+            );
+            assert!(
+                yaml.contains("imagePullSecrets:\n        - name: registry"),
+                "{yaml}"
+            );
+        }
+        if variant == "helm-embedded-without-github" {
+            let env = env_of_serve();
+            assert!(
+                !env.iter().any(|e| e.starts_with("ISSUEOPS_GITHUB")),
+                "{env:?}"
+            );
+        }
         for kind in [
             "Role/",
             "RoleBinding/",
@@ -742,4 +826,29 @@ async fn the_admission_policy_fences_issueops_service_account_where_rbac_would_n
         .await
         .unwrap();
     uninstall(&admin, &objects).await;
+}
+
+/// `helm lint --strict` passes for the chart as shipped and with every
+/// optional part on: no warning, no error.
+#[test]
+fn the_chart_lints_clean() {
+    let tools = std::path::PathBuf::from(
+        std::env::var("ISSUEOPS_TEST_DEPLOY_TOOLS")
+            .expect("ISSUEOPS_TEST_DEPLOY_TOOLS is set by scripts/test"),
+    );
+    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/helm/issueops");
+    for extra in [
+        vec![],
+        vec!["--set", "mode=production,secrets.agentApiKey=k,secrets.uiOAuth=o,secrets.uiCookieKey=c,secrets.signingKey=s,ingress.enabled=true,imagePullSecrets[0].name=r"],
+    ] {
+        let out = std::process::Command::new(tools.join("helm"))
+            .arg("lint")
+            .arg("--strict")
+            .arg(&chart)
+            .args(&extra)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && !text.contains("[WARNING]") && !text.contains("[ERROR]"), "{extra:?}: {text}");
+    }
 }

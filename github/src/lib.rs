@@ -8,6 +8,7 @@
 //! output; a wait longer than the configured maximum is returned as an error
 //! (the caller keeps its work pending) rather than blocking a loop for an hour.
 
+pub mod app_manifest;
 pub mod retry;
 
 use octocrab::models::{AppId, InstallationId};

@@ -4,6 +4,7 @@
 pub mod api_tokens;
 pub mod approvals;
 pub mod demo;
+pub mod github_app;
 pub mod labels;
 pub mod ops;
 pub mod proposals;
