@@ -16,11 +16,26 @@ pub enum LabelsCommand {
     },
 }
 
+/// Credentials are read from the environment (or files it names) only, never
+/// from flags, which show in process listings.
+const ENVIRONMENT_ONLY: &str = "\
+Credentials (environment only, never flags):
+  ISSUEOPS_WEBHOOK_SECRET                webhook secret (or ISSUEOPS_WEBHOOK_SECRET_FILE, one per line)
+  ISSUEOPS_GITHUB_APP_ID                 GitHub App id, with
+  ISSUEOPS_GITHUB_APP_KEY_FILE           its private key (PEM); or ISSUEOPS_GITHUB_TOKEN, a token
+  ISSUEOPS_STATE_REPO_TOKEN              token for an https:// state repo
+  ISSUEOPS_AGENT_API_KEY_FILE            the model API key every run gets
+  ISSUEOPS_UI_OAUTH_CLIENT_SECRET_FILE   staff UI sign-in with GitHub (ui.github_oauth)
+  ISSUEOPS_UI_COOKIE_KEY_FILE            64+ bytes: UI sessions survive restarts
+  ISSUEOPS_SIGNING_KEY_FILE              ed25519 SSH key that signs state-repo commits
+`issueops github-app create` writes the GitHub ones. See docs/configuration.md.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "issueops",
     version,
-    about = "GitHub issue labels → isolated Kubernetes runs, the GitOps way"
+    about = "GitHub issue labels → isolated Kubernetes runs, the GitOps way",
+    after_help = ENVIRONMENT_ONLY
 )]
 pub struct Cli {
     #[command(flatten)]
