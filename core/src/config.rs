@@ -930,3 +930,127 @@ mod tests {
             .contains("owner/name"));
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::Config;
+
+    const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../issueops.example.yaml");
+    const REFERENCE: &str = include_str!("../../docs/configuration.md");
+
+    /// Every leaf key of a YAML mapping, dotted.
+    fn keys(value: &serde_yaml::Value, prefix: &str, out: &mut Vec<String>) {
+        match value {
+            serde_yaml::Value::Mapping(map) if !map.is_empty() => {
+                for (k, v) in map {
+                    let k = k.as_str().unwrap_or_default();
+                    let path = if prefix.is_empty() {
+                        k.to_string()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    keys(v, &path, out);
+                }
+            }
+            _ => out.push(prefix.to_string()),
+        }
+    }
+
+    /// The config reference's words for `path`, when it has a row for it.
+    fn meaning(path: &str) -> Option<String> {
+        REFERENCE.lines().find_map(|line| {
+            let mut cells = line.split(" | ");
+            let first = cells.next()?.trim_start_matches("| ");
+            first
+                .split(" / ")
+                .any(|k| k.trim_matches('`') == path)
+                .then(|| {
+                    cells
+                        .nth(1)
+                        .unwrap_or_default()
+                        .trim()
+                        .trim_end_matches('|')
+                        .trim()
+                        .to_string()
+                })
+        })
+    }
+
+    /// The example with the reference's words above each key.
+    fn generated() -> String {
+        let yaml = serde_yaml::to_string(&Config::default()).unwrap();
+        let mut out = String::from(
+            "# issueops config file: every key with its default (docs/configuration.md\n\
+             # says more). Copy what you change; leave the rest out.\n\
+             # Regenerate: ISSUEOPS_WRITE_EXAMPLE=1 cargo test -p issueops-core example\n",
+        );
+        let mut stack: Vec<(usize, String)> = Vec::new();
+        for line in yaml.lines() {
+            let indent = line.len() - line.trim_start().len();
+            let trimmed = line.trim_start();
+            if let Some((key, _)) = trimmed
+                .split_once(':')
+                .filter(|_| !trimmed.starts_with("- "))
+            {
+                while stack.last().is_some_and(|(i, _)| *i >= indent) {
+                    stack.pop();
+                }
+                stack.push((indent, key.to_string()));
+                let path = stack
+                    .iter()
+                    .map(|(_, k)| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(".");
+                if let Some(words) = meaning(&path).filter(|w| !w.is_empty()) {
+                    let mut comment = String::new();
+                    for word in words.replace('`', "").split_whitespace() {
+                        if comment.len() + word.len() > 76 {
+                            out.push_str(&format!(
+                                "{}# {}\n",
+                                " ".repeat(indent),
+                                comment.trim_end()
+                            ));
+                            comment.clear();
+                        }
+                        comment.push_str(word);
+                        comment.push(' ');
+                    }
+                    out.push_str(&format!("{}# {}\n", " ".repeat(indent), comment.trim_end()));
+                }
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// issueops.example.yaml has every key with its default, parses as the
+    /// defaults, and carries the reference's words: a key added to the code
+    /// without it, or a changed default, fails here.
+    #[test]
+    fn the_example_config_has_every_key_with_its_default() {
+        if std::env::var_os("ISSUEOPS_WRITE_EXAMPLE").is_some() {
+            std::fs::write(EXAMPLE, generated()).unwrap();
+        }
+        let example = std::fs::read_to_string(EXAMPLE).unwrap_or_default();
+        assert_eq!(
+            example,
+            generated(),
+            "issueops.example.yaml is stale: ISSUEOPS_WRITE_EXAMPLE=1 cargo test -p issueops-core example"
+        );
+        let parsed: Config = serde_yaml::from_str(&example).unwrap();
+        assert_eq!(parsed, Config::default());
+        let (mut want, mut have) = (Vec::new(), Vec::new());
+        keys(
+            &serde_yaml::to_value(Config::default()).unwrap(),
+            "",
+            &mut want,
+        );
+        keys(&serde_yaml::from_str(&example).unwrap(), "", &mut have);
+        assert_eq!(have, want);
+        assert!(
+            example.contains("# Label that starts a development run."),
+            "{example}"
+        );
+    }
+}
