@@ -134,6 +134,23 @@ async fn the_api_answers_what_the_pages_show() {
         timeline.len(),
         "one timeline row per audit row"
     );
+    // The resource tree: the namespace, what the reconciler applied into it
+    // (the Job among them), the same on the page.
+    let objects = api["tree"]["objects"].as_array().unwrap();
+    assert!(objects.len() >= 8, "{:?}", api["tree"]);
+    assert!(
+        objects
+            .iter()
+            .any(|o| o["kind"] == "Job" && o["name"] == format!("run-{run}")),
+        "{:?}",
+        api["tree"]
+    );
+    assert_eq!(api["tree"]["namespace"]["name"], namespace);
+    assert_eq!(
+        page.matches("<li data-kind=\"").count() - page.matches("<li data-kind=\"Pod\"").count(),
+        objects.len(),
+        "one tree entry per object"
+    );
     let transcript = api["transcript"]["text"].as_str().unwrap();
     assert!(transcript.contains("agent: edited CHANGES.md"));
     assert!(
@@ -195,6 +212,34 @@ async fn the_api_answers_what_the_pages_show() {
     )
     .await;
     assert_eq!((status, health["database"].as_str()), (200, Some("SQLite")));
+    // The dashboard: the page draws what the API returns (two runs today,
+    // both active: applied, no Job ended).
+    let (status, dash) = call(
+        &ui,
+        reqwest::Method::GET,
+        "/api/v1/dashboard",
+        Some(&viewer),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{dash}");
+    let today = dash["days"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(today["total"], 2, "{dash}");
+    let (status, page) = ui.get("/dashboard").await;
+    assert_eq!(status, 200, "{page}");
+    let drawn: i64 = page
+        .split("data-count=\"")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(drawn, 2, "the bars add up to the runs: {page}");
+    assert_eq!(dash["label_to_started"]["samples"], 2, "{dash}");
+    assert!(page.contains("id=\"label-to-started\""), "{page}");
+    assert!(
+        page.contains("<svg class=\"chart\" id=\"runs-per-day\""),
+        "{page}"
+    );
+    assert!(page.contains(&format!("data-day=\"{}\"", today["day"].as_str().unwrap())));
     let (status, doc) = call(
         &ui,
         reqwest::Method::GET,

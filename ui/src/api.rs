@@ -42,7 +42,7 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
     ),
     paths(
         runs, run, cancel_run, issue, approvals, decide_approval, proposals, decide_proposal,
-        audit, audit_export, deliveries, retry_delivery, health, me
+        audit, audit_export, deliveries, retry_delivery, health, dashboard, me
     ),
     components(schemas(ApiError, DecisionBody, ReasonBody, Decided, Me)),
     modifiers(&Security),
@@ -103,6 +103,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/deliveries", get(deliveries))
         .route("/api/v1/deliveries/{id}/retry", post(retry_delivery))
         .route("/api/v1/health", get(health))
+        .route("/api/v1/dashboard", get(dashboard))
         .route(
             "/api/v1/{*rest}",
             axum::routing::any(|| async {
@@ -479,6 +480,17 @@ async fn retry_delivery(
         &b.reason,
     )
     .await
+}
+
+/// Runs per day by outcome (14 days), label → started and duration
+/// percentiles, the queue: what the dashboard draws.
+#[utoipa::path(get, path = "/api/v1/dashboard", tag = "operations",
+    responses((status = 200, body = crate::dashboard::DashboardView), (status = 401, body = ApiError)))]
+async fn dashboard(
+    State(state): State<AppState>,
+    _who: Caller,
+) -> ApiResult<crate::dashboard::DashboardView> {
+    Ok(Json(state.dashboard_view().await?))
 }
 
 /// The reconciler, the inbox and the audit trail.

@@ -10,6 +10,7 @@
 
 mod actions;
 pub mod api;
+pub mod dashboard;
 pub mod live;
 pub mod oauth;
 mod pages;
@@ -138,6 +139,7 @@ pub fn router(state: AppState) -> Router {
         .route("/audit.jsonl", get(pages::audit_export))
         .route("/deliveries", get(pages::deliveries))
         .route("/health", get(pages::health))
+        .route("/dashboard", get(pages::dashboard))
         .route("/events", get(pages::events))
         .route("/signin", get(actions::signin_page))
         .route("/signin/link", get(actions::signin_link))

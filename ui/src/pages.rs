@@ -218,6 +218,13 @@ pub async fn deliveries(
     )
 }
 
+pub async fn dashboard(State(state): State<AppState>, who: Signed) -> Result<Response, UiError> {
+    // The live-update mark first: a change after it shows up on the page.
+    let common = state.common(&who, "dashboard").await?;
+    let view = state.dashboard_view().await?;
+    state.render("dashboard.html", page(common, &view, context! {}))
+}
+
 pub async fn health(State(state): State<AppState>, who: Signed) -> Result<Response, UiError> {
     // The live-update mark first: a change after it shows up on the page.
     let common = state.common(&who, "health").await?;

@@ -108,6 +108,107 @@ pub struct CommitShown {
     pub error: Option<String>,
 }
 
+/// One object of a run, and its state.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TreeNode {
+    pub kind: String,
+    pub name: String,
+    /// What the cluster says now (a Job's or a pod's phase, a namespace's), or
+    /// the reconciler's last verb for it (`applied`, `unchanged`, `deleted`).
+    pub state: String,
+}
+
+/// An object in the run's namespace, with the pods of its Job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TreeObject {
+    #[serde(flatten)]
+    pub node: TreeNode,
+    pub pods: Vec<TreeNode>,
+}
+
+/// The run's objects as a tree, as Argo CD's resource tree: its namespace,
+/// the objects the reconciler applied into it, the Job's pods.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResourceTree {
+    pub namespace: TreeNode,
+    pub objects: Vec<TreeObject>,
+}
+
+/// The tree from the run's audit rows (what the reconciler applied or
+/// deleted, last verb first) and the cluster's answer now.
+fn resource_tree(namespace: &str, timeline: &[AuditRow], cluster: &ClusterView) -> ResourceTree {
+    let mut last: Vec<(String, String, String)> = Vec::new(); // kind, name, verb
+    for row in timeline {
+        if row.kind != kind::APPLY && row.kind != kind::DELETE {
+            continue;
+        }
+        let Some(reference) = &row.object else {
+            continue;
+        };
+        let parts: Vec<&str> = reference.split('/').collect();
+        let (kind, name) = match parts.as_slice() {
+            [kind, ns, name] if *ns == namespace => (*kind, *name),
+            [kind, name] if *kind != "Namespace" => (*kind, *name),
+            _ => continue,
+        };
+        let verb = if row.kind == kind::DELETE {
+            "deleted".to_string()
+        } else {
+            row.outcome.clone()
+        };
+        match last.iter_mut().find(|(k, n, _)| k == kind && n == name) {
+            Some(entry) => entry.2 = verb,
+            None => last.push((kind.to_string(), name.to_string(), verb)),
+        }
+    }
+    let namespace_state = match (cluster.namespace_exists, &cluster.namespace_phase) {
+        (Some(true), Some(phase)) => phase.clone(),
+        (Some(true), None) => "exists".into(),
+        (Some(false), _) => "absent".into(),
+        (None, _) => "unknown".into(),
+    };
+    let objects = last
+        .into_iter()
+        .map(|(kind, name, verb)| {
+            let live = (kind == "Job")
+                .then(|| cluster.jobs.iter().find(|j| j.name == name))
+                .flatten();
+            let state = match live {
+                Some(j) if j.succeeded > 0 => "succeeded".to_string(),
+                Some(j) if j.failed > 0 && j.active == 0 => "failed".to_string(),
+                Some(j) if j.active > 0 => "running".to_string(),
+                Some(_) => "created".to_string(),
+                None => verb,
+            };
+            let pods = if kind == "Job" {
+                cluster
+                    .pods
+                    .iter()
+                    .map(|p| TreeNode {
+                        kind: "Pod".into(),
+                        name: p.name.clone(),
+                        state: p.phase.clone(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            TreeObject {
+                node: TreeNode { kind, name, state },
+                pods,
+            }
+        })
+        .collect();
+    ResourceTree {
+        namespace: TreeNode {
+            kind: "Namespace".into(),
+            name: namespace.to_string(),
+            state: namespace_state,
+        },
+        objects,
+    }
+}
+
 /// One run: its row, its audit timeline (oldest first), its state-repo
 /// commit, what the cluster holds for it now, and the agent's transcript
 /// kept when its Job ended.
@@ -117,6 +218,8 @@ pub struct RunDetail {
     pub timeline: Vec<AuditRow>,
     pub commit: Option<CommitShown>,
     pub cluster: ClusterView,
+    /// The run's objects: namespace → objects → the Job's pods.
+    pub tree: ResourceTree,
     /// Which cluster this is, for people.
     pub cluster_description: String,
     /// The name of the run's token Secret (its value is never shown).
@@ -483,12 +586,14 @@ impl AppState {
         )
         .await;
         let transcript = parts.store.transcript(id).await?;
+        let tree = resource_tree(&view.namespace, &timeline, &cluster);
         let issue_path = format!("/issues/{}/{}", view.repo, view.issue_number);
         Ok(RunDetail {
             run: self.run_row(view, now_ms()),
             timeline,
             commit,
             cluster,
+            tree,
             cluster_description: parts.cluster_description.clone(),
             token_secret_name: parts.config.job.github_token_secret.clone(),
             transcript,

@@ -24,6 +24,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/deliveries.html"),
     ),
     ("health.html", include_str!("../templates/health.html")),
+    (
+        "dashboard.html",
+        include_str!("../templates/dashboard.html"),
+    ),
 ];
 
 /// Every page template, with `.html` auto-escaping (an issue title full of
@@ -41,6 +45,7 @@ pub fn environment() -> Environment<'static> {
     env.add_filter("ago", ago);
     env.add_filter("duration", duration);
     env.add_filter("short", short);
+    env.add_filter("facts", facts);
     env
 }
 
@@ -49,6 +54,32 @@ pub fn time(ms: Option<i64>) -> String {
     ms.and_then(|ms| k8s_openapi::jiff::Timestamp::from_millisecond(ms).ok())
         .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|| "-".into())
+}
+
+/// A JSON object recorded in an audit detail as words: `applied 10 · failed 0`
+/// (keys with underscores read as spaces, nested values compactly); any
+/// other text as it is.
+pub fn facts(detail: Option<String>) -> String {
+    let Some(detail) = detail else {
+        return "-".into();
+    };
+    match serde_json::from_str::<serde_json::Value>(&detail) {
+        Ok(serde_json::Value::Object(map)) if !map.is_empty() => map
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| {
+                let value = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Array(items) if items.is_empty() => "none".into(),
+                    other => other.to_string(),
+                };
+                format!("{} {value}", k.replace('_', " "))
+            })
+            .collect::<Vec<_>>()
+            .join(" · "),
+        Ok(serde_json::Value::Object(_)) => "-".into(),
+        _ => detail,
+    }
 }
 
 /// `3m ago`, from a time in ms and now in ms.
@@ -107,5 +138,20 @@ mod tests {
         assert_eq!(human(3_720_000), "1h 2m");
         assert_eq!(human(90_000_000), "1d 1h");
         assert_eq!(time(Some(0)), "1970-01-01 00:00:00 UTC");
+    }
+}
+
+#[cfg(test)]
+mod facts_tests {
+    #[test]
+    fn details_read_as_words() {
+        assert_eq!(
+            super::facts(Some(
+                r#"{"applied":10,"failed":0,"dropped_files":[],"head":"abc","x":null}"#.into()
+            )),
+            "applied 10 · dropped files none · failed 0 · head abc"
+        );
+        assert_eq!(super::facts(Some("plain text".into())), "plain text");
+        assert_eq!(super::facts(None), "-");
     }
 }

@@ -376,3 +376,54 @@ impl Store {
         }))
     }
 }
+
+/// When a run was triggered, started (left the queue) and ended, and how:
+/// what the dashboard's charts are made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunTiming {
+    pub repo: String,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub state: String,
+    /// The runner's outcome (`pr-opened`, `no-changes`, `failed`…), when it reported.
+    pub outcome: Option<String>,
+    pub reason: Option<String>,
+}
+
+type TimingRow = (
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+impl Store {
+    /// The timings of every run triggered since `since` (ms), oldest first.
+    pub async fn run_timings(&self, since: i64) -> Result<Vec<RunTiming>, StoreError> {
+        let rows: Vec<TimingRow> = sqlx::query_as(
+            "SELECT r.repo, r.created_at, r.started_at, r.finished_at, r.state, x.outcome, r.reason
+                   FROM runs r LEFT JOIN run_results x ON x.run_id = r.run_id
+                  WHERE r.created_at >= $1 ORDER BY r.created_at",
+        )
+        .bind(since)
+        .fetch_all(self.pool())
+        .await
+        .map_err(super::sql("reading run timings"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| RunTiming {
+                repo: r.0,
+                created_at: r.1,
+                started_at: r.2,
+                finished_at: r.3,
+                state: r.4,
+                outcome: r.5,
+                reason: r.6,
+            })
+            .collect())
+    }
+}
