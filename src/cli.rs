@@ -378,6 +378,17 @@ pub struct Common {
         hide_env_values = true
     )]
     pub database_url: Option<String>,
+    /// Services and `migrate` (serve, gateway, reconciler, migrate): keep trying an
+    /// unreachable database this long, saying why and when the next try is,
+    /// before giving up (a pod whose database starts after it). 0: give up
+    /// at the first failure.
+    #[arg(
+        long,
+        env = "ISSUEOPS_DATABASE_WAIT_SECONDS",
+        global = true,
+        default_value_t = 0
+    )]
+    pub database_wait_seconds: u64,
     /// State repo: a local path to a bare repo, or a remote URL (https://, git://, file://; not ssh://: git2 is built with HTTPS only).
     /// Default: a bare repo in the data dir.
     #[arg(long, env = "ISSUEOPS_STATE_REPO", global = true)]

@@ -49,6 +49,36 @@ impl Common {
         Ok(Store::connect(&self.database_url()).await?)
     }
 
+    /// The store of a long-running service: an unreachable database is
+    /// tried again for `--database-wait-seconds`, each failure logged with
+    /// its cause and the time of the next try (1 s, doubling, at most 30 s).
+    pub async fn service_store(&self) -> Result<Store> {
+        self.ensure_data_dir()?;
+        let give_up = std::time::Instant::now()
+            + std::time::Duration::from_secs(self.database_wait_seconds);
+        let mut pause = std::time::Duration::from_secs(1);
+        loop {
+            match Store::connect(&self.database_url()).await {
+                Err(e @ issueops_core::store::StoreError::Connect { .. }) => {
+                    let left = give_up.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Err(e.into());
+                    }
+                    let wait = pause.min(left);
+                    tracing::warn!(
+                        error = %e,
+                        "database unreachable; trying again in {}s (giving up in {}s, --database-wait-seconds)",
+                        wait.as_secs().max(1),
+                        left.as_secs()
+                    );
+                    tokio::time::sleep(wait).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(30));
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
     pub fn state_repo(&self) -> Result<StateRepo> {
         self.ensure_data_dir()?;
         let repo = match &self.state_repo {

@@ -144,6 +144,23 @@ fn start_up_errors_say_what_is_wrong_once_and_plainly() {
             && !err.contains("pool timed out"),
         "{err}"
     );
+    // As in a pod: told to wait, it says why and when it tries again, then
+    // gives up with the cause.
+    let (status, err) = serve(
+        "pg-wait",
+        &[
+            "--database-url",
+            "postgres://x@127.0.0.1:1/db",
+            "--database-wait-seconds",
+            "2",
+        ],
+    );
+    assert!(status.is_some_and(|s| !s.success()), "{err}");
+    assert!(
+        err.contains("database unreachable; trying again in 1s")
+            && err.matches("Connection refused").count() >= 2,
+        "{err}"
+    );
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "job:\n  imagee: x\n").unwrap();
     let (status, err) = serve("cfg", &["--config", bad.to_str().unwrap()]);

@@ -9,7 +9,7 @@ use issueops_core::store::redact_url;
 use issueops_core::store::sessions::Revoke;
 
 pub async fn migrate(common: &Common) -> Result<()> {
-    let store = common.store().await?;
+    let store = common.service_store().await?;
     store.migrate().await?;
     println!(
         "database {} is up to date",

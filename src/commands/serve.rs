@@ -372,7 +372,7 @@ pub async fn serve(
     let secrets = secrets(gateway)?;
     // A bad config file is said before anything is created or migrated.
     common.load_config()?;
-    let store = common.store().await?;
+    let store = common.service_store().await?;
     store.migrate().await?;
     tracing::info!(database = %redact_url(&common.database_url()), "database migrated");
     let backend = backend(common, &store, cluster).await?;
@@ -402,7 +402,7 @@ pub async fn serve(
 pub async fn gateway_only(common: &Common, gateway: &GatewayArgs, ops: &OpsArgs) -> Result<()> {
     let secrets = secrets(gateway)?;
     let config = common.load_config()?;
-    let store = common.store().await?;
+    let store = common.service_store().await?;
     store.ensure_migrated().await?;
     let stop = crate::shutdown::on_signal();
     until_stopped(
@@ -432,7 +432,7 @@ pub async fn reconciler_only(
     ui: &UiArgs,
     ops: &OpsArgs,
 ) -> Result<()> {
-    let store = common.store().await?;
+    let store = common.service_store().await?;
     store.ensure_migrated().await?;
     let backend = backend(common, &store, cluster).await?;
     let ui = staff_ui(common, &store, &backend, ui, None).await?;

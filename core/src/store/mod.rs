@@ -59,7 +59,7 @@ pub enum Backend {
 
 /// How long the first connection to PostgreSQL may take before start-up
 /// gives up saying so.
-const CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Store {
