@@ -54,8 +54,8 @@ impl Common {
     /// its cause and the time of the next try (1 s, doubling, at most 30 s).
     pub async fn service_store(&self) -> Result<Store> {
         self.ensure_data_dir()?;
-        let give_up = std::time::Instant::now()
-            + std::time::Duration::from_secs(self.database_wait_seconds);
+        let give_up =
+            std::time::Instant::now() + std::time::Duration::from_secs(self.database_wait_seconds);
         let mut pause = std::time::Duration::from_secs(1);
         loop {
             match Store::connect(&self.database_url()).await {

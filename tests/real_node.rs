@@ -222,3 +222,53 @@ async fn the_agent_images_runner_leaves_its_result_as_a_real_termination_message
         transcript.text
     );
 }
+
+/// The issueops image the script builds from deploy/Dockerfile on the same
+/// locally made base as the agent image (`ISSUEOPS_IMAGE` there).
+const ISSUEOPS_IMAGE: &str = "issueops.test/issueops:dev";
+
+/// deploy/Dockerfile's image in a real container, as deploy/ runs it (uid
+/// 65532, read-only root, all capabilities dropped, restricted): `issueops
+/// demo` takes a signed delivery through its gateway to a commit and the
+/// applied objects inside the container, so the binary, its libraries and
+/// its entrypoint work on that base.
+#[tokio::test]
+async fn the_issueops_image_runs_the_whole_path_in_a_real_container() {
+    let client = kube::Client::try_from(common::real_config().await).unwrap();
+    let namespace = restricted_namespace(&client).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let mut demo = pod("issueops", hardened());
+    let mut container = serde_json::to_value(&demo.spec.as_ref().unwrap().containers[0]).unwrap();
+    container["name"] = json!("issueops");
+    container["image"] = json!(ISSUEOPS_IMAGE);
+    container["args"] = json!(["demo"]);
+    container["env"] = json!([{ "name": "TMPDIR", "value": "/tmp" }]);
+    container["volumeMounts"] = json!([{ "name": "tmp", "mountPath": "/tmp" }]);
+    let spec = demo.spec.as_mut().unwrap();
+    spec.containers[0] = serde_json::from_value(container).unwrap();
+    spec.volumes = Some(vec![serde_json::from_value(
+        json!({ "name": "tmp", "emptyDir": {} }),
+    )
+    .unwrap()]);
+    pods.create(&PostParams::default(), &demo).await.unwrap();
+    let ended = common::wait_for(
+        "the issueops container ends",
+        Duration::from_secs(120),
+        || async {
+            let p = pods.get("issueops").await.unwrap();
+            let status = p.status.clone()?;
+            let state = status.container_statuses?.first()?.state.clone()?;
+            state.terminated
+        },
+    )
+    .await;
+    let log = pods.logs("issueops", &Default::default()).await.unwrap();
+    assert_eq!(ended.exit_code, 0, "{ended:?}\n{log}");
+    assert!(
+        log.contains("202 Accepted")
+            && log.contains("applied Namespace/")
+            && log.contains("applied Job/"),
+        "{log}"
+    );
+    delete_namespace(&client, &namespace).await;
+}

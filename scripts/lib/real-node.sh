@@ -93,6 +93,7 @@ TOML
   wait_for containerd 60 ctr --address "$node/containerd.sock" version
   ctr --address "$node/containerd.sock" -n k8s.io images import --snapshotter overlayfs "$node/pause.tar" >/dev/null
   agent_image "$node"
+  issueops_image "$node"
 
   kubeconfig "$STATE/node.kubeconfig" node
   cat >"$node/kubelet.yaml" <<YAML
@@ -190,6 +191,31 @@ agent_image() {
     "$AGENT_IMAGE" "oci-archive:$node/agent.tar:$AGENT_IMAGE" >>"$STATE/logs/agent-image.log" 2>&1
   ctr --address "$node/containerd.sock" -n k8s.io images import --snapshotter overlayfs "$node/agent.tar" >/dev/null
   rm -rf "$node/agent.tar" "$build"
+}
+
+# The issueops image, built by buildah from deploy/Dockerfile on the same
+# locally made Debian as the agent image (BASE), with this workspace's
+# issueops binary (ISSUEOPS_FROM=context). Loaded into the node's containerd
+# as $ISSUEOPS_IMAGE.
+ISSUEOPS_IMAGE=issueops.test/issueops:dev
+
+issueops_image() {
+  local node="$1" base build="$1/buildah-issueops"
+  base="$(ls "$CACHE_ROOT"/agent-base-*.oci.tar | head -n 1)"
+  log "building $ISSUEOPS_IMAGE from deploy/Dockerfile"
+  local store=(--root "$build/root" --runroot "$build/run" --storage-driver vfs)
+  (cd "$ROOT" && buildah "${store[@]}" build --quiet --isolation chroot \
+    -f deploy/Dockerfile --ignorefile deploy/Dockerfile.dockerignore \
+    --build-arg BASE="oci-archive:$base" --build-arg ISSUEOPS_FROM=context \
+    --build-arg ISSUEOPS_PATH=target/debug/issueops -t "$ISSUEOPS_IMAGE" .) >"$STATE/logs/issueops-image.log" 2>&1 || {
+    log "building the issueops image failed; its log:"
+    tail -n 30 "$STATE/logs/issueops-image.log" >&2
+    return 1
+  }
+  buildah "${store[@]}" push --quiet "$ISSUEOPS_IMAGE" "oci-archive:$node/issueops.tar:$ISSUEOPS_IMAGE" \
+    >>"$STATE/logs/issueops-image.log" 2>&1
+  ctr --address "$node/containerd.sock" -n k8s.io images import --snapshotter overlayfs "$node/issueops.tar" >/dev/null
+  rm -rf "$node/issueops.tar" "$build"
 }
 
 real_node_ready() {
