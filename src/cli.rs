@@ -252,46 +252,50 @@ pub enum GithubAppCommand {
     /// after you confirm on GitHub, it comes back to that address with a code,
     /// exchanged for the App's id, private key, webhook secret and OAuth
     /// client secret.
-    Create {
-        /// Where GitHub sends webhooks: the gateway's public address, ending
-        /// in /webhooks/github.
-        #[arg(long)]
-        webhook_url: String,
-        /// Create it for this organization (you must own it); default: your
-        /// own account.
-        #[arg(long)]
-        org: Option<String>,
-        /// The App's name on GitHub (unique there).
-        #[arg(long, default_value = "issueops")]
-        name: String,
-        /// Where the page and GitHub's redirect are answered (the staff UI's
-        /// address; `serve` is not running yet).
-        #[arg(long, env = "ISSUEOPS_UI_LISTEN", default_value = "127.0.0.1:8081")]
-        listen: String,
-        /// How the browser reaches --listen, when not directly.
-        #[arg(long)]
-        public_url: Option<String>,
-        /// GitHub's web address (GitHub Enterprise: https://HOST).
-        #[arg(long, default_value = "https://github.com")]
-        web_url: String,
-        /// GitHub's API (GitHub Enterprise: https://HOST/api/v3).
-        #[arg(long, default_value = "https://api.github.com")]
-        api_url: String,
-        /// Folder for the credentials (created with mode 0700; files 0600,
-        /// never overwritten).
-        #[arg(long, default_value = "issueops-data/github-app")]
-        out: std::path::PathBuf,
-        /// Also write the Kubernetes Secrets deploy/ reads (issueops-github-app,
-        /// issueops-webhook, issueops-ui-oauth) to this file, mode 0600.
-        #[arg(long)]
-        kubernetes_secret: Option<std::path::PathBuf>,
-        /// Namespace of those Secrets.
-        #[arg(long, default_value = "issueops-system")]
-        namespace: String,
-        /// How long to wait for GitHub's redirect.
-        #[arg(long, default_value_t = 15)]
-        wait_minutes: u64,
-    },
+    Create(GithubAppCreate),
+}
+
+/// `issueops github-app create` flags.
+#[derive(Debug, Args)]
+pub struct GithubAppCreate {
+    /// Where GitHub sends webhooks: the gateway's public address, ending
+    /// in /webhooks/github.
+    #[arg(long)]
+    pub webhook_url: String,
+    /// Create it for this organization (you must own it); default: your
+    /// own account.
+    #[arg(long)]
+    pub org: Option<String>,
+    /// The App's name on GitHub (unique there).
+    #[arg(long, default_value = "issueops")]
+    pub name: String,
+    /// Where the page and GitHub's redirect are answered (the staff UI's
+    /// address; `serve` is not running yet).
+    #[arg(long, env = "ISSUEOPS_UI_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: String,
+    /// How the browser reaches --listen, when not directly.
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// GitHub's web address (GitHub Enterprise: https://HOST).
+    #[arg(long, default_value = "https://github.com")]
+    pub web_url: String,
+    /// GitHub's API (GitHub Enterprise: https://HOST/api/v3).
+    #[arg(long, default_value = "https://api.github.com")]
+    pub api_url: String,
+    /// Folder for the credentials (created with mode 0700; files 0600,
+    /// never overwritten).
+    #[arg(long, default_value = "issueops-data/github-app")]
+    pub out: std::path::PathBuf,
+    /// Also write the Kubernetes Secrets deploy/ reads (issueops-github-app,
+    /// issueops-webhook, issueops-ui-oauth) to this file, mode 0600.
+    #[arg(long)]
+    pub kubernetes_secret: Option<std::path::PathBuf>,
+    /// Namespace of those Secrets.
+    #[arg(long, default_value = "issueops-system")]
+    pub namespace: String,
+    /// How long to wait for GitHub's redirect.
+    #[arg(long, default_value_t = 15)]
+    pub wait_minutes: u64,
 }
 
 /// `issueops api-tokens ...`

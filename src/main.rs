@@ -114,36 +114,8 @@ async fn main() -> std::process::ExitCode {
             commands::ops::revoke_sessions(&cli.common, which, &actor).await
         }
         Command::GithubApp {
-            command:
-                GithubAppCommand::Create {
-                    webhook_url,
-                    org,
-                    name,
-                    listen,
-                    public_url,
-                    web_url,
-                    api_url,
-                    out,
-                    kubernetes_secret,
-                    namespace,
-                    wait_minutes,
-                },
-        } => {
-            commands::github_app::create(commands::github_app::Create {
-                name,
-                org,
-                webhook_url,
-                listen,
-                public_url,
-                web_url,
-                api_url,
-                out,
-                kubernetes_secret,
-                namespace,
-                wait_minutes,
-            })
-            .await
-        }
+            command: GithubAppCommand::Create(args),
+        } => commands::github_app::create(&args).await,
         Command::ApiTokens { command } => commands::api_tokens::run(&cli.common, command).await,
         Command::Audit {
             command: Some(AuditCommand::Verify { actor }),

@@ -7,6 +7,7 @@
 //! files of mode 0600 where `serve` reads them (an env file names them), and
 //! optionally as a Kubernetes Secret manifest for deploy/.
 
+use crate::cli::GithubAppCreate;
 use anyhow::{bail, Context, Result};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -15,24 +16,9 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::mpsc;
-
-/// What `github-app create` is told.
-pub struct Create {
-    pub name: String,
-    pub org: Option<String>,
-    pub webhook_url: String,
-    pub listen: String,
-    pub public_url: Option<String>,
-    pub web_url: String,
-    pub api_url: String,
-    pub out: PathBuf,
-    pub kubernetes_secret: Option<PathBuf>,
-    pub namespace: String,
-    pub wait_minutes: u64,
-}
 
 /// The App GitHub made, as its conversion answer documents it.
 #[derive(Debug, Deserialize)]
@@ -131,7 +117,7 @@ fn secret_manifest(namespace: &str, name: &str, data: &[(&str, &str)]) -> Result
     Ok(serde_yaml::to_string(&secret)?)
 }
 
-pub async fn create(c: Create) -> Result<()> {
+pub async fn create(c: &GithubAppCreate) -> Result<()> {
     if !(c.webhook_url.starts_with("https://") || c.webhook_url.starts_with("http://")) {
         bail!(
             "--webhook-url must be the http(s) address GitHub sends webhooks to (…/webhooks/github), not {:?}",
