@@ -233,6 +233,61 @@ async fn following_the_install_guide_installs_and_uninstalls_issueops() {
                 assert_eq!(parsed.repos, ["my-org/my-repo"]);
             }
         }
+        // What the guide had people write renders to manifests valid for
+        // Kubernetes 1.36 under strict validation (its Kustomize overlay, its
+        // Helm values in both modes).
+        let renders: Vec<Vec<String>> = match path {
+            "kustomize" => vec![vec![
+                tools.join("kustomize").display().to_string(),
+                "build".into(),
+                "my-issueops".into(),
+            ]],
+            _ => ["embedded", "production"]
+                .iter()
+                .map(|mode| {
+                    [
+                        tools.join("helm").display().to_string().as_str(),
+                        "template",
+                        "issueops",
+                        "deploy/helm/issueops",
+                        "-n",
+                        NAMESPACE,
+                        "-f",
+                        "my-values.yaml",
+                        "--set",
+                    ]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain([format!("mode={mode}")])
+                    .collect()
+                })
+                .collect(),
+        };
+        for argv in renders {
+            let out = Command::new(&argv[0])
+                .args(&argv[1..])
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{argv:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let file = dir.path().join("rendered.yaml");
+            std::fs::write(&file, &out.stdout).unwrap();
+            let valid = Command::new("kubernetes-validate")
+                .args(["--strict", "-k", "1.36.0", "--quiet"])
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert!(
+                valid.status.success(),
+                "{argv:?}: {}{}",
+                String::from_utf8_lossy(&valid.stdout),
+                String::from_utf8_lossy(&valid.stderr)
+            );
+        }
         // The uninstall block ran last: issueops' own objects are gone.
         namespace_gone(&client).await;
     }

@@ -394,3 +394,63 @@ async fn tokens_decide_only_as_their_scope_allows() {
     );
     h.finish().await;
 }
+
+/// A dead letter put back in line through the API, by the control plane's
+/// path (as `issueops deliveries retry`): the approver's reason in its audit
+/// row; a delivery that is no dead letter is a 409, a viewer a 403.
+#[tokio::test]
+async fn a_dead_letter_is_retried_through_the_api() {
+    let (h, ui) = started(Db::Sqlite).await;
+    h.post_signed("issues", "api-dead", &labeled_issue("run:dev", 51))
+        .await;
+    let seq = h.store.pending_deliveries(10).await.unwrap()[0].seq;
+    h.store
+        .fail_delivery(seq, "GitHub refuses for good", None)
+        .await
+        .unwrap();
+    assert_eq!(h.store.dead_deliveries().await.unwrap().len(), 1);
+    let viewer = token(&h, "viewer", "viewer").await;
+    let approver = token(&h, "ops", "approver").await;
+    let body = json!({ "reason": "the App is installed now" });
+    let (status, _) = call(
+        &ui,
+        reqwest::Method::POST,
+        "/api/v1/deliveries/api-dead/retry",
+        Some(&viewer),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, refused) = call(
+        &ui,
+        reqwest::Method::POST,
+        "/api/v1/deliveries/nope/retry",
+        Some(&approver),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(status, 409, "{refused}");
+    let (status, done) = call(
+        &ui,
+        reqwest::Method::POST,
+        "/api/v1/deliveries/api-dead/retry",
+        Some(&approver),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+    assert!(h.store.dead_deliveries().await.unwrap().is_empty());
+    let row = h
+        .store
+        .last_audit_of_kind(issueops_core::audit::kind::DELIVERY_RETRY)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.actor.as_deref(), Some("ops (API token)"));
+    assert!(
+        row.detail.contains("the App is installed now"),
+        "{}",
+        row.detail
+    );
+    h.finish().await;
+}

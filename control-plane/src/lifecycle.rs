@@ -208,6 +208,7 @@ impl ControlPlane {
         &self,
         delivery_id: &str,
         actor: &str,
+        why: Option<&str>,
     ) -> Result<String, ControlPlaneError> {
         if !self.store.retry_dead_delivery(delivery_id).await? {
             return Err(ControlPlaneError::Refused(format!(
@@ -218,7 +219,8 @@ impl ControlPlane {
             .append_audit(
                 &AuditEvent::new(kind::DELIVERY_RETRY, "requeued")
                     .delivery(delivery_id)
-                    .actor(actor),
+                    .actor(actor)
+                    .detail(json!({ "reason": why })),
             )
             .await?;
         Ok(format!("delivery {delivery_id} is back in line"))

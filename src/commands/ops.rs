@@ -80,7 +80,7 @@ pub async fn dead_letters(common: &Common) -> Result<()> {
 
 pub async fn retry_delivery(common: &Common, id: &str, actor: &str) -> Result<()> {
     let (control_plane, _turn) = super::deciding_control_plane(common).await?;
-    match control_plane.retry_delivery(id, actor).await {
+    match control_plane.retry_delivery(id, actor, None).await {
         Ok(done) => println!("{done}; a running control plane handles it next"),
         Err(issueops_control_plane::ControlPlaneError::Refused(why)) => bail!("{why}"),
         Err(e) => return Err(e.into()),

@@ -367,9 +367,10 @@ pub(crate) async fn carry_out(
             "Not decided",
         ),
         Decision::Cancel { run } => (cp.cancel_run(run, actor, &reason).await, "Not cancelled"),
-        Decision::RetryDelivery { delivery } => {
-            (cp.retry_delivery(delivery, actor).await, "Not retried")
-        }
+        Decision::RetryDelivery { delivery } => (
+            cp.retry_delivery(delivery, actor, Some(&reason)).await,
+            "Not retried",
+        ),
     };
     match result {
         Ok(outcome) => {
