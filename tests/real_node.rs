@@ -272,3 +272,126 @@ async fn the_issueops_image_runs_the_whole_path_in_a_real_container() {
     );
     delete_namespace(&client, &namespace).await;
 }
+
+/// Forwards connections on the pod gateway (where the real node's pods
+/// reach this host) to the API server on loopback, bytes as they are (TLS
+/// end to end); returns the port. The test cluster has no kube-proxy, so
+/// the `kubernetes` Service's address is not routable from pods.
+async fn api_server_for_pods() -> u16 {
+    let kubeconfig = std::fs::read_to_string(common::real_cluster().kubeconfig).unwrap();
+    let server = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: https://"))
+        .expect("the kubeconfig names its server")
+        .trim()
+        .to_string();
+    let listener = tokio::net::TcpListener::bind((common::git_http::pod_host(), 0))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let server = server.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(server).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The issueops image in a real container with its in-cluster identity (a
+/// ServiceAccount's projected token, the cluster's CA from
+/// `kube-root-ca.crt`, `KUBERNETES_SERVICE_HOST`): `issueops migrate` then
+/// `issueops reconcile --cluster kube` reach the API server as that account
+/// and converge. The account is bound to `cluster-admin` here: what it may
+/// do is `tests/deploy_rbac.rs`'s question, that it is who it says this one's.
+#[tokio::test]
+async fn the_issueops_image_reaches_the_api_server_as_its_service_account() {
+    let client = kube::Client::try_from(common::real_config().await).unwrap();
+    let namespace = restricted_namespace(&client).await;
+    let port = api_server_for_pods().await;
+    let apply = |v: serde_json::Value| {
+        let client = client.clone();
+        async move {
+            let obj: kube::api::DynamicObject = serde_json::from_value(v).unwrap();
+            let gvk = kube::api::GroupVersionKind::try_from(obj.types.as_ref().unwrap()).unwrap();
+            let (ar, _) = kube::discovery::pinned_kind(&client, &gvk).await.unwrap();
+            let api: Api<kube::api::DynamicObject> = match &obj.metadata.namespace {
+                Some(ns) => Api::namespaced_with(client, ns, &ar),
+                None => Api::all_with(client, &ar),
+            };
+            api.create(&PostParams::default(), &obj).await.unwrap();
+        }
+    };
+    apply(json!({ "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": { "name": "issueops", "namespace": namespace } }))
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let run = |name: &'static str| {
+        let pods = pods.clone();
+        async move {
+            let mut probe = pod(name, hardened());
+            let mut container =
+                serde_json::to_value(&probe.spec.as_ref().unwrap().containers[0]).unwrap();
+            container["name"] = json!("issueops");
+            container["image"] = json!(ISSUEOPS_IMAGE);
+            container["command"] = json!(["sh", "-c",
+                "issueops --data-dir /tmp/data migrate && issueops --data-dir /tmp/data reconcile --resync --cluster kube"]);
+            container["env"] = json!([
+                { "name": "KUBERNETES_SERVICE_HOST", "value": common::git_http::pod_host().to_string() },
+                { "name": "KUBERNETES_SERVICE_PORT", "value": port.to_string() },
+            ]);
+            container["volumeMounts"] = json!([{ "name": "tmp", "mountPath": "/tmp" }]);
+            let spec = probe.spec.as_mut().unwrap();
+            spec.containers[0] = serde_json::from_value(container).unwrap();
+            spec.service_account_name = Some("issueops".into());
+            spec.automount_service_account_token = Some(true);
+            spec.volumes = Some(vec![serde_json::from_value(
+                json!({ "name": "tmp", "emptyDir": {} }),
+            )
+            .unwrap()]);
+            pods.create(&PostParams::default(), &probe).await.unwrap();
+            let ended = common::wait_for(
+                "the issueops container ends",
+                Duration::from_secs(120),
+                || async {
+                    let p = pods.get(name).await.unwrap();
+                    let state = p.status?.container_statuses?.first()?.state.clone()?;
+                    state.terminated
+                },
+            )
+            .await;
+            (
+                ended.exit_code,
+                pods.logs(name, &Default::default()).await.unwrap(),
+            )
+        }
+    };
+    // Before its binding: the API server knows the account and refuses it.
+    let (code, log) = run("unbound").await;
+    assert_ne!(code, 0, "{log}");
+    assert!(
+        log.contains(&format!("system:serviceaccount:{namespace}:issueops"))
+            && log.contains("forbidden"),
+        "{log}"
+    );
+    let binding = format!("{namespace}-issueops");
+    apply(json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": { "name": binding },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin" },
+        "subjects": [{ "kind": "ServiceAccount", "name": "issueops", "namespace": namespace }] }))
+    .await;
+    let (code, log) = run("bound").await;
+    let _ = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(client.clone())
+        .delete(&binding, &Default::default())
+        .await;
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("applied 0, deleted 0, skipped 0, failed 0"),
+        "{log}"
+    );
+    delete_namespace(&client, &namespace).await;
+}
