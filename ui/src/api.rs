@@ -300,13 +300,19 @@ fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Re
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
 }
 
-async fn decide(
+type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+/// A decision POST: the approver role first (a viewer gets 403 whatever it
+/// sent), then the body, then the decision it names, made by `carry_out`.
+async fn decide<T: serde::de::DeserializeOwned>(
     state: &AppState,
     who: &Caller,
-    decision: Decision,
-    reason: &str,
+    payload: Body<T>,
+    decision: impl FnOnce(&T) -> Result<(Decision, &str), ApiError>,
 ) -> ApiResult<Decided> {
     who.approver()?;
+    let b = body(payload)?;
+    let (decision, reason) = decision(&b)?;
     let outcome = carry_out(state, &who.login, decision, reason).await?;
     Ok(Json(Decided { outcome }))
 }
@@ -356,11 +362,12 @@ async fn cancel_run(
     State(state): State<AppState>,
     who: Caller,
     Path(id): Path<String>,
-    payload: Result<Json<ReasonBody>, axum::extract::rejection::JsonRejection>,
+    payload: Body<ReasonBody>,
 ) -> ApiResult<Decided> {
-    who.approver()?;
-    let b = body(payload)?;
-    decide(&state, &who, Decision::Cancel { run: id }, &b.reason).await
+    decide(&state, &who, payload, |b: &ReasonBody| {
+        Ok((Decision::Cancel { run: id }, b.reason.as_str()))
+    })
+    .await
 }
 
 /// An issue: its namespace now and its runs.
@@ -392,12 +399,13 @@ async fn decide_approval(
     State(state): State<AppState>,
     who: Caller,
     Path(id): Path<String>,
-    payload: Result<Json<DecisionBody>, axum::extract::rejection::JsonRejection>,
+    payload: Body<DecisionBody>,
 ) -> ApiResult<Decided> {
-    who.approver()?;
-    let b = body(payload)?;
-    let approve = Decision::verdict(&b.decision)?;
-    decide(&state, &who, Decision::Approval { id, approve }, &b.reason).await
+    decide(&state, &who, payload, |b: &DecisionBody| {
+        let approve = Decision::verdict(&b.decision)?;
+        Ok((Decision::Approval { id, approve }, b.reason.as_str()))
+    })
+    .await
 }
 
 /// Proposals: pending (with their diffs), then decided.
@@ -417,12 +425,13 @@ async fn decide_proposal(
     State(state): State<AppState>,
     who: Caller,
     Path(id): Path<String>,
-    payload: Result<Json<DecisionBody>, axum::extract::rejection::JsonRejection>,
+    payload: Body<DecisionBody>,
 ) -> ApiResult<Decided> {
-    who.approver()?;
-    let b = body(payload)?;
-    let approve = Decision::verdict(&b.decision)?;
-    decide(&state, &who, Decision::Proposal { id, approve }, &b.reason).await
+    decide(&state, &who, payload, |b: &DecisionBody| {
+        let approve = Decision::verdict(&b.decision)?;
+        Ok((Decision::Proposal { id, approve }, b.reason.as_str()))
+    })
+    .await
 }
 
 /// The newest 200 audit rows matching the filters, newest first.
@@ -469,16 +478,11 @@ async fn retry_delivery(
     State(state): State<AppState>,
     who: Caller,
     Path(id): Path<String>,
-    payload: Result<Json<ReasonBody>, axum::extract::rejection::JsonRejection>,
+    payload: Body<ReasonBody>,
 ) -> ApiResult<Decided> {
-    who.approver()?;
-    let b = body(payload)?;
-    decide(
-        &state,
-        &who,
-        Decision::RetryDelivery { delivery: id },
-        &b.reason,
-    )
+    decide(&state, &who, payload, |b: &ReasonBody| {
+        Ok((Decision::RetryDelivery { delivery: id }, b.reason.as_str()))
+    })
     .await
 }
 

@@ -61,10 +61,7 @@ pub struct DashboardView {
 }
 
 fn outcome(t: &RunTiming) -> &'static str {
-    if t.reason
-        .as_deref()
-        .is_some_and(|r| r.starts_with("simulated"))
-    {
+    if issueops_core::store::runs::simulated(t.reason.as_deref()) {
         return "simulated";
     }
     if let Some(o) = &t.outcome {
@@ -155,15 +152,7 @@ impl AppState {
     pub async fn dashboard_view(&self) -> Result<DashboardView, UiError> {
         let now = now_ms();
         let since = (now.div_euclid(DAY_MS) - (DAYS - 1)) * DAY_MS;
-        let timings = self.parts.store.run_timings(since).await?;
-        // Runs still queued from before the window count in the queue too.
-        let mut all = timings;
-        for t in self.parts.store.run_timings(0).await? {
-            if t.created_at < since && RunState::parse(&t.state) == Some(RunState::Queued) {
-                all.push(t);
-            }
-        }
-        Ok(build(&all, now))
+        Ok(build(&self.parts.store.run_timings(since).await?, now))
     }
 }
 
@@ -224,6 +213,8 @@ mod tests {
                 Some("failed"),
             ),
             run(today + 10, None, None, "queued", None),
+            // Queued for weeks: in the queue, not in the days shown.
+            run(today - 20 * DAY_MS, None, None, "queued", None),
             run(today + 11, Some(today + 500), None, "running", None),
             simulated,
         ];
@@ -233,7 +224,7 @@ mod tests {
         assert_eq!(d.days[13].counts, [0, 1, 0, 1, 2]);
         assert_eq!(d.days[13].day, "1970-01-21");
         assert_eq!(d.busiest, 4);
-        assert_eq!(d.queue_total, 1);
+        assert_eq!(d.queue_total, 2);
         assert_eq!(d.label_to_started.samples, 4);
         assert_eq!(d.duration.samples, 3);
         assert_eq!(d.duration.max, Some(60_000));

@@ -462,10 +462,7 @@ impl AppState {
             trigger,
             pr,
             duration_ms: run.finished_at.unwrap_or(now) - run.created_at,
-            simulated: run
-                .reason
-                .as_deref()
-                .is_some_and(|r| r.starts_with("simulated")),
+            simulated: issueops_core::store::runs::simulated(run.reason.as_deref()),
             active: state.is_some_and(|s| !s.is_finished()),
             run,
         }

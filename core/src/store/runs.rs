@@ -107,6 +107,12 @@ pub struct Run {
     pub pull_request: Option<i64>,
 }
 
+/// Whether a run's reason says it ended on the in-process stand-in (the
+/// reconciler writes `simulated: …` there), where no agent runs.
+pub fn simulated(reason: Option<&str>) -> bool {
+    reason.is_some_and(|r| r.starts_with("simulated"))
+}
+
 impl Run {
     pub fn run_state(&self) -> Option<RunState> {
         RunState::parse(&self.state)
@@ -114,9 +120,7 @@ impl Run {
 
     /// Ended on the in-process stand-in, where no agent runs.
     pub fn is_simulated(&self) -> bool {
-        self.reason
-            .as_deref()
-            .is_some_and(|r| r.starts_with("simulated"))
+        simulated(self.reason.as_deref())
     }
 }
 

@@ -402,12 +402,13 @@ type TimingRow = (
 );
 
 impl Store {
-    /// The timings of every run triggered since `since` (ms), oldest first.
+    /// The timings of every run triggered since `since` (ms), and of every
+    /// run still queued however old, oldest first.
     pub async fn run_timings(&self, since: i64) -> Result<Vec<RunTiming>, StoreError> {
         let rows: Vec<TimingRow> = sqlx::query_as(
             "SELECT r.repo, r.created_at, r.started_at, r.finished_at, r.state, x.outcome, r.reason
                    FROM runs r LEFT JOIN run_results x ON x.run_id = r.run_id
-                  WHERE r.created_at >= $1 ORDER BY r.created_at",
+                  WHERE r.created_at >= $1 OR r.state = 'queued' ORDER BY r.created_at",
         )
         .bind(since)
         .fetch_all(self.pool())
