@@ -1,5 +1,5 @@
 //! Benchmark: the scale figures on the real API server of the test cluster
-//! (`eval "$(scripts/cluster up)"` first): kube-apiserver v1.36 with its
+//! (`eval "$(scripts/cluster up)"` first): kube-apiserver v1.37 with its
 //! controllers, the node stand-in running every run's pod.
 //!
 //! For each size N (N issues with one active run each, 10 objects per issue):
@@ -12,7 +12,9 @@
 //!    (a cycle and a resync every 10 s), API calls beyond the watches;
 //! 6. 1,000 new runs at once: signed webhooks over HTTP to the real gateway
 //!    (8 senders), the control plane and the reconciler running, until every
-//!    one of the 1,000 runs is applied.
+//!    one of the 1,000 runs is applied;
+//! 7. a restart: a new reconciler, its watches' first lists, and its first
+//!    full resync (peak RSS measured afresh for this step).
 //!
 //! API calls are counted on the client (a tower layer); watch requests are
 //! counted apart. "issueops peak RSS" is this process's own high-water mark
@@ -309,13 +311,35 @@ async fn scale(n: u64, kubeconfig: &std::path::Path) {
     let committed_secs = planning.await.unwrap();
     server.abort();
     drop(watches);
+    let burst_peak = memory_mib("self", "VmHWM:");
+
+    // 7. A restart: a new reconciler (its own inventory, filled by its
+    // watches' first lists) and its first full resync.
+    drop(reconciler);
+    reset_peak();
+    let restarted =
+        Reconciler::new(store.clone(), repo.clone(), client.clone()).with_instance(&instance);
+    let restart_watches = compat::start_watches(&restarted);
+    compat::wait_watched(&restarted).await;
+    calls.take();
+    let t = Instant::now();
+    let after_restart = restarted.resync(false).await.unwrap();
+    let restart_secs = t.elapsed().as_secs_f64();
+    assert!(
+        after_restart.cycle.converged() && after_restart.cycle.applied.is_empty(),
+        "after a restart: {:?}",
+        after_restart.cycle
+    );
+    let restart_calls = calls.take();
+    let restart_peak = memory_mib("self", "VmHWM:");
+    drop(restart_watches);
 
     let pid = apiserver_pid(kubeconfig);
     let (first, second) = (&resyncs[0], &resyncs[1]);
     println!(
-        "| {n:>6} | {cycle_calls} calls, {cycle_ms:.1} ms (commit {commit_ms:.1} ms) | first {:.2} s ({} calls, {} files read), then {:.2} s ({} calls, {} read) | {steady_per_min:.0} | {burst_secs:.1} s (all committed after {committed_secs:.1} s) | {resync_peak:.0} / {steady_peak:.0} / {:.0} MiB | {:.0} MiB | {:.0} MiB | setup {setup_secs:.1} s; watches in sync after {} |",
+        "| {n:>6} | {cycle_calls} calls, {cycle_ms:.1} ms (commit {commit_ms:.1} ms) | first {:.2} s ({} calls, {} files read), then {:.2} s ({} calls, {} read); after a restart {restart_secs:.2} s ({restart_calls} calls, {} read) | {steady_per_min:.0} | {burst_secs:.1} s (all committed after {committed_secs:.1} s) | {resync_peak:.0} / {steady_peak:.0} / {burst_peak:.0} MiB; restart {restart_peak:.0} MiB | {:.0} MiB | {:.0} MiB | setup {setup_secs:.1} s; watches in sync after {} |",
         first.0, first.1, first.2, second.0, second.1, second.2,
-        memory_mib("self", "VmHWM:"),
+        compat::files_read(&after_restart),
         setup_peak,
         memory_mib(&pid, "VmRSS:"),
         watched_secs.map(|s| format!("{s:.2} s")).unwrap_or_else(|| "-".into()),
@@ -387,7 +411,7 @@ async fn main() {
     } else {
         sizes
     };
-    println!("| active runs | incremental cycle, one new run | full resync | steady state, API calls/min beyond the watches | 1,000 new runs at once, webhook → all applied | issueops peak RSS after setup: through the resyncs / the steady state / the 1,000 new runs | issueops peak RSS, first apply of all | API server RSS | notes |");
+    println!("| active runs | incremental cycle, one new run | full resync | steady state, API calls/min beyond the watches | 1,000 new runs at once, webhook → all applied | issueops peak RSS after setup: through the resyncs / the steady state / the 1,000 new runs; after a restart | issueops peak RSS, first apply of all | API server RSS | notes |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
         scale(n, &kubeconfig).await;

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 pub enum Gate {
     Database { store: Store, role: &'static str },
-    Lease(LeaseLock),
+    Lease(Box<LeaseLock>),
 }
 
 enum Held {

@@ -417,7 +417,7 @@ async fn uninstall(admin: &kube::Client, objects: &[(String, DynamicObject)]) {
 static ONE_INSTALL_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Both deploy paths in both modes: rendered by the real tools, valid for
-/// Kubernetes 1.36 under `kubernetes-validate --strict`, and accepted by the
+/// Kubernetes 1.37 under `kubernetes-validate --strict`, and accepted by the
 /// test cluster's API server (server-side dry run); the production variants
 /// have two gateways behind a PodDisruptionBudget, two reconcilers, and a
 /// NetworkPolicy for issueops' namespace.
@@ -439,7 +439,7 @@ async fn kustomize_and_helm_render_valid_installs_the_api_server_accepts() {
         let file = dir.path().join(format!("{variant}.yaml"));
         std::fs::write(&file, &yaml).unwrap();
         let validated = std::process::Command::new("kubernetes-validate")
-            .args(["--strict", "-k", "1.36.0", "--quiet"])
+            .args(["--strict", "-k", "1.37.0", "--quiet"])
             .arg(&file)
             .output()
             .unwrap();

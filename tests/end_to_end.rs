@@ -6,6 +6,7 @@ mod common;
 
 use common::{fixture, labeled, Db, Harness, REPO};
 use issueops_core::naming;
+use issueops_core::state_repo::issue_dir;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -25,10 +26,10 @@ fn expected_files(ns: &str, run: &str) -> Vec<String> {
         "serviceaccount",
     ]
     .iter()
-    .map(|f| format!("issues/{ns}/{f}.yaml"))
+    .map(|f| format!("{}/{f}.yaml", issue_dir(ns)))
     .collect();
-    files.push(format!("issues/{ns}/runs/{run}/job.yaml"));
-    files.push(format!("issues/{ns}/runs/{run}/prompt.yaml"));
+    files.push(format!("{}/runs/{run}/job.yaml", issue_dir(ns)));
+    files.push(format!("{}/runs/{run}/prompt.yaml", issue_dir(ns)));
     files.sort();
     files
 }
@@ -231,8 +232,8 @@ async fn second_run_commits_and_applies_only_its_job(db: Db) {
     assert_eq!(
         info.changed_files,
         vec![
-            format!("issues/{ns}/runs/{second}/job.yaml"),
-            format!("issues/{ns}/runs/{second}/prompt.yaml")
+            format!("{}/runs/{second}/job.yaml", issue_dir(&ns)),
+            format!("{}/runs/{second}/prompt.yaml", issue_dir(&ns))
         ]
     );
     let report = h.reconciler.reconcile_once().await.unwrap();

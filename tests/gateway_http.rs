@@ -263,6 +263,17 @@ async fn bad_bodies_and_missing_headers_get_400() {
     assert!(text.contains("not JSON"), "{text}");
     let (s, _) = refused(&h, Some("issues"), Some("j2"), b"[1,2]", signed(b"[1,2]")).await;
     assert_eq!(s, 400);
+    // A stray byte inside a string (found by fuzzing): it used to pass and
+    // be stored with the byte replaced, not as received.
+    let mut stray = labeled("issues/labeled.payload.json", "run:dev");
+    let at = stray.windows(10).position(|w| w == b"Codertocat").unwrap() + 4;
+    stray.insert(at, 0xEC);
+    let (s, text) = refused(&h, Some("issues"), Some("j3"), &stray, signed(&stray)).await;
+    assert_eq!(s, 400);
+    assert!(text.contains("not UTF-8"), "{text}");
+    let bom = [b"\xEF\xBB\xBF".as_slice(), b"{}"].concat();
+    let (s, _) = refused(&h, Some("issues"), Some("j4"), &bom, signed(&bom)).await;
+    assert_eq!(s, 400, "JSON text has no byte order mark");
     let body = fixture("ping/payload.json");
     let (s, text) = refused(
         &h,

@@ -6,6 +6,7 @@
 mod common;
 
 use common::{test_config, Db, Harness, REPO};
+use issueops_core::state_repo::issue_dir;
 use issueops_core::store::StoreError;
 use issueops_github::Credentials;
 use serde_json::json;
@@ -461,15 +462,19 @@ async fn an_idle_prune_never_removes_a_run_committed_after_it_was_decided() {
     assert_eq!(new.state, "committed");
     assert!(h
         .repo
-        .path_exists(&format!("issues/{namespace}/namespace.yaml"))
+        .path_exists(&format!("{}/namespace.yaml", issue_dir(&namespace)))
         .unwrap());
     assert!(h
         .repo
-        .path_exists(&format!("issues/{namespace}/runs/{}/job.yaml", new.run_id))
+        .path_exists(&format!(
+            "{}/runs/{}/job.yaml",
+            issue_dir(&namespace),
+            new.run_id
+        ))
         .unwrap());
     assert!(
         !h.repo
-            .path_exists(&format!("issues/{namespace}/runs/{}", old.run_id))
+            .path_exists(&format!("{}/runs/{}", issue_dir(&namespace), old.run_id))
             .unwrap(),
         "the old run itself is pruned"
     );

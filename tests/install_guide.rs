@@ -203,7 +203,7 @@ async fn following_the_install_guide_installs_and_uninstalls_issueops() {
                     .get("issueops")
                     .await
                     .unwrap();
-                let pod = deployment.spec.unwrap().template.spec.unwrap();
+                let pod = deployment.spec.template.spec.unwrap();
                 let container = &pod.containers[0];
                 assert_eq!(
                     container.image.as_deref(),
@@ -234,7 +234,7 @@ async fn following_the_install_guide_installs_and_uninstalls_issueops() {
             }
         }
         // What the guide had people write renders to manifests valid for
-        // Kubernetes 1.36 under strict validation (its Kustomize overlay, its
+        // Kubernetes 1.37 under strict validation (its Kustomize overlay, its
         // Helm values in both modes).
         let renders: Vec<Vec<String>> = match path {
             "kustomize" => vec![vec![
@@ -277,7 +277,7 @@ async fn following_the_install_guide_installs_and_uninstalls_issueops() {
             let file = dir.path().join("rendered.yaml");
             std::fs::write(&file, &out.stdout).unwrap();
             let valid = Command::new("kubernetes-validate")
-                .args(["--strict", "-k", "1.36.0", "--quiet"])
+                .args(["--strict", "-k", "1.37.0", "--quiet"])
                 .arg(&file)
                 .output()
                 .unwrap();

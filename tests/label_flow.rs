@@ -7,6 +7,7 @@ mod common;
 
 use common::{fixture, set_job_status, test_config, Db, Harness, REPO};
 use issueops_core::naming;
+use issueops_core::state_repo::issue_dir;
 use issueops_reconciler::observe::observe_jobs;
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path_regex};
@@ -102,7 +103,7 @@ async fn model_labels_choose_the_agent_and_conflicting_ones_are_refused() {
     let head = h.repo.head().unwrap().unwrap();
     let files = h.repo.files_at(&head).unwrap();
     let job = files
-        .get(&format!("issues/{ns}/runs/{run}/job.yaml"))
+        .get(&format!("{}/runs/{run}/job.yaml", issue_dir(&ns)))
         .expect("the run's Job is committed");
     let job: serde_yaml::Value = serde_yaml::from_slice(job).unwrap();
     let env = job["spec"]["template"]["spec"]["containers"][0]["env"]

@@ -1,5 +1,5 @@
-//! Every rendered manifest passes strict schema validation for Kubernetes 1.36
-//! (`kubernetes-validate --strict -k 1.36.0`, schemas carried offline by the
+//! Every rendered manifest passes strict schema validation for Kubernetes 1.37
+//! (`kubernetes-validate --strict -k 1.37.0`, schemas carried offline by the
 //! PyPI package; `.ci/run` installs it).
 
 mod common;
@@ -79,7 +79,7 @@ fn validate(files: &[std::path::PathBuf], objects: usize) {
     let program =
         std::env::var("KUBERNETES_VALIDATE").unwrap_or_else(|_| "kubernetes-validate".into());
     let out = Command::new(&program)
-        .args(["--strict", "-k", "1.36.0"])
+        .args(["--strict", "-k", "1.37.0"])
         .args(files)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program} ({e}): install it with `pip install kubernetes-validate==1.37.0`"));

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{labeled, Db, Harness};
+use issueops_core::state_repo::issue_dir;
 use issueops_core::state_repo::{Change, CommitRequest, StateRepo};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
@@ -118,11 +119,11 @@ async fn deletes_only_objects_that_carry_the_managed_by_label() {
     h.repo
         .commit(&commit(vec![
             Change::Write {
-                path: format!("issues/{ns}/ours.yaml"),
+                path: format!("{}/ours.yaml", issue_dir(&ns)),
                 content: our_config_map("ours", &ns).into_bytes(),
             },
             Change::Write {
-                path: format!("issues/{ns}/theirs.yaml"),
+                path: format!("{}/theirs.yaml", issue_dir(&ns)),
                 content: our_config_map("theirs", &ns).into_bytes(),
             },
         ]))
@@ -138,14 +139,14 @@ async fn deletes_only_objects_that_carry_the_managed_by_label() {
     h.repo
         .commit(&commit(vec![
             Change::Remove {
-                path: format!("issues/{ns}/ours.yaml"),
+                path: format!("{}/ours.yaml", issue_dir(&ns)),
             },
             Change::Remove {
-                path: format!("issues/{ns}/theirs.yaml"),
+                path: format!("{}/theirs.yaml", issue_dir(&ns)),
             },
             // The issue's folder keeps a file: an emptied repo is another test.
             Change::Write {
-                path: format!("issues/{ns}/kept.yaml"),
+                path: format!("{}/kept.yaml", issue_dir(&ns)),
                 content: our_config_map("kept", &ns).into_bytes(),
             },
         ]))
@@ -167,7 +168,7 @@ async fn a_secret_in_the_state_repo_is_refused_not_applied() {
     let ns = issue_namespace();
     h.repo
         .commit(&commit(vec![Change::Write {
-            path: format!("issues/{ns}/secret.yaml"),
+            path: format!("{}/secret.yaml", issue_dir(&ns)),
             content: format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: s, namespace: {ns}}}\nstringData: {{token: x}}\n").into_bytes(),
         }]))
         .unwrap();
@@ -207,17 +208,17 @@ async fn files_outside_the_install_are_refused_and_audited() {
             our_config_map("cm", "kube-system"),
         ),
         (
-            format!("issues/{ns}/elsewhere.yaml"),
+            format!("{}/elsewhere.yaml", issue_dir(&ns)),
             our_config_map("elsewhere", &other),
         ),
-        (format!("issues/{ns}/bare.yaml"), unlabeled),
-        (format!("issues/{ns}/claim.yaml"), claim),
+        (format!("{}/bare.yaml", issue_dir(&ns)), unlabeled),
+        (format!("{}/claim.yaml", issue_dir(&ns)), claim),
         (
             "outside/cm.yaml".to_string(),
             our_config_map("outside", &ns),
         ),
         (
-            format!("issues/{ns}/fine.yaml"),
+            format!("{}/fine.yaml", issue_dir(&ns)),
             our_config_map("fine", &ns),
         ),
     ];
@@ -251,7 +252,7 @@ async fn files_outside_the_install_are_refused_and_audited() {
         &format!("belongs to namespace \"{other}\""),
         "lacks the labels",
         "PersistentVolumeClaim is not in cluster.kinds",
-        "files live under issues/<namespace>/",
+        "files live under issues/<bucket>/<namespace>/",
     ] {
         assert!(why.contains(expected), "{expected}: {why}");
     }
@@ -374,7 +375,9 @@ async fn a_commit_that_weakens_what_issueops_renders_is_refused() {
     let (role_path, role_yaml) = file("role.yaml");
     let (binding_path, binding_yaml) = file("rolebinding.yaml");
     let (job_path, job_yaml) = file("job.yaml");
-    let ns = ns_path.split('/').nth(1).unwrap().to_string();
+    let ns = issueops_core::state_repo::namespace_of(&ns_path)
+        .unwrap()
+        .to_string();
     let privileged = ns_yaml.replace(
         "pod-security.kubernetes.io/enforce: restricted",
         "pod-security.kubernetes.io/enforce: privileged",

@@ -343,8 +343,8 @@ async fn an_untrusted_commit_is_refused_until_a_reviewer_signs_it() {
         ],
     );
     let quota = format!(
-        "issues/{}/resourcequota.yaml",
-        naming::namespace_for_issue(REPO, 1)
+        "{}/resourcequota.yaml",
+        issueops_core::state_repo::issue_dir(&naming::namespace_for_issue(REPO, 1))
     );
     let text = std::fs::read_to_string(work.join(&quota)).unwrap();
     assert!(text.contains("pods: '4'\n"), "{text}");

@@ -6,6 +6,7 @@ mod common;
 use common::{labeled, set_job_status, test_config, Db, Harness, REPO};
 use issueops_core::config::ActiveRunPolicy;
 use issueops_core::naming;
+use issueops_core::state_repo::issue_dir;
 use issueops_reconciler::observe::observe_jobs;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
@@ -209,11 +210,11 @@ async fn retention_keeps_recent_runs_and_idle_keeps_the_namespace() {
     );
     assert!(h
         .repo
-        .path_exists(&format!("issues/{}/namespace.yaml", ns()))
+        .path_exists(&format!("{}/namespace.yaml", issue_dir(&ns())))
         .unwrap());
     assert!(!h
         .repo
-        .path_exists(&format!("issues/{}/runs/{run}", ns()))
+        .path_exists(&format!("{}/runs/{run}", issue_dir(&ns())))
         .unwrap());
     // A week later the idle issue goes too.
     let idle = h
@@ -222,7 +223,7 @@ async fn retention_keeps_recent_runs_and_idle_keeps_the_namespace() {
         .await
         .unwrap();
     assert_eq!(idle.len(), 1);
-    assert!(!h.repo.path_exists(&format!("issues/{}", ns())).unwrap());
+    assert!(!h.repo.path_exists(&issue_dir(&ns())).unwrap());
     h.finish().await;
 }
 

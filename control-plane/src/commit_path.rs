@@ -79,16 +79,6 @@ pub fn plan_run(
     })
 }
 
-/// `issues/<namespace>`: the folder of one issue in the state repo.
-pub fn issue_dir(namespace: &str) -> String {
-    format!("issues/{namespace}")
-}
-
-/// `issues/<namespace>/runs/<run id>`: the folder of one run.
-pub fn run_dir(namespace: &str, run_id: &str) -> String {
-    format!("issues/{namespace}/runs/{run_id}")
-}
-
 impl ControlPlane {
     /// Renders and commits one run; idempotent for a replay.
     pub(crate) async fn commit_run(

@@ -15,17 +15,19 @@ pub mod commit_path;
 pub mod debug_hold;
 pub mod decide;
 pub mod labels;
+pub mod layout;
 pub mod lifecycle;
 pub mod render;
 pub mod report;
 pub mod review;
 
 pub(crate) use commit_path::trailers;
-pub use commit_path::{issue_dir, plan_run, run_dir, RunPlan};
+pub use commit_path::{plan_run, RunPlan};
 use decide::{admit, decide, Admission, Decision, RunMode};
 use issueops_core::audit::{kind, AuditEvent};
 use issueops_core::event::IssuesEvent;
 use issueops_core::naming;
+pub use issueops_core::state_repo::{issue_dir, run_dir};
 use issueops_core::state_repo::{StateRepo, StateRepoError};
 use issueops_core::store::inbox::InboxRow;
 use issueops_core::store::runs::{Run, RunState};
@@ -261,6 +263,7 @@ impl ControlPlane {
         let mut last_catch_up: Option<std::time::Instant> = None;
         let verify_every = Duration::from_secs(self.config.audit.verify_every_hours * 3600);
         let mut last_verify: Option<std::time::Instant> = None;
+        let layout_checked = std::cell::Cell::new(false);
         loop {
             if !verify_every.is_zero() && last_verify.is_none_or(|t| t.elapsed() >= verify_every) {
                 last_verify = Some(std::time::Instant::now());
@@ -277,6 +280,10 @@ impl ControlPlane {
             }
             let pass = async {
                 let _turn = self.store.exclusive(WRITER_ROLE, PASS_LOCK_WAIT).await?;
+                if !layout_checked.get() {
+                    self.migrate_layout().await?;
+                    layout_checked.set(true);
+                }
                 let n = self.process_pending().await?;
                 self.expire_approvals(issueops_core::now_ms()).await?;
                 self.expire_proposals(issueops_core::now_ms()).await?;

@@ -220,7 +220,7 @@ impl Templates {
         run: Option<&RunContext>,
     ) -> Result<Vec<RenderedFile>, RenderError> {
         let env = self.env()?;
-        let issue_dir = format!("issues/{}", issue.namespace);
+        let issue_dir = issueops_core::state_repo::issue_dir(&issue.namespace);
         let labels = BTreeMap::from([
             (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
             (INSTANCE_LABEL.to_string(), config.instance.clone()),
@@ -380,9 +380,9 @@ mod tests {
             .unwrap();
         assert_eq!(a, b);
         assert_eq!(a.len(), 10);
-        assert!(a
-            .iter()
-            .any(|f| f.path == "issues/codertocat-hello-world-1-abc/runs/r1/job.yaml"));
+        assert!(a.iter().any(|f| f.path
+            == issueops_core::state_repo::run_dir("codertocat-hello-world-1-abc", "r1")
+                + "/job.yaml"));
         for f in &a {
             assert!(
                 f.content.contains("app.kubernetes.io/managed-by: issueops"),

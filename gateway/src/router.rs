@@ -287,6 +287,27 @@ fn verify(
     Ok(body)
 }
 
+/// What the gateway reads of a delivery's body: that it is one JSON object,
+/// and its action, repository and sender (absent when missing or of another
+/// shape). Checked and read without building the payload as a tree: it is
+/// stored as received. `Err` says why the body is refused.
+pub fn decode(body: &[u8]) -> Result<Envelope, String> {
+    // JSON is UTF-8 (RFC 8259). Checked first: serde_json skips strings it
+    // ignores without checking them, so a body with a stray byte inside a
+    // string passed, and was then stored with that byte replaced, not as
+    // received (found by the webhook_payload fuzz target).
+    let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map_err(|e| format!("body is not JSON: {e}"))?;
+    if !text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        return Err("body is not a JSON object".into());
+    }
+    Ok(serde_json::from_str(text).unwrap_or_default())
+}
+
 /// Stores a verified delivery, or says why not.
 async fn accept(
     state: &AppState,
@@ -299,13 +320,7 @@ async fn accept(
         .ok_or_else(|| Refusal::BadRequest("missing or invalid X-GitHub-Event header".into()))?;
     let delivery_id = delivery_id
         .ok_or_else(|| Refusal::BadRequest("missing or invalid X-GitHub-Delivery header".into()))?;
-    // Checked and read without building the payload: it is stored as received.
-    serde_json::from_slice::<serde::de::IgnoredAny>(&body)
-        .map_err(|e| Refusal::BadRequest(format!("body is not JSON: {e}")))?;
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(Refusal::BadRequest("body is not a JSON object".into()));
-    }
-    let envelope: Envelope = serde_json::from_slice(&body).unwrap_or_default();
+    let envelope = decode(&body).map_err(Refusal::BadRequest)?;
     let delivery = NewDelivery {
         delivery_id: delivery_id.to_string(),
         event: event.to_string(),

@@ -31,7 +31,7 @@ pub enum DesiredError {
 }
 
 /// What one install may touch: the kinds of `cluster.kinds`, in issue
-/// namespaces (`issues/<namespace>/…`, named as issueops names them), with
+/// namespaces (`issues/<bucket>/<namespace>/…`, named as issueops names them), with
 /// its managed-by and instance labels.
 #[derive(Debug, Clone)]
 pub struct Scope {
@@ -84,17 +84,8 @@ impl Scope {
                 self.kinds.join(", ")
             )));
         }
-        let folder = obj
-            .path
-            .strip_prefix("issues/")
-            .and_then(|rest| rest.split('/').next())
-            .filter(|ns| !ns.is_empty())
-            .ok_or_else(|| refuse("files live under issues/<namespace>/".into()))?;
-        if !issueops_core::naming::is_issue_namespace(folder) {
-            return Err(refuse(format!(
-                "{folder:?} is not an issue namespace name issueops gives"
-            )));
-        }
+        let folder = issueops_core::state_repo::namespace_of(&obj.path)
+            .map_err(|e| refuse(e.to_string()))?;
         let namespace = obj.namespace.as_deref().unwrap_or(&obj.name);
         if namespace != folder {
             return Err(refuse(format!(

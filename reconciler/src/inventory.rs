@@ -130,9 +130,12 @@ impl LiveObject {
         }
     }
 
-    /// Keeps `old`'s verdict when nothing the verdict rests on changed.
-    fn inherit(mut self, old: Option<&LiveObject>) -> Self {
-        if old.is_some_and(|o| o.verified && o.fingerprint == self.fingerprint) {
+    /// Keeps `old`'s verdict, or one kept from before a restart
+    /// (`remembered`), when nothing the verdict rests on changed.
+    fn inherit(mut self, old: Option<&LiveObject>, remembered: Option<&u64>) -> Self {
+        if old.is_some_and(|o| o.verified && o.fingerprint == self.fingerprint)
+            || remembered == Some(&self.fingerprint)
+        {
             self.verify();
         }
         self
@@ -151,6 +154,16 @@ struct State {
     synced: Vec<bool>,
     /// Per kind: the objects of a relist in progress.
     relist: Vec<Option<HashMap<String, LiveObject>>>,
+    /// Verdicts kept from before a start (reference → fingerprint), until
+    /// the first resync: the watches' first lists match objects against them.
+    remembered: HashMap<String, u64>,
+}
+
+/// Verdicts reached since they were last kept, and objects gone since.
+#[derive(Default)]
+struct Unsaved {
+    verdicts: Vec<(String, u64)>,
+    gone: Vec<String>,
 }
 
 /// The shared inventory (cheap to clone).
@@ -160,6 +173,7 @@ pub struct Inventory {
     watching: Arc<AtomicBool>,
     changed: Arc<tokio::sync::Notify>,
     resources: Arc<Vec<(ApiResource, bool)>>,
+    unsaved: Arc<std::sync::Mutex<Unsaved>>,
 }
 
 impl Default for Inventory {
@@ -170,10 +184,12 @@ impl Default for Inventory {
                 objects: HashMap::new(),
                 synced: vec![false; resources.len()],
                 relist: vec![None; resources.len()],
+                remembered: HashMap::new(),
             })),
             watching: Arc::new(AtomicBool::new(false)),
             changed: Arc::new(tokio::sync::Notify::new()),
             resources: Arc::new(resources),
+            unsaved: Default::default(),
         }
     }
 }
@@ -214,7 +230,11 @@ impl Inventory {
         let Some(key) = key(resource, meta) else {
             return;
         };
-        let live = LiveObject::from_meta(rank, meta);
+        self.insert(key, LiveObject::from_meta(rank, meta));
+    }
+
+    /// Holds `live` as `key`, unless what is held is newer.
+    fn insert(&self, key: String, live: LiveObject) {
         let mut state = self.write();
         let old = state.objects.get(&key);
         if old.is_some_and(|o| {
@@ -222,15 +242,63 @@ impl Inventory {
         }) {
             return;
         }
-        let live = live.inherit(old);
+        let live = live.inherit(old, state.remembered.get(&key));
         state.objects.insert(key, live);
         drop(state);
         self.changed.notify_waiters();
     }
 
+    /// Records what a server-side apply of `desired` answered. The apply
+    /// forced every field of the file to issueops, so the verdict a resync
+    /// would reach is known now: checked here against the answer's field
+    /// sets, it spares the resync reading the file back.
+    pub fn record_applied(&self, desired: &desired::DesiredObject, meta: &ObjectMeta) {
+        let Some(resource) = self.resources.get(desired.rank) else {
+            return;
+        };
+        let Some(key) = key(resource, meta) else {
+            return;
+        };
+        let mut live = LiveObject::from_meta(desired.rank, meta);
+        if live.digest == Some(desired.digest)
+            && !live.deleting
+            && crate::ownership::unowned_by_us(desired, live.fields.as_deref(), 1).is_empty()
+        {
+            live.verify();
+            self.unsaved()
+                .verdicts
+                .push((key.clone(), live.fingerprint));
+        }
+        self.insert(key, live);
+    }
+
+    fn unsaved(&self) -> std::sync::MutexGuard<'_, Unsaved> {
+        self.unsaved.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Verdicts kept from before a start: the first lists match against them.
+    pub fn remember(&self, verdicts: HashMap<String, u64>) {
+        self.write().remembered = verdicts;
+    }
+
+    /// Drops what [`Inventory::remember`] kept (after the first resync, every
+    /// listed object has been matched against it).
+    pub fn forget_remembered(&self) {
+        self.write().remembered = HashMap::new();
+    }
+
+    /// The verdicts reached and the objects gone since the last call: what
+    /// to keep for the next start.
+    pub fn take_unsaved(&self) -> (Vec<(String, u64)>, Vec<String>) {
+        let unsaved = std::mem::take(&mut *self.unsaved());
+        (unsaved.verdicts, unsaved.gone)
+    }
+
     /// Forgets an object we deleted (a watch event may say so again).
     pub fn forget(&self, reference: &str) {
-        self.write().objects.remove(reference);
+        if self.write().objects.remove(reference).is_some() {
+            self.unsaved().gone.push(reference.to_string());
+        }
         self.changed.notify_waiters();
     }
 
@@ -262,10 +330,17 @@ impl Inventory {
     /// Marks `reference` verified, if it is still the object that was
     /// checked (same `fingerprint`).
     pub fn mark_verified(&self, reference: &str, fingerprint: u64) {
-        if let Some(o) = self.write().objects.get_mut(reference) {
-            if o.fingerprint == fingerprint {
+        let verified = match self.write().objects.get_mut(reference) {
+            Some(o) if o.fingerprint == fingerprint => {
                 o.verify();
+                true
             }
+            _ => false,
+        };
+        if verified {
+            self.unsaved()
+                .verdicts
+                .push((reference.to_string(), fingerprint));
         }
     }
 
@@ -342,7 +417,7 @@ impl Inventory {
         let old = std::mem::take(&mut state.objects);
         for (rank, objects) in listed.into_iter().enumerate() {
             for (key, live) in objects {
-                let live = live.inherit(old.get(&key));
+                let live = live.inherit(old.get(&key), state.remembered.get(&key));
                 state.objects.insert(key, live);
             }
             state.synced[rank] = true;
@@ -421,7 +496,10 @@ impl Inventory {
                                         .partition(|(_, live)| live.rank == rank);
                                 for (key, live) in listed {
                                     // The verdicts of the previous list carry over.
-                                    let live = live.inherit(previous.get(&key));
+                                    let live = live.inherit(
+                                        previous.get(&key),
+                                        state.remembered.get(&key),
+                                    );
                                     kept.insert(key, live);
                                 }
                                 state.objects = kept;

@@ -32,6 +32,22 @@ pub fn unowned(desired: &Value, fields: &Value, limit: usize) -> Vec<String> {
     out
 }
 
+/// The fields `desired`'s file sets that issueops' apply does not own in
+/// `fields` (a live object's field sets), at most `limit`: empty means the
+/// live object has the file's values.
+pub fn unowned_by_us(
+    desired: &crate::desired::DesiredObject,
+    fields: Option<&crate::inventory::Fields>,
+    limit: usize,
+) -> Vec<String> {
+    let want = serde_json::to_value(&desired.object).unwrap_or_default();
+    let ours = fields
+        .and_then(|f| f.ours.as_deref())
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    unowned(&want, &ours, limit)
+}
+
 /// Whether `fields` (another manager's `fieldsV1`) owns the field at `path`
 /// of `desired`.
 pub fn owns(desired: &Value, fields: &Value, path: &str) -> bool {

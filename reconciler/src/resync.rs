@@ -110,6 +110,8 @@ impl Reconciler {
         .map_err(|e| ReconcileError::Task(e.to_string()))??;
         let (head, index) = index.unwrap_or_default();
         let live = self.inventory.snapshot();
+        // Every listed object has met the verdicts kept from before the start.
+        self.inventory.forget_remembered();
         report.live_objects = live.values().filter(|o| !o.deleting).count();
 
         // Match files to live objects by blob id; read only what needs it.
@@ -206,7 +208,7 @@ impl Reconciler {
         let mut orphans = orphans;
         orphans.sort_by_key(|s| std::cmp::Reverse(s.object.rank));
         steps.extend(orphans);
-        let pass = crate::Pass::new(std::mem::take(&mut report.cycle));
+        let pass = crate::execute::Pass::new(std::mem::take(&mut report.cycle));
         self.execute_all(&steps, &head, &pass).await?;
         report.cycle = pass.into_report();
         let audit = AuditEvent::new(kind::RECONCILE, if report.cycle.converged() { "resynced" } else { "resync-incomplete" })
@@ -217,6 +219,7 @@ impl Reconciler {
                 "files_read": report.files_read,
             }));
         self.store.append_audit(&audit).await?;
+        self.keep_verdicts().await;
         issueops_core::metrics::duration("resync", started.elapsed());
         Ok(report)
     }
@@ -344,13 +347,8 @@ fn judge(scope: &desired::Scope, item: &ToRead, content: &[u8]) -> Finding {
         // Same content, another object: cannot be; judge it as new.
         return Finding::Unmatched(object);
     }
-    let want = serde_json::to_value(&object.object).unwrap_or_default();
     let fields = live.fields.as_deref();
-    let ours = fields
-        .and_then(|f| f.ours.as_deref())
-        .and_then(|s| serde_json::from_str(s).ok())
-        .unwrap_or_default();
-    let unowned = ownership::unowned(&want, &ours, MAX_EXPLAINED);
+    let unowned = ownership::unowned_by_us(&object, fields, MAX_EXPLAINED);
     if unowned.is_empty() {
         return Finding::InSync {
             reference: reference.clone(),
@@ -362,6 +360,7 @@ fn judge(scope: &desired::Scope, item: &ToRead, content: &[u8]) -> Finding {
         .flat_map(|f| &f.others)
         .filter_map(|(m, theirs)| Some((&**m, serde_json::from_str(theirs).ok()?)))
         .collect();
+    let want = serde_json::to_value(&object.object).unwrap_or_default();
     let why = unowned
         .iter()
         .map(|path| {

@@ -270,13 +270,13 @@ async fn run_backend(
             .lease_namespace
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_string());
-        Gate::Lease(issueops_reconciler::lease::LeaseLock::new(
+        Gate::Lease(Box::new(issueops_reconciler::lease::LeaseLock::new(
             client.clone(),
             &namespace,
             &format!("issueops-reconciler-{}", config.instance),
             &crate::leader::holder_identity(),
             Duration::from_secs(config.cluster.lease_seconds),
-        ))
+        )))
     } else {
         Gate::Database {
             store: store.clone(),

@@ -1275,7 +1275,7 @@ async fn weakening_state_repo_commit_is_refused(env: &Env, issues: &Issues) -> E
     let namespace = naming::namespace_for_issue(common::REPO, issues.hostile);
     let clone = env.person_clone("weakening-clone");
     let git = |args: &[&str]| git_http::git(&clone, args);
-    let folder = clone.join("issues").join(&namespace);
+    let folder = clone.join(issueops_core::state_repo::issue_dir(&namespace));
     let ns_file = folder.join("namespace.yaml");
     let ns_yaml = std::fs::read_to_string(&ns_file).expect("the hostile run's issue folder");
     std::fs::write(

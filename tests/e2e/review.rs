@@ -172,8 +172,7 @@ pub async fn untrusted_commit_waits_for_a_reviewer_signature(
     let clone = env.unsigned_clone("untrusted-clone");
     let git = |args: &[&str]| git_http::git(&clone, args);
     let quota_file = clone
-        .join("issues")
-        .join(&namespace)
+        .join(issueops_core::state_repo::issue_dir(&namespace))
         .join("resourcequota.yaml");
     let quota = std::fs::read_to_string(&quota_file).expect("the reviewed issue's quota");
     assert!(quota.contains("pods: '4'\n"), "{quota}");

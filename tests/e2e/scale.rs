@@ -4,6 +4,7 @@
 
 use crate::{Env, Evidence, Issues};
 use issueops_core::naming;
+use issueops_core::state_repo::issue_dir;
 use k8s_openapi::api::core::v1::ResourceQuota;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -29,7 +30,7 @@ pub async fn kubectl_edit_drift_corrected_by_resync(env: &Env, issues: &Issues) 
     let files = env.repo.files_at(&head).unwrap();
     let (path, content) = files
         .iter()
-        .find(|(p, _)| p.starts_with(&format!("issues/{namespace}/")) && p.contains("quota"))
+        .find(|(p, _)| p.starts_with(&format!("{}/", issue_dir(&namespace))) && p.contains("quota"))
         .expect("the quota's file");
     assert_eq!(
         issueops_core::state_repo::blob_id(content).to_string(),

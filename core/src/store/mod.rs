@@ -16,6 +16,7 @@ pub mod results;
 pub mod runs;
 pub mod sessions;
 pub mod transcripts;
+pub mod verdicts;
 pub mod views;
 
 use sqlx::any::{install_default_drivers, AnyPoolOptions};
